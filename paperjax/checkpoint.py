@@ -1,0 +1,113 @@
+"""Checkpoints: orbax over (train state, grain iterator state, config), saved asynchronously.
+
+Resume order (written down because getting it wrong silently changes a run):
+  1. read the config stored with the newest checkpoint and refuse to continue a different run;
+  2. restore the train state into the shardings of *this* run's mesh (so a checkpoint written on one
+     mesh restores on another);
+  3. restore each process's grain iterator state, so the next batch is the one that would have come;
+  4. the step counter lives in the state: logging, evaluation and schedules continue from it.
+A checkpoint directory becomes visible to `latest_step` only once orbax has finalised it, so a run
+killed mid-save resumes from the previous complete one. If the newest checkpoint cannot be read,
+restore falls back to the one before it and says which step was skipped; nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+# Settings that may change between a run and its resumption without changing what it computes.
+RESUMABLE_KEYS = ("train.stop_at", "train.log_every", "train.eval_every", "train.ckpt_every",
+                  "train.ckpt_every_s", "train.ckpt_keep", "train.progress", "workdir", "train.profile")
+
+
+class ConfigMismatchError(ValueError):
+  pass
+
+
+def _flatten(d: Any, prefix: str = "") -> dict:
+  if isinstance(d, dict):
+    out = {}
+    for k, v in d.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: d}
+
+
+def config_dict(config) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def config_diff(saved: dict, current: dict) -> list[str]:
+  a, b = _flatten(saved), _flatten(current)
+  keys = sorted(set(a) | set(b))
+  return [f"{k}: {a.get(k, '<absent>')!r} → {b.get(k, '<absent>')!r}" for k in keys
+          if a.get(k) != b.get(k) and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)]
+
+
+class Checkpointer:
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=async_save,
+                                             create=True),
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": grain.checkpoint.CheckpointHandler(),
+                       "config": ocp.JsonCheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, data_iter, config, force: bool = False) -> bool:
+    args = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_dict(config))}
+    if data_iter is not None:
+      args["data"] = grain.checkpoint.CheckpointSave(data_iter)
+    return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+
+  def saved_config(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+  def check_config(self, step: int, config) -> None:
+    diff = config_diff(self.saved_config(step), config_dict(config))
+    if diff:
+      raise ConfigMismatchError(
+          f"The workdir already holds a run with a different config (checkpoint step {step} in "
+          f"{self.directory}) — differences: {'; '.join(diff[:8])}{' …' if len(diff) > 8 else ''}. "
+          "Use a new --workdir, or pass --restart to keep the old checkpoints aside and start over.")
+
+  def restore(self, abstract_state, data_iter, step: int | None = None):
+    """Restore the newest readable checkpoint (or `step`). Returns (step, state) or (None, None)."""
+    steps = [step] if step is not None else list(reversed(self.all_steps()))
+    for s in steps:
+      args = {"state": ocp.args.StandardRestore(abstract_state)}
+      if data_iter is not None:
+        args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
+      try:
+        out = self.manager.restore(s, args=ocp.args.Composite(**args))
+      except Exception as e:  # noqa: BLE001 — any unreadable checkpoint is skipped, never deleted
+        logging.warning("Checkpoint at step %d in %s could not be restored (%s: %s); trying the one before it. "
+                        "It is left on disk for inspection.", s, self.directory, type(e).__name__, str(e)[:200])
+        continue
+      return s, out["state"]
+    return None, None
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_with_shardings(abstract_tree, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_tree, shardings)

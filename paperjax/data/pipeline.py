@@ -1,0 +1,109 @@
+"""grain pipelines: token streams cut into fixed-length chunks, per-example transforms, batches.
+
+Determinism contract (what exact resume and the multi-process tests rely on):
+  * the example at global position i of the (shuffled, repeated) stream and the randomness of its
+    per-example transform depend only on (seed, i) — the transform is applied *before* the stream is
+    split between processes, so 1 process and N processes see the same examples with the same noise;
+  * process p of N reads positions p, p+N, p+2N, … and batches `global_batch // N` of them, so the
+    global batch b is the same set of examples on any number of processes;
+  * the iterator's `get_state()` is a position, checkpointed with the train state (`checkpoint.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+from typing import Any, Callable, Sequence
+
+import grain
+import numpy as np
+
+
+class TokenChunks:
+  """Random-access source of `length`-token chunks of the concatenated, eos-separated corpus."""
+
+  def __init__(self, stream: np.ndarray, length: int):
+    if len(stream) < length:
+      raise ValueError(f"The corpus has only {len(stream)} tokens, fewer than one chunk of {length}; "
+                       "use a larger data source or a shorter data.raw_length.")
+    self.stream, self.length = stream, length
+
+  def __len__(self) -> int:
+    return len(self.stream) // self.length
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    i = int(i)
+    return self.stream[i * self.length:(i + 1) * self.length]
+
+
+def token_stream(documents: Sequence[str], tokenizer, max_chars: int | None = None,
+                 cache_dir: str | None = None, cache_key: str = "") -> np.ndarray:
+  """Tokenise documents once into one int32 stream, documents separated by eos.
+
+  With a `cache_dir` the stream is stored as .npy (keyed by corpus, tokenizer and cap), so a
+  second run or a resumed run does not re-tokenise.
+  """
+  path = None
+  if cache_dir:
+    key = hashlib.sha1(f"{cache_key}|{tokenizer!r}|{tokenizer.vocab_size}|{max_chars}".encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir, f"tokens-{key}.npy")
+    if os.path.exists(path):
+      return np.load(path, mmap_mode="r")
+  pieces, total = [], 0
+  eos = np.asarray([tokenizer.eos_id], np.int32)
+  for doc in documents:
+    if max_chars is not None and total >= max_chars:
+      break
+    if max_chars is not None:
+      doc = doc[: max_chars - total]
+    total += len(doc)
+    pieces += [np.asarray(tokenizer.encode(doc), np.int32), eos]
+  stream = np.concatenate(pieces) if pieces else np.zeros((0,), np.int32)
+  if path:
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+      np.save(f, stream)
+    os.replace(tmp, path)
+  return stream
+
+
+def global_dataset(source, *, seed: int, shuffle: bool = True, num_epochs: int | None = None,
+                   example_fn: Callable | None = None) -> grain.MapDataset:
+  """The global example stream: shuffled per epoch, repeated, transformed per example."""
+  ds = grain.MapDataset.source(source)
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(num_epochs)
+  if example_fn is not None:
+    ds = ds.random_map(lambda x, rng: example_fn(x, rng), seed=seed + 1)
+  return ds
+
+
+def make_iterator(source, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
+                  example_fn: Callable | None = None, shuffle: bool = True, num_epochs: int | None = None,
+                  num_threads: int = 2, prefetch: int = 4):
+  """A checkpointable iterator over this process's share of global batches (numpy dicts)."""
+  if global_batch_size % process_count:
+    raise ValueError(f"data.batch_size={global_batch_size} does not divide among {process_count} processes; "
+                     f"use a multiple of {process_count}.")
+  local = global_batch_size // process_count
+  ds = global_dataset(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs, example_fn=example_fn)
+  if process_count > 1:
+    ds = ds[process_index::process_count]
+  ds = ds.batch(local, drop_remainder=True)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+  return iter(it)
+
+
+def fixed_batches(source, *, batch_size: int, num_batches: int, seed: int, example_fn: Callable | None = None,
+                  process_index: int = 0, process_count: int = 1) -> list[dict]:
+  """A deterministic list of evaluation batches (this process's share), identical every run."""
+  ds = global_dataset(source, seed=seed, shuffle=True, num_epochs=None, example_fn=example_fn)
+  if process_count > 1:
+    ds = ds[process_index::process_count]
+  local = batch_size // process_count
+  ds = ds.batch(local, drop_remainder=True)
+  return [ds[i] for i in range(num_batches)]

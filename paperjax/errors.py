@@ -1,0 +1,24 @@
+"""User-facing errors: one clear sentence and a non-zero exit, never a traceback wall.
+
+Errors meant for the user are raised as ValueError / FileNotFoundError / PermissionError with a
+sentence that says what is wrong and how to fix it; `one_sentence` prints that sentence alone
+(set PAPERJAX_DEBUG=1 or --debug for the traceback).
+"""
+
+import contextlib
+import sys
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, KeyError, TypeError)
+
+
+@contextlib.contextmanager
+def one_sentence(debug: bool = False):
+  from paperjax.train import NonFiniteLossError
+  try:
+    yield
+  except (*USER_ERRORS, NonFiniteLossError) as e:
+    if debug:
+      raise
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    print(f"paperjax: error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(2)

@@ -1,0 +1,72 @@
+"""The method contract: what a paper's `method.py` hands the shared trainer.
+
+A paper module defines `PAPER` (its metadata) and `make(config, env) -> Method`. Everything else —
+the loop, sharding, data, checkpoints, metrics, evaluation, launch — is shared.
+
+  init(rng, batch) -> params                   the model's parameters (a pytree, logically partitioned)
+  loss(params, batch, rng) -> (loss, metrics)  most papers need only this
+  step(state, batch, ctx) -> (state, metrics)  override for non-SGD rules (federated rounds, outer
+                                               steps, zeroth-order, EMA teachers); ctx.tx is the optimizer
+  init_extras(rng, params) -> dict             extra state carried in TrainState.extras (EMA, teacher, ...)
+  example_fn(example, rng) -> dict             per-example host transform inside the grain pipeline
+                                               (rng: np.random.Generator, seeded and checkpointed)
+  evaluators                                   Evaluator objects run every config.train.eval_every steps
+  between(state, step, ctx) -> state           between-epoch/round hook (data selection, mixtures, pruning)
+  flops_per_example                            training FLOPs per example, for MFU (None: not reported)
+  tokens_per_example                           tokens per example, for tokens/s
+
+Multi-stage papers list `config.stages`; the trainer runs them in order and hands each stage the
+previous stage's parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol, Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperInfo:
+  slug: str
+  title: str
+  authors: str
+  year: int
+  url: str
+  family: str
+
+
+class Evaluator(Protocol):
+  name: str
+
+  def __call__(self, params, ctx: "Context") -> dict[str, float]:
+    ...
+
+
+@dataclasses.dataclass
+class Context:
+  """What the trainer knows and a method may use: mesh, rules, tokenizer, optimizer, workdir."""
+  config: Any
+  mesh: Any = None
+  rules: Any = None
+  tokenizer: Any = None
+  tx: Any = None
+  lr_schedule: Any = None
+  workdir: str | None = None
+  model: Any = None
+  process_index: int = 0
+  process_count: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  init: Callable
+  loss: Callable
+  step: Callable | None = None
+  init_extras: Callable | None = None
+  example_fn: Callable | None = None
+  evaluators: Sequence[Evaluator] = ()
+  between: Callable | None = None
+  flops_per_example: float | None = None
+  tokens_per_example: int | None = None
+  model: Any = None
+  summary_keys: Sequence[str] = ()   # metrics the end-of-run summary prints first

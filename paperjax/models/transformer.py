@@ -1,0 +1,287 @@
+"""One transformer for every language paper: decoder-only, prefix-LM and encoder-decoder.
+
+The three variants differ only in their attention masks and in whether an encoder exists:
+
+  decoder    causal self-attention over `tokens`                           (GPT)
+  prefix_lm  bidirectional over the first `prefix_len` tokens, causal rest  (UL2 decoder-only, T5 prefix-LM)
+  encdec     bidirectional encoder over `inputs`; causal decoder over `targets` with cross-attention (T5)
+
+Modern T5.1.1/PaLM-style blocks: pre-RMSNorm, gated MLP, rotary positions, no biases. Every
+parameter carries logical axis names (`vocab`, `embed`, `heads`, `kv`, `mlp`, `layers`) that
+`paperjax.sharding` maps to mesh axes, so the same module runs on one CPU or FSDP over a pod.
+Attention goes through `jax.nn.dot_product_attention` so that on GPU the cuDNN flash kernel is
+used (`attention_impl="cudnn"`). Shape suffixes: B batch, L/S query/key length, D model, H heads,
+K head dim, F feed-forward, V vocab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+Array = jax.Array
+KINDS = ("decoder", "prefix_lm", "encdec")
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "save_qkv_out": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out", "mlp_out"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  vocab_size: int
+  d_model: int = 128
+  num_heads: int = 4
+  head_dim: int = 32
+  d_ff: int = 512
+  num_layers: int = 2            # decoder layers (the only stack for decoder / prefix_lm)
+  num_encoder_layers: int = 2    # used by encdec only
+  kind: str = "encdec"
+  activation: str = "gelu"       # gated: act(x W0) * (x W1), T5.1.1 uses gelu, PaLM/LLaMA silu
+  dropout: float = 0.0
+  dtype: Any = jnp.float32       # compute dtype (bf16 on accelerators)
+  param_dtype: Any = jnp.float32
+  logits_dtype: Any = jnp.float32
+  tie_embeddings: bool = True
+  rope_theta: float = 10_000.0
+  scan_layers: bool = False
+  remat: str = "none"            # key of REMAT_POLICIES
+  attention_impl: str | None = None   # None (XLA picks), "xla" or "cudnn"
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"model.kind={self.kind!r} is not one of {KINDS}; pick one of them in the config.")
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"model.remat={self.remat!r} is unknown; use one of {sorted(REMAT_POLICIES)}.")
+
+  @classmethod
+  def from_config(cls, model_cfg, vocab_size: int) -> "TransformerConfig":
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kw = {k: v for k, v in dict(model_cfg).items() if k in fields}
+    kw["vocab_size"] = vocab_size
+    for name in ("dtype", "param_dtype", "logits_dtype"):
+      if isinstance(kw.get(name), str):
+        kw[name] = jnp.dtype(kw[name])
+    if kw.get("attention_impl") in ("", "auto"):
+      kw["attention_impl"] = None
+    return cls(**kw)
+
+
+class Proj(nn.Module):
+  """A bias-free projection written as one einsum, e.g. "BLD,DHK->BLHK".
+
+  (Rather than nn.DenseGeneral, which reshapes its kernel to 2-D and so drops the kernel's
+  3-D logical sharding annotation inside a mesh.)"""
+  equation: str
+  shape: tuple
+  axes: tuple
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    x_spec, k_spec = self.equation.split("->")[0].split(",")
+    fan_in = math.prod(n for n, c in zip(self.shape, k_spec) if c in x_spec)  # contracted dims (LeCun init)
+    init = nn.initializers.normal(stddev=fan_in ** -0.5)
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), self.shape, self.cfg.param_dtype)
+    return jnp.einsum(self.equation, x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype))
+
+
+class RMSNorm(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                       (x.shape[-1],), self.cfg.param_dtype)
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
+    return (x32 * scale.astype(jnp.float32)).astype(self.cfg.dtype)
+
+
+def rotary(x_BLHK: Array, positions_BL: Array, theta: float) -> Array:
+  """Rotary position embedding (Su et al. 2021) on the last axis, computed in fp32."""
+  half = x_BLHK.shape[-1] // 2
+  freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions_BL[..., None, None].astype(jnp.float32) * freqs       # B L 1 K/2
+  sin, cos = jnp.sin(angles), jnp.cos(angles)
+  x1, x2 = jnp.split(x_BLHK.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BLHK.dtype)
+
+
+class Attention(nn.Module):
+  cfg: TransformerConfig
+  use_rope: bool = True
+
+  @nn.compact
+  def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_pos_BL, k_pos_BL, is_causal: bool):
+    cfg = self.cfg
+    shape, axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv")
+    q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
+    k = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="key")(kv_BSD)
+    v = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="value")(kv_BSD)
+    if self.use_rope:
+      q, k = rotary(q, q_pos_BL, cfg.rope_theta), rotary(k, k_pos_BL, cfg.rope_theta)
+    q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "kv"))
+    k = nn.with_logical_constraint(k, ("batch", "length", "act_heads", "kv"))
+    v = nn.with_logical_constraint(v, ("batch", "length", "act_heads", "kv"))
+    q, k, v = (checkpoint_name(t, "qkv") for t in (q, k, v))
+    # A pure causal mask is passed as is_causal (no mask array) so the cuDNN kernel can skip
+    # the masked blocks instead of reading a B x L x S boolean tensor.
+    out_BLHK = jax.nn.dot_product_attention(
+        q, k, v, mask=mask_B1LS, is_causal=is_causal and mask_B1LS is None,
+        implementation=cfg.attention_impl)
+    out_BLHK = checkpoint_name(out_BLHK, "attn_out")
+    return Proj("BLHK,HKD->BLD", (cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), cfg,
+                name="out")(out_BLHK)
+
+
+class GatedMLP(nn.Module):
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BLD, deterministic: bool):
+    cfg = self.cfg
+    act = {"gelu": functools.partial(nn.gelu, approximate=True), "silu": nn.silu, "relu": nn.relu}[cfg.activation]
+    h0 = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi_0")(x_BLD)
+    h1 = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi_1")(x_BLD)
+    h_BLF = nn.with_logical_constraint(act(h0) * h1, ("batch", "length", "act_mlp"))
+    h_BLF = nn.Dropout(cfg.dropout)(h_BLF, deterministic=deterministic)
+    out = Proj("BLF,FD->BLD", (cfg.d_ff, cfg.d_model), ("mlp", "embed"), cfg, name="wo")(h_BLF)
+    return checkpoint_name(out, "mlp_out")
+
+
+class Block(nn.Module):
+  """Pre-norm residual block: self-attention, optional cross-attention, gated MLP."""
+  cfg: TransformerConfig
+  cross: bool = False
+  causal: bool = False
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BLD, aux):
+    cfg = self.cfg
+    deterministic = self.deterministic
+    drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
+    h = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
+    x_BLD = x_BLD + drop(Attention(cfg, name="self_attn")(
+        h, h, aux["self_mask"], aux["positions"], aux["positions"], self.causal))
+    if self.cross:
+      h = RMSNorm(cfg, name="pre_cross_norm")(x_BLD)
+      x_BLD = x_BLD + drop(Attention(cfg, use_rope=False, name="cross_attn")(
+          h, aux["encoded"], aux["cross_mask"], aux["positions"], aux["enc_positions"], False))
+    h = RMSNorm(cfg, name="pre_mlp_norm")(x_BLD)
+    x_BLD = x_BLD + drop(GatedMLP(cfg, name="mlp")(h, deterministic))
+    return nn.with_logical_constraint(x_BLD, ("batch", "length", "act_embed")), None
+
+
+class Stack(nn.Module):
+  """`num_layers` blocks, either unrolled or as one `nn.scan` (compile time independent of depth)."""
+  cfg: TransformerConfig
+  num_layers: int
+  cross: bool = False
+  causal: bool = False
+
+  @nn.compact
+  def __call__(self, x_BLD, aux, deterministic: bool = True):
+    cfg = self.cfg
+    block = Block
+    if cfg.remat != "none":
+      block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+                        in_axes=nn.broadcast, length=self.num_layers,
+                        metadata_params={nn.PARTITION_NAME: "layers"})
+      x_BLD, _ = scanned(cfg, self.cross, self.causal, deterministic, name="layers")(x_BLD, aux)
+    else:
+      for i in range(self.num_layers):
+        x_BLD, _ = block(cfg, self.cross, self.causal, deterministic, name=f"layer_{i}")(x_BLD, aux)
+    return RMSNorm(cfg, name="final_norm")(x_BLD)
+
+
+def _pad_mask(ids_BL: Array) -> Array:
+  return ids_BL != 0
+
+
+class Transformer(nn.Module):
+  """The shared language model. Call with the batch fields of its `kind` (see module docstring).
+
+  Returns logits `[B, L, V]` in `logits_dtype`, or the final hidden states `[B, L, D]` with
+  `return_hidden=True` (for losses that never materialise the full logits, see `losses.py`).
+  """
+  cfg: TransformerConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = nn.Embed(
+        cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")))
+    if cfg.kind == "encdec":
+      self.encoder = Stack(cfg, cfg.num_encoder_layers, causal=False, name="encoder")
+    self.decoder = Stack(cfg, cfg.num_layers, cross=cfg.kind == "encdec", causal=True, name="decoder")
+    if not cfg.tie_embeddings:
+      self.unembed = Proj("BLD,DV->BLV", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg, name="unembed")
+
+  def logits(self, h_BLD: Array) -> Array:
+    if self.cfg.tie_embeddings:
+      # Scale by 1/sqrt(D) because the tied table is initialised with unit variance (T5/PaLM).
+      out = self.embed.attend(h_BLD / jnp.sqrt(self.cfg.d_model).astype(h_BLD.dtype))
+    else:
+      out = self.unembed(h_BLD)
+    return nn.with_logical_constraint(out.astype(self.cfg.logits_dtype), ("batch", "length", "act_vocab"))
+
+  def encode(self, inputs_BS, deterministic=True):
+    positions = jnp.broadcast_to(jnp.arange(inputs_BS.shape[1]), inputs_BS.shape)
+    valid = _pad_mask(inputs_BS)
+    mask = (valid[:, None, :, None] & valid[:, None, None, :])
+    x = self.embed(inputs_BS)
+    aux = dict(self_mask=mask, positions=positions)
+    return self.encoder(x, aux, deterministic)
+
+  def __call__(self, batch: dict, *, deterministic: bool = True, return_hidden: bool = False):
+    cfg = self.cfg
+    if cfg.kind == "encdec":
+      inputs_BS, targets_BL = batch["inputs"], batch["targets"]
+      encoded = self.encode(inputs_BS, deterministic)
+      dec_in = shift_right(targets_BL)
+      L = dec_in.shape[1]
+      positions = jnp.broadcast_to(jnp.arange(L), dec_in.shape)
+      enc_valid = _pad_mask(inputs_BS)
+      aux = dict(self_mask=None, positions=positions,
+                 encoded=encoded, cross_mask=jnp.broadcast_to(enc_valid[:, None, None, :], (dec_in.shape[0], 1, L, inputs_BS.shape[1])),
+                 enc_positions=jnp.broadcast_to(jnp.arange(inputs_BS.shape[1]), inputs_BS.shape))
+    else:
+      tokens_BL = batch["tokens"]
+      dec_in = tokens_BL
+      L = dec_in.shape[1]
+      positions = jnp.broadcast_to(jnp.arange(L), dec_in.shape)
+      self_mask = None
+      if cfg.kind == "prefix_lm":
+        q = jnp.arange(L)[:, None]
+        k = jnp.arange(L)[None, :]
+        prefix_B = batch["prefix_len"].reshape(-1)
+        self_mask = (k <= q)[None, None] | (k[None, None] < prefix_B[:, None, None, None])
+      aux = dict(self_mask=self_mask, positions=positions)
+    x = self.embed(dec_in)
+    x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+    h = self.decoder(x, aux, deterministic)
+    return h if return_hidden else self.logits(h)
+
+
+def shift_right(targets_BL: Array, start_id: int = 0) -> Array:
+  """Decoder inputs for teacher forcing: targets shifted right by one, start token 0 (T5)."""
+  return jnp.pad(targets_BL, ((0, 0), (1, 0)), constant_values=start_id)[:, :-1]
+
+
+def count_params(params) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,382 @@
+"""THE training loop. Every paper runs through `run(config, workdir)`; none copies it.
+
+One stage, in order:
+  mesh from config.mesh → tokenizer → method (the paper) → data iterator → abstract state via
+  `jax.eval_shape` → shardings from logical axes → `jax.jit(init, out_shardings=...)` → restore
+  (checkpoint.py gives the resume order) → loop: host batch → global arrays → jitted step (donated
+  state) → metrics of step N fetched after step N+1 is dispatched → hooks (log, eval, between,
+  checkpoint, profile) → summary.
+Papers change what happens inside a step through `Method.loss` or `Method.step`, and between
+steps through `Method.between`; multi-stage papers list `config.stages`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from paperjax import checkpoint as ckpt_lib
+from paperjax import data as data_lib
+from paperjax import metrics as metrics_lib
+from paperjax import optim, registry, sharding
+from paperjax.method import Context, Method
+from paperjax.state import TrainState
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+class _Preemption:
+  """SIGTERM (a preemption notice) asks the loop to finish its step, checkpoint and exit cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread (e.g. a notebook worker): preemption is not handled
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+    logging.warning("SIGTERM received: finishing the current step, then saving a checkpoint.")
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def setup_runtime(config) -> None:
+  """Process-wide JAX settings: the persistent compilation cache (tests and CI rely on it)."""
+  cache = os.environ.get("PAPERJAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/paperjax/xla"))
+  if cache and cache != "0":
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+@contextlib.contextmanager
+def mesh_context(mesh, rules):
+  setter = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
+  with (setter(mesh) if setter else mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | None, *, restart: bool = False) -> dict:
+  """Run every stage of `config` (or the single stage it is) and return the last stage's summary."""
+  setup_runtime(config)
+  stages = list(config.get("stages", None) or [])
+  if not stages:
+    return _run_stage(config, workdir, restart=restart)
+  params, summaries = None, {}
+  for i, stage in enumerate(stages):
+    stage = dict(stage)
+    name = stage.get("name", f"stage{i}")
+    cfg = apply_overrides(config, stage.get("overrides", {}))
+    sub = os.path.join(workdir, name) if workdir else None
+    summaries[name] = _run_stage(cfg, sub, restart=restart, init_params=params, stage_name=name)
+    params = summaries[name].pop("_params", None)
+  out = dict(summaries[name])
+  out["stages"] = {k: {kk: vv for kk, vv in v.items() if kk != "_params"} for k, v in summaries.items()}
+  return out
+
+
+def apply_overrides(config, overrides: dict):
+  cfg = ml_collections.ConfigDict(config.to_dict())
+  for dotted, value in dict(overrides).items():
+    node = cfg
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  cfg.stages = ()
+  return cfg
+
+
+def build_context(config, workdir, mesh, rules) -> Context:
+  cache = data_lib.cache_dir_for(workdir)
+  tokenizer = data_lib.build_tokenizer(config.data, cache)
+  return Context(config=config, mesh=mesh, rules=rules, tokenizer=tokenizer, workdir=workdir,
+                 process_index=jax.process_index(), process_count=jax.process_count())
+
+
+def make_step(method: Method, tx, lr_schedule, ctx: Context):
+  """The default SGD step (or the method's own), returning (state, metrics)."""
+  if method.step is not None:
+    def step(state, batch):
+      return method.step(state, batch, ctx)
+    return step
+
+  def step(state: TrainState, batch):
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(state.params, batch, rng)
+    new_state = state.apply_gradients(grads, tx)
+    return new_state, {**aux, "loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr_schedule(state.step)}
+  return step
+
+
+def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=None) -> dict:
+  t_start = time.time()
+  is_main = jax.process_index() == 0
+  tcfg = config.train
+  mesh = sharding.make_mesh(tuple(config.mesh.axes), tuple(config.mesh.shape))
+  rules = sharding.rules_from_config(config.get("axis_rules", None))
+  if workdir:
+    _prepare_workdir(workdir, restart)
+  ctx = build_context(config, workdir, mesh, rules)
+  method = registry.make(config, ctx)
+  tx, lr_schedule = optim.build(config.optimizer, int(tcfg.steps))
+  ctx.tx, ctx.lr_schedule, ctx.model = tx, lr_schedule, method.model
+
+  # Data: each process iterates over its own share of every global batch.
+  gbs = int(config.data.batch_size)
+  n_batch = sharding.batch_axis_size(mesh, rules)
+  if gbs % n_batch:
+    raise ValueError(f"data.batch_size={gbs} is not divisible by the {n_batch} devices of the mesh's batch axes; "
+                     f"use a multiple of {n_batch}.")
+  cache = data_lib.cache_dir_for(workdir)
+  train_source = data_lib.build_source(config.data, config.data.get("train_split", "train"), ctx.tokenizer, cache)
+  data_iter = data_lib.pipeline.make_iterator(
+      train_source, global_batch_size=gbs, seed=int(config.seed), process_index=ctx.process_index,
+      process_count=ctx.process_count, example_fn=method.example_fn,
+      num_threads=int(config.data.get("num_threads", 2)))
+  fresh_state = data_iter.get_state()
+  first = next(data_iter)
+  data_iter.set_state(fresh_state)  # the batch read for shapes is trained on first, as from a fresh iterator
+  example = jax.tree.map(lambda x: np.asarray(x)[:1], first)
+
+  # State: abstract → logical specs → shardings → jitted init that lays params out sharded.
+  def init_state(rng):
+    init_rng, extras_rng, state_rng = jax.random.split(rng, 3)
+    params = method.init(init_rng, example)
+    extras = method.init_extras(extras_rng, params) if method.init_extras else {}
+    return TrainState.create(params, tx, rng=state_rng, extras=extras)
+
+  rng = jax.random.PRNGKey(int(config.seed))
+  with mesh_context(mesh, rules):
+    abstract_boxed = jax.eval_shape(init_state, rng)
+    state_shardings = sharding.logical_to_sharding(nn.get_partition_spec(abstract_boxed), mesh, rules)
+    state = jax.jit(lambda r: nn.meta.unbox(init_state(r)), out_shardings=state_shardings)(rng)
+  abstract_state = ckpt_lib.abstract_with_shardings(jax.eval_shape(lambda: state), state_shardings)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
+
+  # Resume, or start (from the previous stage's parameters if there is one).
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=int(tcfg.get("ckpt_keep", 3))) if workdir else None
+  start_step, resumed = 0, False
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    checkpointer.check_config(checkpointer.latest_step(), config)
+    restored_step, restored = checkpointer.restore(abstract_state, data_iter)
+    if restored is not None:
+      state, start_step, resumed = restored, int(restored_step), True
+  if not resumed and init_params is not None:
+    if jax.tree.structure(init_params) != jax.tree.structure(state.params):
+      raise ValueError(f"Stage {stage_name!r} cannot take the previous stage's parameters: their structure differs. "
+                       "Give the stage's method an init that maps them, or make the models match.")
+    state = state.replace(params=jax.device_put(init_params, state_shardings.params))
+
+  step_fn = make_step(method, tx, lr_schedule, ctx)
+  batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh, rules), first)
+  with mesh_context(mesh, rules):
+    p_step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
+                     out_shardings=(state_shardings, None), donate_argnums=(0,))
+
+  total = int(tcfg.steps)
+  stop_at = int(tcfg.get("stop_at", 0)) or total
+  tokens_per_step = (method.tokens_per_example or 0) * gbs
+  flops_per_step = (method.flops_per_example or 0) * gbs
+  peak = float(tcfg.get("peak_flops", 0) or 0) or metrics_lib.device_peak_flops()
+  n_dev = jax.device_count()
+  writer = metrics_lib.Writer(workdir if is_main else None, total, enabled=is_main and tcfg.get("progress", True))
+  if is_main:
+    where = f"{workdir}" if workdir else "(no workdir)"
+    print(f"paperjax: {config.method}{'/' + stage_name if stage_name else ''} — {n_params / 1e6:.2f}M params, "
+          f"mesh {dict(mesh.shape)}, global batch {gbs}, steps {total}, "
+          f"{'resuming at step ' + str(start_step) if resumed else 'starting'} → {where}", flush=True)
+
+  log_every = int(tcfg.get("log_every", 50))
+  eval_every = int(tcfg.get("eval_every", 0))
+  ckpt_every = int(tcfg.get("ckpt_every", 0))
+  ckpt_every_s = float(tcfg.get("ckpt_every_s", 0) or 0)
+  between_every = int(tcfg.get("between_every", 0))
+  profile = tuple(tcfg.get("profile_steps", ()) or ())
+  window: dict[str, list] = {}
+  window_t, window_steps = None, 0
+  last_ckpt_t = time.time()
+  last_train: dict = {}
+  eval_results: dict = {}
+  pending = None  # (step_number_after, metrics on device)
+
+  def fetch(pending_item):
+    nonlocal window_t, window_steps
+    step_no, m = pending_item
+    m = jax.device_get(m)
+    loss = float(m["loss"])
+    if not math.isfinite(loss):
+      raise NonFiniteLossError(
+          f"The loss became {loss} at step {step_no}; the run stopped without saving this state "
+          f"(the last good checkpoint is kept). Lower optimizer.lr, set optimizer.clip_norm, or check the data.")
+    for k, v in m.items():
+      window.setdefault(k, []).append(np.asarray(v, np.float64))
+    if window_t is None:  # the first fetched step includes compilation: time from here
+      window_t, window_steps = time.time(), 0
+      for k in window:
+        window[k] = window[k][-1:]
+    else:
+      window_steps += 1
+    return step_no
+
+  def flush_window(step_no):
+    nonlocal window_t, window_steps, last_train
+    # Ratio metrics come as "sum/<name>" and "count/<name>" pairs (e.g. loss per denoiser, whose
+    # examples vary per batch) and are aggregated exactly: Σsum / Σcount over the window.
+    out = {k: float(np.mean(v)) for k, v in window.items() if not k.startswith(("sum/", "count/"))}
+    for k in [k for k in window if k.startswith("sum/")]:
+      den = float(np.sum(window.get("count/" + k[4:], [0.0])))
+      if den > 0:
+        out[k[4:]] = float(np.sum(window[k])) / den
+    now = time.time()
+    if window_steps:
+      dt = (now - window_t) / window_steps
+      out["step_time_s"] = dt
+      if tokens_per_step:
+        out["tokens_per_s"] = tokens_per_step / dt
+      if flops_per_step:
+        out["tflops_per_device"] = flops_per_step / dt / n_dev / 1e12
+        if peak:
+          out["mfu"] = flops_per_step / dt / n_dev / peak
+    out["tokens_seen"] = tokens_per_step * step_no
+    writer.write(step_no, out)
+    writer.progress(step_no, start_step, out)
+    last_train = out
+    window.clear()
+    window_t, window_steps = now, 0
+
+  def evaluate(step_no):
+    res = {}
+    for ev in method.evaluators:
+      res.update({f"{k}": v for k, v in ev(state.params, ctx).items()})
+    if res:
+      writer.write(step_no, res, prefix="eval/")
+      eval_results.update(res)
+
+  def save(step_no, force=False):
+    if checkpointer is not None:
+      checkpointer.save(step_no, state, data_iter, config, force=force)
+
+  step_no = start_step
+  stopped_by_signal = False
+  with _Preemption() as preempt, mesh_context(mesh, rules):
+    while step_no < min(total, stop_at):
+      if profile and step_no == profile[0] and workdir and is_main:
+        jax.profiler.start_trace(os.path.join(workdir, "profile"))
+      batch = sharding.host_to_global(next(data_iter), mesh, rules)
+      state, m = p_step(state, batch)
+      step_no += 1
+      if pending is not None:
+        fetch(pending)
+      pending = (step_no, m)
+      if profile and step_no == profile[-1] and workdir and is_main:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+      boundary = step_no % log_every == 0 or step_no == total
+      due_eval = eval_every and step_no % eval_every == 0
+      due_ckpt = (ckpt_every and step_no % ckpt_every == 0) or (
+          ckpt_every_s and time.time() - last_ckpt_t > ckpt_every_s)
+      if boundary or due_eval or due_ckpt or preempt.requested or step_no == stop_at:
+        fetch(pending)  # a checkpoint is only written once its step's loss is known to be finite
+        pending = None
+        if boundary:
+          flush_window(step_no)
+      if between_every and method.between and step_no % between_every == 0:
+        state = method.between(state, step_no, ctx)
+      if due_eval:
+        evaluate(step_no)
+      if due_ckpt:
+        save(step_no)
+        last_ckpt_t = time.time()
+      if preempt.requested:
+        save(step_no, force=True)
+        stopped_by_signal = True
+        break
+    if pending is not None:
+      fetch(pending)
+    if window:
+      flush_window(step_no)
+    if not stopped_by_signal and step_no >= total and method.evaluators and not (eval_every and step_no % eval_every == 0):
+      evaluate(step_no)
+    if checkpointer is not None and (checkpointer.latest_step() or 0) < step_no:
+      save(step_no, force=True)
+  if checkpointer is not None:
+    checkpointer.close()
+  writer.close()
+
+  summary = {
+      "method": config.method, "stage": stage_name, "step": step_no, "total_steps": total,
+      "params": n_params, "tokens_seen": tokens_per_step * step_no,
+      "wall_s": round(time.time() - t_start, 2), "preempted": stopped_by_signal,
+      "train": last_train, "eval": eval_results,
+      "workdir": workdir, "metrics_file": os.path.join(workdir, "metrics.jsonl") if workdir else None,
+      "checkpoints": os.path.join(workdir, "checkpoints") if workdir else None,
+      "history": writer.history,
+  }
+  if workdir and is_main:
+    with open(os.path.join(workdir, "summary.json"), "w") as f:
+      json.dump({k: v for k, v in summary.items() if k != "history"}, f, indent=1, default=str)
+  if is_main and tcfg.get("progress", True):
+    print_summary(summary, method.summary_keys)
+  if stage_name is not None:
+    summary["_params"] = state.params
+  if stopped_by_signal:
+    print(f"paperjax: stopped by SIGTERM at step {step_no}; checkpoint saved. Run the same command to resume.", flush=True)
+  return summary
+
+
+def _prepare_workdir(workdir: str, restart: bool) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except PermissionError as e:
+    raise PermissionError(f"Cannot create the workdir {workdir!r} ({e.strerror}); choose a --workdir you can write to.") from None
+  if not os.access(workdir, os.W_OK):
+    raise PermissionError(f"The workdir {workdir!r} is not writable; choose a --workdir you can write to.")
+  ck = os.path.join(workdir, "checkpoints")
+  if restart and os.path.isdir(ck) and os.listdir(ck):
+    aside = f"{ck}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    os.rename(ck, aside)
+    print(f"paperjax: --restart: moved the previous checkpoints aside to {aside}", flush=True)
+
+
+def print_summary(summary: dict, keys=()) -> None:
+  tr, ev = summary.get("train", {}), summary.get("eval", {})
+  lines = [f"── summary: {summary['method']}{'/' + summary['stage'] if summary.get('stage') else ''} ──",
+           f"steps {summary['step']}/{summary['total_steps']}   params {summary['params'] / 1e6:.2f}M   "
+           f"tokens seen {summary['tokens_seen']:,}   wall {summary['wall_s']:.1f}s"]
+  if tr:
+    extra = f"   tokens/s {tr['tokens_per_s']:,.0f}" if "tokens_per_s" in tr else ""
+    lines.append(f"final train loss {tr.get('loss', float('nan')):.4f}{extra}")
+  ordered = [k for k in keys if k in ev] + sorted(k for k in ev if k not in keys)
+  for k in ordered:
+    v = ev[k]
+    lines.append(f"  eval/{k:<40} {v:.4f}" if isinstance(v, float) else f"  eval/{k:<40} {v}")
+  if summary.get("workdir"):
+    lines.append(f"metrics: {summary['metrics_file']}  (TensorBoard: {os.path.join(summary['workdir'], 'tb')})")
+    lines.append(f"checkpoints: {summary['checkpoints']}")
+  print("\n".join(lines), flush=True)
