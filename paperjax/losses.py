@@ -6,6 +6,7 @@ and evaluation batches exactly: mean = sum(loss) / sum(weight), never a mean of 
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
@@ -47,3 +48,86 @@ def chunked_token_cross_entropy(logits_fn: Callable, h_BLD, targets_BL, mask_BL,
 
   (loss_sum, weight_sum), _ = jax.lax.scan(one, (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), (h, t, m))
   return loss_sum, weight_sum
+
+
+def fused_linear_cross_entropy(h_ND, w_VD, targets_N, mask_N, chunk: int, z_loss: float = 0.0):
+  """Cross-entropy of `logits = h @ w.T` that never holds the [N, V] logits, and pays no recompute.
+
+  The "fused linear cross-entropy" (as in Liger-Kernel / Cut-Cross-Entropy, here in plain XLA):
+  rows are taken `chunk` at a time; each chunk's logits (in h's dtype, like the unfused
+  `Transformer.logits` before its fp32 cast), their fp32 log-sum-exp, the loss *and* the gradients
+  dL/dh and dL/dw are computed while the chunk is live, so the backward pass only scales them by
+  the incoming cotangent. Peak memory is chunk·V instead of N·V (fp32, plus its gradient), and the
+  unembedding matmuls run three times as in the unfused step (forward, dh, dw), where the
+  rematerialised `chunked_token_cross_entropy` runs the forward one twice (+2·D·V FLOPs a token).
+
+  h_ND [..., D] and w_VD [V, D] in the compute dtype (scale h beforehand if the model does, e.g.
+  by 1/sqrt(D) for tied embeddings); targets/mask shaped like h without D. dw is accumulated in
+  fp32 over the chunks. Returns (loss_sum, weight_sum), equal to `token_cross_entropy` on the full
+  logits up to summation order; differentiable in h and w (not twice).
+  """
+  D = h_ND.shape[-1]
+  h = h_ND.reshape(-1, D)
+  t = targets_N.reshape(-1).astype(jnp.int32)
+  m = mask_N.reshape(-1).astype(jnp.float32)
+  n = h.shape[0]
+  chunk = max(1, min(int(chunk), n))
+  pad = -n % chunk
+  if pad:  # padded rows carry mask 0, so they add nothing to the loss or the gradients
+    h = jnp.pad(h, ((0, pad), (0, 0)))
+    t = jnp.pad(t, (0, pad))
+    m = jnp.pad(m, (0, pad))
+  return _flce(h, w_VD, t, m, chunk, float(z_loss)), m.sum()
+
+
+def _chunk_loss(h_cD, w_VD, t_c, m_c, z_loss, with_grads):
+  logits = jnp.einsum("cd,vd->cv", h_cD, w_VD).astype(jnp.float32)
+  lse = jax.nn.logsumexp(logits, axis=-1)
+  target_logit = jnp.take_along_axis(logits, t_c[:, None], axis=-1)[:, 0]
+  nll = lse - target_logit
+  if z_loss:
+    nll = nll + z_loss * lse ** 2
+  loss = (nll * m_c).sum()
+  if not with_grads:
+    return loss, None, None
+  # d nll / d logits = softmax·(1 + 2·z·lse) − onehot(target), times the row's mask.
+  p = jnp.exp(logits - lse[:, None]) * (m_c * (1.0 + 2.0 * z_loss * lse))[:, None]
+  onehot = jax.nn.one_hot(t_c, logits.shape[-1], dtype=jnp.float32) * m_c[:, None]
+  dlogits = (p - onehot).astype(h_cD.dtype)
+  dh = jnp.einsum("cv,vd->cd", dlogits, w_VD, preferred_element_type=jnp.float32).astype(h_cD.dtype)
+  dw = jnp.einsum("cv,cd->vd", dlogits, h_cD, preferred_element_type=jnp.float32)
+  return loss, dh, dw
+
+
+def _flce_scan(h, w, t, m, chunk, z_loss, with_grads):
+  split = lambda x: x.reshape((-1, chunk) + x.shape[1:])
+
+  def body(carry, xs):
+    loss, dw = carry
+    hc, tc, mc = xs
+    l, dh_c, dw_c = _chunk_loss(hc, w, tc, mc, z_loss, with_grads)
+    return (loss + l, dw if dw_c is None else dw + dw_c), dh_c
+
+  dw0 = jnp.zeros(w.shape, jnp.float32) if with_grads else None
+  (loss, dw), dh = jax.lax.scan(body, (jnp.zeros((), jnp.float32), dw0), (split(h), split(t), split(m)))
+  return loss, (None if dh is None else dh.reshape(h.shape)), dw
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _flce(h, w, t, m, chunk, z_loss):
+  return _flce_scan(h, w, t, m, chunk, z_loss, with_grads=False)[0]
+
+
+def _flce_fwd(h, w, t, m, chunk, z_loss):
+  loss, dh, dw = _flce_scan(h, w, t, m, chunk, z_loss, with_grads=True)
+  # w's dtype travels as a zero-size array: residuals must be arrays.
+  return loss, (dh, dw, jnp.zeros((0,), w.dtype))
+
+
+def _flce_bwd(chunk, z_loss, res, g):
+  del chunk, z_loss
+  dh, dw, w_proto = res
+  return dh * g.astype(dh.dtype), (dw * g).astype(w_proto.dtype), None, None
+
+
+_flce.defvjp(_flce_fwd, _flce_bwd)

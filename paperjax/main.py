@@ -5,6 +5,7 @@ Every field can be overridden (`--config.optimizer.lr=1e-3`); presets are picked
 """
 
 import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -22,6 +23,12 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("No config given; run with --config=configs/<slug>.py (for example configs/ul2.py).")
+  try:
+    config.method  # noqa: B018 — config_flags reports a file that failed to load on first access
+  except OSError as e:
+    path = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "?")
+    reason = "no such file" if "No such file" in str(e) else str(e).strip().splitlines()[-1].strip()
+    _fail(f"Cannot load the config file {path!r} ({reason}); pass --config=configs/<slug>.py (see ls configs/).")
   from paperjax import errors, train  # imported late so --help stays fast
   workdir = _WORKDIR.value or os.path.join("runs", config.method)
   logging.set_verbosity(logging.WARNING)
@@ -29,8 +36,51 @@ def main(argv):
     train.run(config, workdir, restart=_RESTART.value)
 
 
+def parse_flags(argv):
+  """absl's parser, with config mistakes turned into one sentence naming the key."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(_flag_error_sentence(str(e)))
+  except (AttributeError, KeyError) as e:  # an unknown --config.<key>
+    key = next((a.split("=")[0][len("--config."):] for a in argv[1:] if a.startswith("--config.") and _unknown(a)), "")
+    guess = re.search(r'Did you mean "([^"]+)"', str(e))
+    hint = f" (did you mean {guess.group(1)!r}?)" if guess else ""
+    _fail(f"Unknown config key {key!r}{hint}; the config file lists every field, override them as --config.<key>=<value>.")
+
+
+def _flag_error_sentence(text: str) -> str:
+  """absl wraps errors from loading a config file in a multi-line traceback; keep the sentence."""
+  m = re.search(r"(?:ValueError|KeyError|TypeError): (.+)", text)
+  if m:
+    return m.group(1).strip()
+  m = re.search(r"--config=(\S+)", text) or re.search(r"Attempted \[.*?\]:\s+(\S+)", text)
+  if "No such file" in text and m:
+    return f"Cannot read the config file {m.group(1)!r}: no such file; pass --config=configs/<slug>.py (ls configs/)."
+  first = text.strip().splitlines()[0]
+  return f"{first}. Fix the value on the command line (the config file shows each field's type)."
+
+
+def _unknown(arg: str) -> bool:
+  try:
+    flags.FLAGS.config  # noqa: B018 — loaded by now if the file parsed
+  except Exception:  # noqa: BLE001
+    return True
+  node = flags.FLAGS.config
+  for part in arg.split("=")[0][len("--config."):].split("."):
+    if node is None or not hasattr(node, "keys") or part not in node:
+      return True
+    node = node[part]
+  return False
+
+
+def _fail(msg: str):
+  print(f"paperjax: error: {msg}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
 def cli():
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

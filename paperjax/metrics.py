@@ -46,10 +46,14 @@ def transformer_flops_per_token(cfg, seq_len: int, causal: bool) -> dict:
 
 def encdec_flops_per_example(cfg, inputs_len: int, targets_len: int) -> dict:
   """Training FLOPs per (inputs, targets) example of the encoder-decoder, attention counted full
-  for the encoder and cross-attention and full/half for the causal decoder self-attention."""
+  for the encoder and cross-attention and full/half for the causal decoder self-attention.
+
+  Cross-attention projects its keys and values from the encoder output, so those two matmuls run
+  over the inputs (inputs_len rows), its query and output ones over the targets."""
   d, h, k, f, v = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
   enc = cfg.num_encoder_layers * (4 * d * h * k + 3 * d * f) * inputs_len
-  dec = cfg.num_layers * (8 * d * h * k + 3 * d * f) * targets_len + d * v * targets_len
+  dec = (cfg.num_layers * ((6 * d * h * k + 3 * d * f) * targets_len + 2 * d * h * k * inputs_len)
+         + d * v * targets_len)
   enc_attn = 12 * cfg.num_encoder_layers * h * k * inputs_len * inputs_len
   cross_attn = 12 * cfg.num_layers * h * k * targets_len * inputs_len
   self_attn = 12 * cfg.num_layers * h * k * targets_len * targets_len
@@ -60,8 +64,10 @@ def encdec_flops_per_example(cfg, inputs_len: int, targets_len: int) -> dict:
 class Writer:
   """Process 0 writes; every process may call. Scalars only; arrays are fetched by the caller."""
 
-  def __init__(self, workdir: str | None, total_steps: int, enabled: bool = True, tensorboard: bool = True):
+  def __init__(self, workdir: str | None, total_steps: int, enabled: bool = True, tensorboard: bool = True,
+               console: bool = True):
     self.enabled = enabled and workdir is not None
+    self.console = console and enabled
     self.total = total_steps
     self.t0 = time.time()
     self._jsonl = None
@@ -90,7 +96,7 @@ class Writer:
           self._tb.add_scalar(k, v, step)
 
   def progress(self, step: int, start_step: int, metrics: dict) -> None:
-    if not self.enabled:
+    if not self.console:
       return
     done = step - start_step
     elapsed = time.time() - self.t0

@@ -94,9 +94,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | None, *, restart: bool
     cfg = apply_overrides(config, stage.get("overrides", {}))
     sub = os.path.join(workdir, name) if workdir else None
     summaries[name] = _run_stage(cfg, sub, restart=restart, init_params=params, stage_name=name)
-    params = summaries[name].pop("_params", None)
+    params = summaries[name]["final_params"]
   out = dict(summaries[name])
-  out["stages"] = {k: {kk: vv for kk, vv in v.items() if kk != "_params"} for k, v in summaries.items()}
+  out["stages"] = {k: {kk: vv for kk, vv in v.items() if kk != "final_params"} for k, v in summaries.items()}
   return out
 
 
@@ -205,7 +205,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
   flops_per_step = (method.flops_per_example or 0) * gbs
   peak = float(tcfg.get("peak_flops", 0) or 0) or metrics_lib.device_peak_flops()
   n_dev = jax.device_count()
-  writer = metrics_lib.Writer(workdir if is_main else None, total, enabled=is_main and tcfg.get("progress", True))
+  writer = metrics_lib.Writer(workdir, total, enabled=is_main, console=bool(tcfg.get("progress", True)))
   if is_main:
     where = f"{workdir}" if workdir else "(no workdir)"
     print(f"paperjax: {config.method}{'/' + stage_name if stage_name else ''} — {n_params / 1e6:.2f}M params, "
@@ -340,11 +340,10 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
   }
   if workdir and is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
-      json.dump({k: v for k, v in summary.items() if k != "history"}, f, indent=1, default=str)
+      json.dump({k: v for k, v in summary.items() if k not in ("history", "final_params")}, f, indent=1, default=str)
   if is_main and tcfg.get("progress", True):
     print_summary(summary, method.summary_keys)
-  if stage_name is not None:
-    summary["_params"] = state.params
+  summary["final_params"] = state.params  # in memory only (notebooks, stages); the checkpoint is the record
   if stopped_by_signal:
     print(f"paperjax: stopped by SIGTERM at step {step_no}; checkpoint saved. Run the same command to resume.", flush=True)
   return summary

@@ -57,6 +57,12 @@ class TransformerConfig:
   scan_layers: bool = False
   remat: str = "none"            # key of REMAT_POLICIES
   attention_impl: str | None = None   # None (XLA picks), "xla" or "cudnn"
+  # Opt-in: pass the encoder's padding to attention as per-example lengths instead of a dense
+  # [B,1,L,S] mask. Requires right-padded inputs (pad id 0 only at the end, as the UL2 denoisers
+  # write them). Same loss and gradients; outputs at pad positions become 0 instead of a uniform
+  # average. With cuDNN it selects the kernel's PADDING mode rather than a mask turned into a bias
+  # tensor (which cuDNN reads, and differentiates, for every layer).
+  padding_as_lengths: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -124,7 +130,7 @@ class Attention(nn.Module):
   use_rope: bool = True
 
   @nn.compact
-  def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_pos_BL, k_pos_BL, is_causal: bool):
+  def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_pos_BL, k_pos_BL, is_causal: bool, q_len_B=None, kv_len_B=None):
     cfg = self.cfg
     shape, axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv")
     q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
@@ -140,7 +146,7 @@ class Attention(nn.Module):
     # the masked blocks instead of reading a B x L x S boolean tensor.
     out_BLHK = jax.nn.dot_product_attention(
         q, k, v, mask=mask_B1LS, is_causal=is_causal and mask_B1LS is None,
-        implementation=cfg.attention_impl)
+        query_seq_lengths=q_len_B, key_value_seq_lengths=kv_len_B, implementation=cfg.attention_impl)
     out_BLHK = checkpoint_name(out_BLHK, "attn_out")
     return Proj("BLHK,HKD->BLD", (cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), cfg,
                 name="out")(out_BLHK)
@@ -175,11 +181,14 @@ class Block(nn.Module):
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
     h = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
     x_BLD = x_BLD + drop(Attention(cfg, name="self_attn")(
-        h, h, aux["self_mask"], aux["positions"], aux["positions"], self.causal))
+        h, h, aux["self_mask"], aux["positions"], aux["positions"], self.causal,
+        aux.get("self_len"), aux.get("self_len")))
     if self.cross:
       h = RMSNorm(cfg, name="pre_cross_norm")(x_BLD)
       x_BLD = x_BLD + drop(Attention(cfg, use_rope=False, name="cross_attn")(
-          h, aux["encoded"], aux["cross_mask"], aux["positions"], aux["enc_positions"], False))
+          h, aux["encoded"], aux["cross_mask"], aux["positions"], aux["enc_positions"], False,
+          None if aux.get("enc_len") is None else jnp.full_like(aux["enc_len"], x_BLD.shape[1]),
+          aux.get("enc_len")))
     h = RMSNorm(cfg, name="pre_mlp_norm")(x_BLD)
     x_BLD = x_BLD + drop(GatedMLP(cfg, name="mlp")(h, deterministic))
     return nn.with_logical_constraint(x_BLD, ("batch", "length", "act_embed")), None
@@ -243,9 +252,11 @@ class Transformer(nn.Module):
   def encode(self, inputs_BS, deterministic=True):
     positions = jnp.broadcast_to(jnp.arange(inputs_BS.shape[1]), inputs_BS.shape)
     valid = _pad_mask(inputs_BS)
-    mask = (valid[:, None, :, None] & valid[:, None, None, :])
     x = self.embed(inputs_BS)
-    aux = dict(self_mask=mask, positions=positions)
+    if self.cfg.padding_as_lengths:
+      aux = dict(self_mask=None, self_len=valid.sum(-1, dtype=jnp.int32), positions=positions)
+    else:
+      aux = dict(self_mask=valid[:, None, :, None] & valid[:, None, None, :], positions=positions)
     return self.encoder(x, aux, deterministic)
 
   def __call__(self, batch: dict, *, deterministic: bool = True, return_hidden: bool = False):
@@ -257,9 +268,12 @@ class Transformer(nn.Module):
       L = dec_in.shape[1]
       positions = jnp.broadcast_to(jnp.arange(L), dec_in.shape)
       enc_valid = _pad_mask(inputs_BS)
-      aux = dict(self_mask=None, positions=positions,
-                 encoded=encoded, cross_mask=jnp.broadcast_to(enc_valid[:, None, None, :], (dec_in.shape[0], 1, L, inputs_BS.shape[1])),
+      aux = dict(self_mask=None, positions=positions, encoded=encoded,
                  enc_positions=jnp.broadcast_to(jnp.arange(inputs_BS.shape[1]), inputs_BS.shape))
+      if cfg.padding_as_lengths:
+        aux.update(cross_mask=None, enc_len=enc_valid.sum(-1, dtype=jnp.int32))
+      else:
+        aux.update(cross_mask=jnp.broadcast_to(enc_valid[:, None, None, :], (dec_in.shape[0], 1, L, inputs_BS.shape[1])))
     else:
       tokens_BL = batch["tokens"]
       dec_in = tokens_BL
@@ -281,6 +295,16 @@ class Transformer(nn.Module):
 def shift_right(targets_BL: Array, start_id: int = 0) -> Array:
   """Decoder inputs for teacher forcing: targets shifted right by one, start token 0 (T5)."""
   return jnp.pad(targets_BL, ((0, 0), (1, 0)), constant_values=start_id)[:, :-1]
+
+
+def unembedding(params, h_BLD: Array, cfg: TransformerConfig) -> tuple[Array, Array]:
+  """(h', w_VD) such that `Transformer.logits(h) == h' @ w_VD.T` (before the logits_dtype cast),
+  with the same roundings, for losses that take the unembedding apart
+  (`losses.fused_linear_cross_entropy`). Takes unboxed params."""
+  if cfg.tie_embeddings:
+    h = h_BLD / jnp.sqrt(cfg.d_model).astype(h_BLD.dtype)
+    return h.astype(cfg.dtype), params["embed"]["embedding"].astype(cfg.dtype)
+  return h_BLD.astype(cfg.dtype), params["unembed"]["kernel"].astype(cfg.dtype).T
 
 
 def count_params(params) -> int:

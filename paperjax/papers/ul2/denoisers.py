@@ -246,6 +246,7 @@ def noise_span_to_unique_sentinel(tokens: np.ndarray, noise_mask: np.ndarray, fi
 
   Works on [..., L] when every row keeps the same number of tokens (true for T5 masks of one length).
   """
+  tokens, noise_mask = np.asarray(tokens), np.asarray(noise_mask, bool)
   prev = np.zeros_like(noise_mask)
   prev[..., 1:] = noise_mask[..., :-1]
   first = noise_mask & ~prev
@@ -261,7 +262,7 @@ def noise_span_to_unique_sentinel(tokens: np.ndarray, noise_mask: np.ndarray, fi
 
 def nonnoise_span_to_unique_sentinel(tokens, noise_mask, first_sentinel: int) -> np.ndarray:
   """T5's targets: the complement, so the target reads S0 span0 S1 span1 ... (each mask starts non-noise)."""
-  return noise_span_to_unique_sentinel(tokens, ~noise_mask, first_sentinel)
+  return noise_span_to_unique_sentinel(tokens, ~np.asarray(noise_mask, bool), first_sentinel)
 
 
 def max_spans(length: int, denoiser: Denoiser) -> int:
@@ -359,11 +360,9 @@ class MixtureOfDenoisers:
   `denoiser` is the index into `denoisers`. Raw tokens must not contain pad, sentinel or mode ids.
   """
 
-  def __init__(self, denoisers: Sequence[Denoiser] = UL2_DENOISERS, rates: Sequence[float] | None = UL2_RATES,
-               token_ids: TokenIds | Any = None, inputs_length: int = 512, targets_length: int = 512,
-               raw_length: int = 568, architecture: Architecture = "encdec"):
-    if token_ids is None:
-      raise ValueError("MixtureOfDenoisers needs token_ids: a TokenIds or a tokenizer.")
+  def __init__(self, denoisers: Sequence[Denoiser], rates: Sequence[float] | None, token_ids: TokenIds | Any,
+               inputs_length: int, targets_length: int, raw_length: int, architecture: Architecture = "encdec"):
+    """`rates` are normalised (None: uniform); `token_ids` is a TokenIds or a tokenizer."""
     self.token_ids = token_ids if isinstance(token_ids, TokenIds) else TokenIds.from_tokenizer(token_ids)
     self.denoisers = tuple(denoisers)
     if not self.denoisers:

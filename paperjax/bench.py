@@ -1,0 +1,347 @@
+"""Step-time benchmark of the shared language model: the real model, optimizer, jitted donated
+step and (optionally) the real UL2 host transform, timed with the device synchronised.
+
+  python -m paperjax.bench --shape=gpt2_124m --batch=32 --attention=cudnn --dtype=bfloat16 --loss_chunk=8192
+  python -m paperjax.bench --shape=t5_base_ul2 --batch=32 --attention=cudnn --padding_lengths --data=ul2
+  python -m paperjax.bench --shape=decoder_1b --batch=8 --compile_only     # memory estimate, no device run
+  python -m paperjax.bench --shape=tiny                                      # CPU, seconds
+
+Prints one line of ms/step, tokens/s, TFLOP/s and MFU under both attention conventions
+(see `paperjax.metrics`: "full" = 6N + 12·L·H·K·T per token, the nanoGPT/PaLM convention; "causal"
+= half of the causal self-attention term, maxtext's), peak device memory (the allocator's peak
+where the device reports it, else the compiled step's own estimate), and appends the same as JSON
+to --json. Measured figures and what changed them: notes/perf.md.
+
+Imports jax, flax, optax and numpy only (no grain, tfds or ml_collections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+
+import numpy as np
+
+from paperjax import xla_flags
+
+# Shapes. d_ff of a gated MLP is 8/3·d where a GPT-2/T5 MLP has 4·d (or T5.1.1's own 2048): three
+# matrices of d×d_ff hold as many weights as two of d×4d, so the FLOPs match the reference models.
+SHAPES = {
+    # CPU / CI shapes.
+    "tiny": dict(kind="decoder", d_model=64, num_heads=4, head_dim=16, d_ff=128, num_layers=2,
+                 vocab_size=512, lengths={"tokens": 32}, batch=4),
+    "tiny_encdec": dict(kind="encdec", d_model=64, num_heads=4, head_dim=16, d_ff=128, num_layers=2,
+                        num_encoder_layers=2, vocab_size=512, tie_embeddings=False,
+                        lengths={"inputs": 64, "targets": 32}, raw_length=62, batch=4),
+    # GPT-2 small: 12 layers, 12 heads, d=768, T=1024, vocab 50304 (nanoGPT's padded 50257), tied.
+    "gpt2_124m": dict(kind="decoder", d_model=768, num_heads=12, head_dim=64, d_ff=2048, num_layers=12,
+                      vocab_size=50304, lengths={"tokens": 1024}, batch=32),
+    # T5.1.1-base: 12+12 layers, d=768, 12 heads, gated-GELU d_ff=2048, untied head, vocab 32128;
+    # UL2 lengths inputs 512 / targets 128 (raw chunks of 568 tokens, as configs/ul2.py:base).
+    "t5_base_ul2": dict(kind="encdec", d_model=768, num_heads=12, head_dim=64, d_ff=2048, num_layers=12,
+                        num_encoder_layers=12, vocab_size=32128, tie_embeddings=False,
+                        lengths={"inputs": 512, "targets": 128}, raw_length=568, batch=32),
+    # ~1.1B decoder (LLaMA-like: SiLU-gated MLP, d_ff≈2.75·d rounded to 128; tied 50304 vocab):
+    # 20 layers, d=2048, 16 heads of 128, T=2048. Params 1.13B: fp32 params + grads + AdamW m, v
+    # = 18 GB, leaving ~55 GB of an H100 for activations (B=8 without remat; see notes/perf.md).
+    "decoder_1b": dict(kind="decoder", d_model=2048, num_heads=16, head_dim=128, d_ff=5632, num_layers=20,
+                       activation="silu", vocab_size=50304, lengths={"tokens": 2048}, batch=8),
+}
+
+
+class AttrDict(dict):
+  """The little of ml_collections.ConfigDict that `paperjax.optim.build` reads (attribute + .get)."""
+  __getattr__ = dict.__getitem__
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
+  p.add_argument("--batch", type=int, default=0, help="global batch (0: the shape's default)")
+  p.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"],
+                 help="jax.nn.dot_product_attention implementation; cudnn needs bf16/fp16 and a GPU")
+  p.add_argument("--padding_lengths", action="store_true",
+                 help="encoder padding as per-example lengths (TransformerConfig.padding_as_lengths)")
+  p.add_argument("--dtype", default="bfloat16", help="compute dtype; parameters stay --param_dtype")
+  p.add_argument("--param_dtype", default="float32")
+  p.add_argument("--remat", default="none", help="key of transformer.REMAT_POLICIES")
+  p.add_argument("--scan", action="store_true", help="layers as one nn.scan")
+  p.add_argument("--loss_chunk", type=int, default=0,
+                 help="0: full logits (fp32, as lm.loss_sums); N: chunked cross-entropy, N tokens (rows "
+                      "of batch·length) per chunk with --loss_impl=fused, N positions with =remat")
+  p.add_argument("--loss_impl", default="fused", choices=["fused", "remat"],
+                 help="fused: losses.fused_linear_cross_entropy (no recompute); remat: lm.loss_sums(chunk=N)")
+  p.add_argument("--optimizer", default="adamw")
+  p.add_argument("--data", default="synthetic", choices=["synthetic", "ul2"])
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--warmup", type=int, default=5)
+  p.add_argument("--xla_flags", default="none", choices=sorted(xla_flags.FLAG_SETS))
+  p.add_argument("--compile_only", action="store_true", help="lower + compile, report memory, run nothing")
+  p.add_argument("--compilation_cache", default="", help="persistent compilation cache directory")
+  p.add_argument("--peak_flops", type=float, default=0.0, help="override the detected bf16 peak FLOP/s")
+  p.add_argument("--json", default="", help="append the result as one JSON line to this file")
+  p.add_argument("--tag", default="", help="a label carried into the JSON line")
+  p.add_argument("--seed", type=int, default=0)
+  return p.parse_args(argv)
+
+
+def model_config(args):
+  import jax.numpy as jnp
+  from paperjax.models.transformer import TransformerConfig
+  shape = dict(SHAPES[args.shape])
+  fields = {f.name for f in dataclasses.fields(TransformerConfig)}
+  kw = {k: v for k, v in shape.items() if k in fields}
+  kw.update(dtype=jnp.dtype(args.dtype), param_dtype=jnp.dtype(args.param_dtype),
+            remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
+            attention_impl=None if args.attention == "auto" else args.attention)
+  return TransformerConfig(**kw), shape
+
+
+def synthetic_batch(cfg, lengths, batch, rng: np.random.Generator) -> dict:
+  ints = lambda *s: rng.integers(2, cfg.vocab_size, size=s, dtype=np.int32)  # never pad (0) or eos (1)
+  if cfg.kind == "encdec":
+    li, lt = lengths["inputs"], lengths["targets"]
+    return {"inputs": ints(batch, li), "targets": ints(batch, lt), "targets_mask": np.ones((batch, lt), np.int32),
+            "denoiser": np.zeros(batch, np.int32)}
+  t = lengths["tokens"]
+  out = {"tokens": ints(batch, t), "loss_mask": np.ones((batch, t), np.int32)}
+  if cfg.kind == "prefix_lm":
+    out["prefix_len"] = np.full(batch, t // 2, np.int32)
+  return out
+
+
+def ul2_source(cfg, shape, batch, rng: np.random.Generator):
+  """Batches from the real host UL2 transform (`MixtureOfDenoisers.batch`) on random raw tokens.
+  Returns (next_batch, host_seconds) where host_seconds() is the time spent in the transform."""
+  from paperjax.papers.ul2 import denoisers as dn
+  if cfg.kind not in ("encdec", "prefix_lm"):
+    raise ValueError(f"--data=ul2 needs an encoder-decoder or prefix-LM shape; {cfg.kind!r} has no inputs. "
+                     "Use --shape=t5_base_ul2 or tiny_encdec.")
+  lengths = shape["lengths"]
+  li, lt = (lengths["inputs"], lengths["targets"]) if cfg.kind == "encdec" else (lengths["tokens"] // 2,) * 2
+  ids = dn.TokenIds(pad_id=0, eos_id=1, first_sentinel=cfg.vocab_size - 100, num_sentinels=100,
+                    mode_ids={"[NLU]": 3, "[NLG]": 4, "[S2S]": 5})
+  raw_length = shape.get("raw_length", li + lt)
+  mix = dn.MixtureOfDenoisers(dn.UL2_DENOISERS, dn.UL2_RATES, ids, li, lt, raw_length,
+                              "encdec" if cfg.kind == "encdec" else "decoder")
+  raws = [rng.integers(6, ids.first_sentinel, size=(batch, raw_length), dtype=np.int32) for _ in range(4)]
+  clock = {"s": 0.0, "i": 0}
+
+  def next_batch():
+    t0 = time.perf_counter()
+    out = mix.batch(raws[clock["i"] % len(raws)], rng)
+    clock["s"] += time.perf_counter() - t0
+    clock["i"] += 1
+    return out
+  return next_batch, lambda: clock["s"]
+
+
+def targets_and_mask(batch, kind):
+  if kind == "encdec":
+    return batch["targets"], batch["targets_mask"]
+  import jax.numpy as jnp
+  # Position t predicts token t+1 (as lm.loss_sums).
+  return (jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1))), jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1))))
+
+
+def make_loss(model, cfg, args):
+  import jax.numpy as jnp
+  from paperjax import losses
+  from paperjax.models import lm
+  from paperjax.models.transformer import unembedding
+
+  def loss_fn(params, batch, rng):
+    if args.loss_chunk and args.loss_impl == "fused":
+      h = model.apply({"params": params}, batch, return_hidden=True)
+      targets, mask = targets_and_mask(batch, cfg.kind)
+      h, w = unembedding(params, h, cfg)
+      s, wsum = losses.fused_linear_cross_entropy(h, w, targets, mask, args.loss_chunk)
+    else:
+      s, wsum = lm.loss_sums(model, params, batch, rng=rng, chunk=args.loss_chunk)
+    return s / jnp.maximum(wsum, 1.0), {"target_tokens": wsum}
+  return loss_fn
+
+
+def run(args) -> dict:
+  used_flags = xla_flags.apply(args.xla_flags)  # before the first JAX computation
+  import flax.linen as nn
+  import jax
+  from paperjax import metrics, optim, sharding
+  from paperjax import step as step_lib
+  from paperjax.models import lm
+  from paperjax.models.transformer import Transformer, count_params
+  from paperjax.state import TrainState
+
+  if args.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+  cfg, shape = model_config(args)
+  batch_size = args.batch or shape["batch"]
+  lengths = shape["lengths"]
+  model = Transformer(cfg)
+  rng_np = np.random.default_rng(args.seed)
+  example = synthetic_batch(cfg, lengths, batch_size, rng_np)
+  if args.data == "ul2":
+    next_host_batch, host_seconds = ul2_source(cfg, shape, batch_size, rng_np)
+    example = next_host_batch()
+
+  opt = AttrDict(name=args.optimizer, lr=3e-4, warmup_steps=100, schedule="cosine", end_lr_frac=0.1,
+                 b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0)
+  tx, lr_schedule = optim.build(opt, total_steps=10_000)
+  mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, -1, 1))  # FSDP over every device
+  rules = sharding.DEFAULT_RULES
+  data_sharding = sharding.batch_sharding(mesh, rules)
+  batch_shardings = jax.tree.map(lambda _: data_sharding, example)
+
+  def init_state(rng):
+    p_rng, s_rng = jax.random.split(rng)
+    params = lm.init(model, p_rng, jax.tree.map(lambda x: x[:1], example))
+    return TrainState.create(params, tx, rng=s_rng)
+
+  step_fn = step_lib.sgd_step(make_loss(model, cfg, args), tx, lr_schedule)
+  with step_lib.mesh_context(mesh, rules):
+    abstract_boxed = jax.eval_shape(init_state, jax.random.PRNGKey(args.seed))
+  state_shardings = sharding.logical_to_sharding(nn.get_partition_spec(abstract_boxed), mesh, rules)
+  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                nn.meta.unbox(abstract_boxed), state_shardings)
+  abstract_batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), example, batch_shardings)
+  n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))
+
+  p_step = step_lib.jit_step(step_fn, state_shardings, batch_shardings, mesh, rules)
+  t0 = time.perf_counter()
+  with step_lib.mesh_context(mesh, rules):
+    compiled = p_step.lower(abstract_state, abstract_batch).compile()
+  compile_s = time.perf_counter() - t0
+
+  flops = lm.flops_per_example(cfg, lengths)
+  tokens_per_example = sum(lengths.values())
+  device = jax.devices()[0]
+  peak = args.peak_flops or metrics.device_peak_flops(device)
+  mem = _memory_analysis(compiled)
+  result = dict(
+      tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
+      jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
+      attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
+      loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
+      data=args.data, xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
+      flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
+      tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=_hlo_flops(compiled))
+  if args.compile_only:
+    if args.compilation_cache:  # warm the cache with the state's init program too (same HLO as init_sharded's)
+      with step_lib.mesh_context(mesh, rules):
+        jax.jit(lambda r: nn.meta.unbox(init_state(r)), out_shardings=state_shardings).lower(
+            jax.random.PRNGKey(args.seed)).compile()
+    _report(result)
+    return _write(result, args)
+
+  state, _ = step_lib.init_sharded(init_state, jax.random.PRNGKey(args.seed), mesh, rules)
+  assert count_params(state.params) == n_params
+  if args.data == "ul2":
+    put = lambda b: sharding.host_to_global(b, mesh, rules)  # the train loop's own host → device path
+    next_batch = lambda: put(next_host_batch())
+  else:
+    device_batch = jax.device_put(example, batch_shardings)
+    next_batch = lambda: device_batch
+
+  for _ in range(args.warmup):
+    state, m = compiled(state, next_batch())
+  jax.block_until_ready(state)
+  host0 = host_seconds() if args.data == "ul2" else 0.0
+  windows = []
+  per_window = max(1, args.steps // 2)
+  for _ in range(2):  # two timed windows: their spread is the noise floor of this measurement
+    t0 = time.perf_counter()
+    for _ in range(per_window):
+      state, m = compiled(state, next_batch())  # no host sync inside the window
+    jax.block_until_ready((state, m))
+    windows.append((time.perf_counter() - t0) / per_window)
+  dt = float(np.mean(windows))
+  loss = float(m["loss"])
+  if not math.isfinite(loss):
+    raise FloatingPointError(f"the loss is {loss} after {args.warmup + 2 * per_window} steps; the timing is void.")
+  stats = _memory_stats(device)
+  result.update(
+      ms_per_step=round(1e3 * dt, 3), window_ms=[round(1e3 * w, 3) for w in windows],
+      tokens_per_s=result["tokens_per_step"] / dt, tflops_full=result["flops_per_step_full"] / dt / 1e12 / jax.device_count(),
+      tflops_causal=result["flops_per_step_causal"] / dt / 1e12 / jax.device_count(), loss=loss,
+      peak_mem_gb=stats.get("peak_bytes_in_use", 0) / 2**30 if stats else None,
+      mem_limit_gb=stats.get("bytes_limit", 0) / 2**30 if stats else None)
+  if peak:
+    result.update(mfu_full=result["tflops_full"] * 1e12 / peak, mfu_causal=result["tflops_causal"] * 1e12 / peak,
+                  peak_flops=peak)
+  if args.data == "ul2":
+    host_s = (host_seconds() - host0) / (2 * per_window)
+    result.update(host_ms_per_step=round(1e3 * host_s, 3),
+                  host_tokens_per_s=result["tokens_per_step"] / host_s if host_s else None)
+  _report(result)
+  return _write(result, args)
+
+
+def _memory_analysis(compiled) -> dict | None:
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # not every backend implements it
+    return None
+  if m is None:
+    return None
+  gb = lambda x: round(x / 2**30, 3)
+  args_, out, temp, alias = (m.argument_size_in_bytes, m.output_size_in_bytes, m.temp_size_in_bytes,
+                             m.alias_size_in_bytes)
+  return {"arguments": gb(args_), "outputs": gb(out), "temp": gb(temp), "aliased": gb(alias),
+          "peak_estimate": gb(args_ + out - alias + temp)}
+
+
+def _hlo_flops(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0)) or None
+  except Exception:
+    return None
+
+
+def _memory_stats(device) -> dict:
+  try:
+    return device.memory_stats() or {}
+  except Exception:
+    return {}
+
+
+def _report(r: dict) -> None:
+  mem = r.get("peak_mem_gb")
+  mem_s = f"peak {mem:.2f} GiB (allocator)" if mem else (
+      f"peak ≈{r['compiled_mem_gb']['peak_estimate']:.2f} GiB (compiled estimate)" if r.get("compiled_mem_gb") else "peak n/a")
+  head = (f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} {r['params'] / 1e6:.1f}M params on {r['device']}: "
+          f"attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} dtype={r['dtype']} remat={r['remat']} "
+          f"scan={r['scan']} loss={r['loss_impl']}{'/' + str(r['loss_chunk']) if r['loss_chunk'] else ''} "
+          f"data={r['data']} xla={r['xla_flags']} compile {r['compile_s']:.1f}s")
+  if "ms_per_step" not in r:
+    print(f"{head}\n  compile only: {r['flops_per_step_full'] / 1e12:.3f} TFLOP/step (full), {mem_s}", flush=True)
+    return
+  mfu = (f"MFU {100 * r['mfu_full']:.1f}% full / {100 * r['mfu_causal']:.1f}% causal" if "mfu_full" in r
+         else "MFU n/a (unknown peak; pass --peak_flops)")
+  host = f"; host UL2 {r['host_ms_per_step']:.2f} ms/step" if "host_ms_per_step" in r else ""
+  print(f"{head}\n  {r['ms_per_step']:.2f} ms/step (windows {r['window_ms']}), {r['tokens_per_s'] / 1e3:,.1f}K tokens/s, "
+        f"{r['tflops_full']:.1f} TFLOP/s full ({r['tflops_causal']:.1f} causal), {mfu}, {mem_s}, "
+        f"loss {r['loss']:.3f}{host}", flush=True)
+
+
+def _write(r: dict, args) -> dict:
+  if args.json:
+    with open(args.json, "a") as f:
+      f.write(json.dumps(r, default=str) + "\n")
+  return r
+
+
+def main(argv=None) -> None:
+  run(parse_args(argv))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,47 @@
+"""The XLA / JAX runtime settings that matter for speed, in one place.
+
+XLA reads `XLA_FLAGS` once, when the backend starts, so `apply()` must run before the first JAX
+computation (importing jax is fine; creating an array is not). An unknown flag aborts the process
+("Unknown flags in XLA_FLAGS"), which is why every set below was checked to parse on the jaxlib
+this repo tests with, and why `paperjax.bench` runs each flag set in its own process.
+
+Sets (measured on one H100 in notes/perf.md; pick with `paperjax.bench --xla_flags=<name>`):
+  none    XLA's defaults.
+  tuned   --xla_gpu_enable_triton_gemm=false   cuBLAS(Lt) for every GEMM: XLA's Triton GEMM fusions
+                                               are autotuned against cuBLAS anyway, and skipping
+                                               their search cuts compile time a lot;
+          --xla_gpu_enable_latency_hiding_scheduler=true   overlap async work (copies, collectives
+                                               on multi-GPU) with compute;
+          --xla_gpu_enable_while_loop_double_buffering=true   lets a scanned layer stack
+                                               (`scan_layers`) prefetch the next layer's weights.
+Environment (not XLA_FLAGS):
+  XLA_PYTHON_CLIENT_MEM_FRACTION   the share of GPU memory JAX's allocator takes up front (default
+                                   0.75); raised so a ~1B model with AdamW states fits with room.
+"""
+
+from __future__ import annotations
+
+import os
+
+FLAG_SETS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "tuned": (
+        "--xla_gpu_enable_triton_gemm=false",
+        "--xla_gpu_enable_latency_hiding_scheduler=true",
+        "--xla_gpu_enable_while_loop_double_buffering=true",
+    ),
+}
+ENV_DEFAULTS = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.92"}
+
+
+def apply(name: str = "none") -> str:
+  """Appends the named flag set to XLA_FLAGS (keeping what the user set) and sets the environment
+  defaults that are not already set. Call before any JAX computation. Returns the XLA_FLAGS used."""
+  if name not in FLAG_SETS:
+    raise ValueError(f"Unknown XLA flag set {name!r}; use one of {sorted(FLAG_SETS)} (see paperjax/xla_flags.py).")
+  for k, v in ENV_DEFAULTS.items():
+    os.environ.setdefault(k, v)
+  flags = os.environ.get("XLA_FLAGS", "").split()
+  flags += [f for f in FLAG_SETS[name] if f not in flags]
+  os.environ["XLA_FLAGS"] = " ".join(flags)
+  return os.environ["XLA_FLAGS"]

@@ -1,0 +1,46 @@
+"""Test setup: a persistent compilation cache, and helpers that shrink any config to test size.
+
+Multi-device tests run in subprocesses with `--xla_force_host_platform_device_count` (it must be
+set before JAX starts), so this process keeps one CPU device.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+os.environ.setdefault("PAPERJAX_COMPILATION_CACHE", str(ROOT / ".jax_cache"))
+
+
+def shrink(config, steps: int = 4):
+  """Test-size settings that keep the config's structure (architecture, objective, data source)."""
+  c = config
+  if "model" in c and "d_model" in c.model:
+    c.model.update(d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=1)
+    if "num_encoder_layers" in c.model:
+      c.model.num_encoder_layers = 1
+  if "ul2" in c:
+    c.ul2.update(inputs_length=32, targets_length=32, eval_batch_size=8)
+    c.data.raw_length = 30
+  c.data.batch_size = 8
+  c.data.max_chars = 200_000   # tokenise a slice of the corpus: the pipeline is the same
+  c.train.update(steps=steps, log_every=2, eval_every=0, eval_batches=1, ckpt_every=0, progress=False)
+  c.optimizer.warmup_steps = 1
+  return c
+
+
+def run_python(code: str, *, devices: int = 1, timeout: int = 600, env=None) -> subprocess.CompletedProcess:
+  """Run `code` in a fresh interpreter with `devices` fake CPU devices."""
+  e = dict(os.environ)
+  e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  e["PYTHONPATH"] = f"{ROOT}{os.pathsep}{e.get('PYTHONPATH', '')}"
+  e.update(env or {})
+  return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=e, cwd=ROOT)
+
+
+@pytest.fixture
+def root():
+  return ROOT

@@ -1,0 +1,108 @@
+"""paperjax.bench on CPU with tiny shapes: it runs the real step, and its FLOP counts match a hand
+computation. Also the pieces it exercises: the fused cross-entropy, padding as lengths, XLA flags."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from paperjax import bench, losses, metrics, xla_flags
+from paperjax.models import lm
+from paperjax.models import transformer as T
+
+
+def _tiny_cfg(**kw):
+  return T.TransformerConfig(**{k: v for k, v in bench.SHAPES[kw.pop("shape", "tiny")].items()
+                                if k not in ("lengths", "batch", "raw_length")}, **kw)
+
+
+def test_decoder_flops_by_hand():
+  # tiny: L=2 layers, d=64, 4 heads of 16, gated d_ff=128, V=512 (tied, counted once), T=32.
+  per_layer = 4 * 64 * 64 + 3 * 64 * 128            # q, k, v, out + three MLP matrices = 40960
+  n = 2 * per_layer + 64 * 512                       # + unembedding = 114688
+  attn = 12 * 2 * 4 * 16 * 32                        # 12·L·H·K·T = 49152
+  f = lm.flops_per_example(_tiny_cfg(), {"tokens": 32})
+  assert f["full"] == (6 * n + attn) * 32 == 23_592_960
+  assert f["causal"] == (6 * n + attn / 2) * 32
+
+
+def test_encdec_flops_by_hand():
+  # tiny_encdec: 2+2 layers, d=64, 4×16 heads, d_ff=128, V=512, inputs 64, targets 32.
+  d, hk, f_, v, li, lt = 64, 64, 128, 512, 64, 32
+  enc = 2 * (4 * d * hk + 3 * d * f_) * li
+  # decoder self-attn q,k,v,out and cross q,out over the targets; cross k,v over the encoder output.
+  dec = 2 * ((6 * d * hk + 3 * d * f_) * lt + 2 * d * hk * li) + d * v * lt
+  attn = 12 * 2 * hk * (li * li + lt * li)  # encoder self + cross, full
+  self_attn = 12 * 2 * hk * lt * lt
+  got = metrics.encdec_flops_per_example(_tiny_cfg(shape="tiny_encdec"), li, lt)
+  assert got["full"] == 6 * (enc + dec) + attn + self_attn
+  assert got["causal"] == 6 * (enc + dec) + attn + self_attn / 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["--shape=tiny", "--batch=8", "--loss_chunk=64"],
+    ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96"],
+])
+def test_bench_runs_the_step(argv, tmp_path):
+  out = tmp_path / "r.jsonl"
+  r = bench.run(bench.parse_args(argv + ["--steps=2", "--warmup=1", "--peak_flops=1e12", f"--json={out}"]))
+  assert np.isfinite(r["loss"]) and r["ms_per_step"] > 0 and len(r["window_ms"]) == 2
+  cfg = _tiny_cfg(shape=r["shape"])
+  lengths = bench.SHAPES[r["shape"]]["lengths"]
+  assert r["flops_per_step_full"] == lm.flops_per_example(cfg, lengths)["full"] * 8
+  assert r["tokens_per_step"] == sum(lengths.values()) * 8
+  assert r["mfu_full"] == pytest.approx(r["flops_per_step_full"] / (r["ms_per_step"] / 1e3) / 1e12, rel=1e-2)
+  assert r["mfu_causal"] <= r["mfu_full"]
+  assert out.read_text().count("\n") == 1
+  if r["data"] == "ul2":
+    assert r["host_tokens_per_s"] > 0
+
+
+def test_fused_cross_entropy_matches_full_logits():
+  k = jax.random.split(jax.random.PRNGKey(0), 4)
+  h, w = jax.random.normal(k[0], (3, 13, 16)), jax.random.normal(k[1], (53, 16))
+  t = jax.random.randint(k[2], (3, 13), 0, 53)
+  m = (jax.random.uniform(k[3], (3, 13)) > 0.3).astype(jnp.int32)
+
+  def full(h, w):
+    s, n, _ = losses.token_cross_entropy(jnp.einsum("bld,vd->blv", h, w), t, m, 1e-3)
+    return s / n
+
+  def fused(h, w):  # 39 rows in chunks of 8: the last chunk is padded
+    s, n = losses.fused_linear_cross_entropy(h, w, t, m, 8, 1e-3)
+    return s / n
+
+  (l0, g0), (l1, g1) = jax.value_and_grad(full, (0, 1))(h, w), jax.value_and_grad(fused, (0, 1))(h, w)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  for a, b in zip(g1, g0):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_padding_as_lengths_same_loss_and_grads():
+  cfg = _tiny_cfg(shape="tiny_encdec")
+  rng = np.random.default_rng(0)
+  lengths = rng.integers(3, 64, size=4)
+  inputs = np.where(np.arange(64) < lengths[:, None], rng.integers(2, 512, size=(4, 64)), 0).astype(np.int32)
+  batch = {"inputs": inputs, "targets": rng.integers(2, 512, size=(4, 32)).astype(np.int32),
+           "targets_mask": np.ones((4, 32), np.int32)}
+  model = T.Transformer(cfg)
+  params = jax.tree.map(jnp.asarray, lm.init(model, jax.random.PRNGKey(1), batch))
+  params = __import__("flax").linen.meta.unbox(params)
+  f = lambda mdl: jax.value_and_grad(lambda p: lm.loss_sums(mdl, p, batch)[0])(params)
+  (l0, g0) = f(model)
+  (l1, g1) = f(T.Transformer(T.TransformerConfig(**{**cfg.__dict__, "padding_as_lengths": True})))
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_xla_flag_sets(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+  flags = xla_flags.apply("tuned")
+  assert flags.startswith("--xla_dump_to=/tmp/x") and "--xla_gpu_enable_triton_gemm=false" in flags
+  assert xla_flags.apply("tuned") == flags  # idempotent
+  with pytest.raises(ValueError, match="Unknown XLA flag set"):
+    xla_flags.apply("fast")
+  assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]
