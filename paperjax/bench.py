@@ -234,9 +234,9 @@ def run(args) -> dict:
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=_hlo_flops(compiled))
   if args.compile_only:
     if args.compilation_cache:  # warm the cache with the state's init program too (same HLO as init_sharded's)
+      rng = jax.random.PRNGKey(args.seed)  # made outside the mesh context, as in the real run
       with step_lib.mesh_context(mesh, rules):
-        jax.jit(lambda r: nn.meta.unbox(init_state(r)), out_shardings=state_shardings).lower(
-            jax.random.PRNGKey(args.seed)).compile()
+        jax.jit(lambda r: nn.meta.unbox(init_state(r)), out_shardings=state_shardings).lower(rng).compile()
     _report(result)
     return _write(result, args)
 

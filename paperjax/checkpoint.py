@@ -23,8 +23,10 @@ import jax
 import orbax.checkpoint as ocp
 
 # Settings that may change between a run and its resumption without changing what it computes.
+# The mesh may change too: a checkpoint restores into any mesh (resharded by orbax).
 RESUMABLE_KEYS = ("train.stop_at", "train.log_every", "train.eval_every", "train.ckpt_every",
-                  "train.ckpt_every_s", "train.ckpt_keep", "train.progress", "workdir", "train.profile")
+                  "train.ckpt_every_s", "train.ckpt_keep", "train.progress", "train.profile_steps",
+                  "train.peak_flops", "mesh", "axis_rules", "data.num_threads")
 
 
 class ConfigMismatchError(ValueError):
@@ -78,19 +80,36 @@ class Checkpointer:
     return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
   def check_config(self, step: int, config) -> None:
-    diff = config_diff(self.saved_config(step), config_dict(config))
+    saved = None
+    for s in [x for x in reversed(self.all_steps()) if x <= step]:
+      try:
+        saved, step = self.saved_config(s), s
+        break
+      except Exception:  # noqa: BLE001 — an unreadable config is handled like an unreadable state
+        continue
+    if saved is None:
+      return
+    diff = config_diff(saved, config_dict(config))
     if diff:
       raise ConfigMismatchError(
           f"The workdir already holds a run with a different config (checkpoint step {step} in "
           f"{self.directory}) — differences: {'; '.join(diff[:8])}{' …' if len(diff) > 8 else ''}. "
           "Use a new --workdir, or pass --restart to keep the old checkpoints aside and start over.")
 
+  def has_data_state(self, step: int) -> bool:
+    """Whether this process's iterator state exists (not when the process count changed)."""
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    return os.path.exists(os.path.join(self.directory, str(step), "data", name))
+
   def restore(self, abstract_state, data_iter, step: int | None = None):
-    """Restore the newest readable checkpoint (or `step`). Returns (step, state) or (None, None)."""
+    """Restore the newest readable checkpoint (or `step`). Returns (step, state) or (None, None).
+
+    The iterator is restored too when this process's saved state exists; the caller repositions it
+    otherwise (a run resumed on a different number of processes)."""
     steps = [step] if step is not None else list(reversed(self.all_steps()))
     for s in steps:
       args = {"state": ocp.args.StandardRestore(abstract_state)}
-      if data_iter is not None:
+      if data_iter is not None and self.has_data_state(s):
         args["data"] = grain.checkpoint.CheckpointRestore(data_iter)
       try:
         out = self.manager.restore(s, args=ocp.args.Composite(**args))

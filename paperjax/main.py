@@ -14,6 +14,10 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A paper's config file, e.g. configs/ul2.py[:preset].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics and checkpoints go (default runs/<method>).")
 _RESTART = flags.DEFINE_bool("restart", False, "Move the workdir's checkpoints aside and start over.")
+_COORD = flags.DEFINE_string("coordinator_address", os.environ.get("PAPERJAX_COORDINATOR"),
+                             "host:port of process 0, for multi-process runs without auto-detection.")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
+_PID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
 _DEBUG = flags.DEFINE_bool("debug", bool(os.environ.get("PAPERJAX_DEBUG")), "Show full tracebacks.")
 
 
@@ -29,10 +33,12 @@ def main(argv):
     path = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "?")
     reason = "no such file" if "No such file" in str(e) else str(e).strip().splitlines()[-1].strip()
     _fail(f"Cannot load the config file {path!r} ({reason}); pass --config=configs/<slug>.py (see ls configs/).")
-  from paperjax import errors, train  # imported late so --help stays fast
-  workdir = _WORKDIR.value or os.path.join("runs", config.method)
-  logging.set_verbosity(logging.WARNING)
+  from paperjax import distributed, errors
   with errors.one_sentence(debug=_DEBUG.value):
+    distributed.initialize(_COORD.value, _NPROC.value, _PID.value)  # before any other JAX call
+    from paperjax import train  # imported late so --help stays fast
+    workdir = _WORKDIR.value or os.path.join("runs", config.method)
+    logging.set_verbosity(logging.WARNING)
     train.run(config, workdir, restart=_RESTART.value)
 
 

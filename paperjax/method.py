@@ -12,6 +12,14 @@ the loop, sharding, data, checkpoints, metrics, evaluation, launch — is shared
                                                (rng: np.random.Generator, seeded and checkpointed)
   evaluators                                   Evaluator objects run every config.train.eval_every steps
   between(state, step, ctx) -> state           between-epoch/round hook (data selection, mixtures, pruning)
+  from_previous(prev_params, params, extras)   multi-stage runs: map the previous stage's parameters into
+      -> (params, extras)                      this stage's fresh state (fine-tune with a new head, a frozen
+                                               teacher in extras); None: the structures must match
+  make_iterator(ctx) -> iterator               the method's own data stream instead of the default grain
+                                               iterator (a population's per-client rounds); checkpointable
+                                               like a grain DatasetIterator (get_state/set_state)
+  batch_axis                                   logical axis of the batch's leading dimension ("batch";
+                                               "clients" for a population's [clients, steps, batch, ...])
   flops_per_example                            training FLOPs per example, for MFU (None: not reported)
   tokens_per_example                           tokens per example, for tokens/s
 
@@ -66,6 +74,9 @@ class Method:
   example_fn: Callable | None = None
   evaluators: Sequence[Evaluator] = ()
   between: Callable | None = None
+  from_previous: Callable | None = None
+  make_iterator: Callable | None = None
+  batch_axis: str = "batch"
   flops_per_example: float | None = None
   tokens_per_example: int | None = None
   model: Any = None

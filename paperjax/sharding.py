@@ -68,9 +68,10 @@ def logical_to_sharding(logical_tree, mesh: Mesh, rules):
   return nn.logical_to_mesh_sharding(logical_tree, mesh, rules)
 
 
-def batch_sharding(mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
-  """Leading (example) axis over the mesh axes that the `batch` rule names; the rest replicated."""
-  axes = dict(rules).get("batch")
+def batch_sharding(mesh: Mesh, rules=DEFAULT_RULES, axis: str = "batch") -> NamedSharding:
+  """Leading (example) axis over the mesh axes that the `batch` rule names; the rest replicated.
+  `axis` names another logical axis for batches led by something else (a population's `clients`)."""
+  axes = dict(rules).get(axis)
   return NamedSharding(mesh, P(axes))
 
 
@@ -84,12 +85,12 @@ def batch_axis_size(mesh: Mesh, rules=DEFAULT_RULES) -> int:
   return math.prod(mesh.shape[a] for a in axes if a in mesh.shape)
 
 
-def host_to_global(batch: dict, mesh: Mesh, rules=DEFAULT_RULES) -> dict:
+def host_to_global(batch: dict, mesh: Mesh, rules=DEFAULT_RULES, axis: str = "batch") -> dict:
   """Each process passes its local shard of the global batch; returns global jax.Arrays.
 
   Works unchanged on one process (local == global) and on N processes (JAX stitches the shards).
   """
-  sharding = batch_sharding(mesh, rules)
+  sharding = batch_sharding(mesh, rules, axis)
   def put(x):
     x = np.asarray(x)
     if x.ndim == 0:

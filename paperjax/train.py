@@ -150,15 +150,20 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
   # Data: each process iterates over its own share of every global batch.
   gbs = int(config.data.batch_size)
   n_batch = sharding.batch_axis_size(mesh, rules)
-  if gbs % n_batch:
-    raise ValueError(f"data.batch_size={gbs} is not divisible by the {n_batch} devices of the mesh's batch axes; "
-                     f"use a multiple of {n_batch}.")
-  cache = data_lib.cache_dir_for(workdir)
-  train_source = data_lib.build_source(config.data, config.data.get("train_split", "train"), ctx.tokenizer, cache)
-  data_iter = data_lib.pipeline.make_iterator(
-      train_source, global_batch_size=gbs, seed=int(config.seed), process_index=ctx.process_index,
-      process_count=ctx.process_count, example_fn=method.example_fn,
-      num_threads=int(config.data.get("num_threads", 2)))
+  if method.make_iterator is not None:
+    # The method's own stream (e.g. a population's per-client streams, one round per step); it
+    # checks its own divisibility and is checkpointed like the default grain iterator.
+    data_iter = method.make_iterator(ctx)
+  else:
+    if gbs % n_batch:
+      raise ValueError(f"data.batch_size={gbs} is not divisible by the {n_batch} devices of the mesh's batch axes; "
+                       f"use a multiple of {n_batch}.")
+    cache = data_lib.cache_dir_for(workdir)
+    train_source = data_lib.build_source(config.data, config.data.get("train_split", "train"), ctx.tokenizer, cache)
+    data_iter = data_lib.pipeline.make_iterator(
+        train_source, global_batch_size=gbs, seed=int(config.seed), process_index=ctx.process_index,
+        process_count=ctx.process_count, example_fn=method.example_fn,
+        num_threads=int(config.data.get("num_threads", 2)))
   fresh_state = data_iter.get_state()
   first = next(data_iter)
   data_iter.set_state(fresh_state)  # the batch read for shapes is trained on first, as from a fresh iterator
@@ -187,14 +192,30 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     restored_step, restored = checkpointer.restore(abstract_state, data_iter)
     if restored is not None:
       state, start_step, resumed = restored, int(restored_step), True
-  if not resumed and init_params is not None:
+      if not checkpointer.has_data_state(start_step):
+        # Saved by a different number of processes. Global batch b holds the same examples for
+        # any process count (data/pipeline.py), so the position to resume from is the step.
+        data_iter.set_state({**data_iter.get_state(), "next_index": start_step})
+        if is_main:
+          print(f"paperjax: the checkpoint was written by another number of processes; the data "
+                f"iterator resumes at global batch {start_step}.", flush=True)
+  if not resumed and init_params is not None and method.from_previous is not None:
+    # The stage maps the previous stage's parameters itself (a new head, a frozen teacher, ...).
+    params, extras = method.from_previous(init_params, state.params, state.extras)
+    if jax.tree.structure(params) != jax.tree.structure(state.params) or (
+        jax.tree.structure(extras) != jax.tree.structure(state.extras)):
+      raise ValueError(f"Stage {stage_name!r}: from_previous must return params and extras shaped like the "
+                       "stage's own init; map the previous parameters into that structure.")
+    state = state.replace(params=jax.device_put(params, state_shardings.params),
+                          extras=jax.device_put(extras, state_shardings.extras))
+  elif not resumed and init_params is not None:
     if jax.tree.structure(init_params) != jax.tree.structure(state.params):
       raise ValueError(f"Stage {stage_name!r} cannot take the previous stage's parameters: their structure differs. "
                        "Give the stage's method an init that maps them, or make the models match.")
     state = state.replace(params=jax.device_put(init_params, state_shardings.params))
 
   step_fn = make_step(method, tx, lr_schedule, ctx)
-  batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh, rules), first)
+  batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh, rules, method.batch_axis), first)
   with mesh_context(mesh, rules):
     p_step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
                      out_shardings=(state_shardings, None), donate_argnums=(0,))
@@ -278,9 +299,13 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
       writer.write(step_no, res, prefix="eval/")
       eval_results.update(res)
 
+  last_saved = start_step if resumed else -1
+
   def save(step_no, force=False):
-    if checkpointer is not None:
+    nonlocal last_saved
+    if checkpointer is not None and step_no != last_saved:
       checkpointer.save(step_no, state, data_iter, config, force=force)
+      last_saved = step_no
 
   step_no = start_step
   stopped_by_signal = False
@@ -288,7 +313,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     while step_no < min(total, stop_at):
       if profile and step_no == profile[0] and workdir and is_main:
         jax.profiler.start_trace(os.path.join(workdir, "profile"))
-      batch = sharding.host_to_global(next(data_iter), mesh, rules)
+      batch = sharding.host_to_global(next(data_iter), mesh, rules, method.batch_axis)
       state, m = p_step(state, batch)
       step_no += 1
       if pending is not None:
@@ -323,7 +348,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
       flush_window(step_no)
     if not stopped_by_signal and step_no >= total and method.evaluators and not (eval_every and step_no % eval_every == 0):
       evaluate(step_no)
-    if checkpointer is not None and (checkpointer.latest_step() or 0) < step_no:
+    if checkpointer is not None and not stopped_by_signal:
       save(step_no, force=True)
   if checkpointer is not None:
     checkpointer.close()
@@ -357,10 +382,13 @@ def _prepare_workdir(workdir: str, restart: bool) -> None:
   if not os.access(workdir, os.W_OK):
     raise PermissionError(f"The workdir {workdir!r} is not writable; choose a --workdir you can write to.")
   ck = os.path.join(workdir, "checkpoints")
-  if restart and os.path.isdir(ck) and os.listdir(ck):
+  if restart and jax.process_index() == 0 and os.path.isdir(ck) and os.listdir(ck):
     aside = f"{ck}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-    os.rename(ck, aside)
+    os.rename(ck, aside)  # never deleted: the old run stays on disk
     print(f"paperjax: --restart: moved the previous checkpoints aside to {aside}", flush=True)
+  if restart and jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("paperjax-restart")
 
 
 def print_summary(summary: dict, keys=()) -> None:
@@ -371,6 +399,8 @@ def print_summary(summary: dict, keys=()) -> None:
   if tr:
     extra = f"   tokens/s {tr['tokens_per_s']:,.0f}" if "tokens_per_s" in tr else ""
     lines.append(f"final train loss {tr.get('loss', float('nan')):.4f}{extra}")
+  for k in [k for k in keys if k in tr and k != "loss"]:  # train metrics a method asks to show (bytes sent, ...)
+    lines.append(f"  train/{k:<39} {tr[k]:,.6g}")
   ordered = [k for k in keys if k in ev] + sorted(k for k in ev if k not in keys)
   for k in ordered:
     v = ev[k]

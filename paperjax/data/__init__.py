@@ -2,7 +2,8 @@
 
 `build_source(config, split, tokenizer)` turns `config.data` into a random-access source:
   text     documents → one token stream → chunks of `data.raw_length` tokens (np.int32 arrays)
-  records  dict records as the source gives them (digits, tables, tfds image datasets)
+  records  dict records as the source gives them (digits, shapes, tables, tfds image datasets); on the
+           train split, `data.subset` picks a label budget / long tail / unlabelled view (subsets.py)
 """
 
 from __future__ import annotations
@@ -38,7 +39,12 @@ def build_source(data_cfg, split: str, tokenizer=None, cache_dir: str | None = N
                                    cache_key=f"{data_cfg.source}|{split}")
     return pipeline.TokenChunks(stream, int(data_cfg.raw_length))
   if kind == "records":
-    return sources.records(data_cfg.source, split)
+    recs = sources.records(data_cfg.source, split)
+    subset = data_cfg.get("subset", None)
+    if subset is not None and split == data_cfg.get("train_split", "train"):
+      from paperjax.data import subsets  # label budgets, long tails, labelled/unlabelled views
+      recs = subsets.apply(recs, subset)
+    return recs
   raise ValueError(f"data.kind={kind!r} is unknown; use 'text' or 'records'.")
 
 

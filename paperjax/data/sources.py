@@ -8,6 +8,8 @@ what `grain.MapDataset.source` consumes; the grain pipeline owns shuffling, shar
   `.py` files; `stdlib_code/<package>`, e.g. `stdlib_code/email`, is one package — a code domain),
   and the sklearn sets `digits`, `iris`, `wine`, `breast_cancer`.
 * `synthetic:text` procedural English-like text, seeded, for fast tests.
+* `synthetic:shapes[/<size>]` procedural images with captions (shape × colour × size × position,
+  some shape × colour pairs held out of train), see `paperjax/data/shapes.py`.
 * `tfds:<name>[/<config>][?field=<f>&data_dir=<d>]` a prepared TFDS dataset through
   `tfds.data_source` (array_record, no TensorFlow). `field` picks the text feature for
   `text_documents`; `data_dir` overrides `TFDS_DATA_DIR`. Nothing is ever downloaded here.
@@ -68,7 +70,7 @@ def records(spec: str, split: str) -> Any:
 def list_sources() -> list[str]:
   """Names every builtin and synthetic source (tfds names are listed by `tfds.list_builders`)."""
   names = [f"builtin:{n}" for n in (*_BUILTIN_TEXT, *_BUILTIN_RECORDS)]
-  names += [f"synthetic:{n}" for n in _SYNTHETIC_TEXT]
+  names += [f"synthetic:{n}" for n in (*_SYNTHETIC_TEXT, *_SYNTHETIC_RECORDS)]
   return sorted(names)
 
 
@@ -443,6 +445,15 @@ _BUILTIN_RECORDS = {n: _sklearn(n) for n in ("digits", "iris", "wine", "breast_c
 _SYNTHETIC_TEXT = {"text": _synthetic_text}
 
 
+def _synthetic_shapes(arg: str, split: str):
+  from paperjax.data import shapes  # pylint: disable=g-import-not-at-top
+
+  return shapes.load(arg, split)
+
+
+_SYNTHETIC_RECORDS = {"shapes": _synthetic_shapes}
+
+
 def _lookup(part: _Part, kind: str, table: dict[str, Callable], other: dict[str, Callable]):
   """Finds the loader of `part` in `table`, or says why not (wrong kind, or unknown name)."""
   base, _, arg = part.name.partition("/")
@@ -461,7 +472,7 @@ def _text_part(part: _Part, split: str) -> Sequence[str]:
   if part.scheme == "builtin":
     load, arg = _lookup(part, "text", _BUILTIN_TEXT, _BUILTIN_RECORDS)
   else:
-    load, arg = _lookup(part, "text", _SYNTHETIC_TEXT, {})
+    load, arg = _lookup(part, "text", _SYNTHETIC_TEXT, _SYNTHETIC_RECORDS)
   return load(arg, _split_name(split, part))
 
 
@@ -469,7 +480,7 @@ def _records_part(part: _Part, split: str) -> Any:
   if part.scheme == "tfds":
     part.check_options(["data_dir"])
     return _tfds_source(part, split)[1]
-  table = _BUILTIN_RECORDS if part.scheme == "builtin" else {}
+  table = _BUILTIN_RECORDS if part.scheme == "builtin" else _SYNTHETIC_RECORDS
   other = _BUILTIN_TEXT if part.scheme == "builtin" else _SYNTHETIC_TEXT
   load, arg = _lookup(part, "records", table, other)
   return load(arg, _split_name(split, part))

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Every shape and variant of notes/perf.md on one GPU, in one call (the device budget is 15 min).
+#
+#   set -o pipefail; PYTHONUNBUFFERED=1 bash notes/gpu_run.sh 2>&1 | tee $OUT/log
+#
+# Phase 1 compiles every distinct program at once, in parallel processes, into a persistent
+# compilation cache (XLA's autotuner then runs them on a shared GPU, so its picks may be a little
+# noisier than alone). Phase 2 runs the variants one at a time, each its own process (XLA flags
+# are per process), in priority order, loading its program from the cache; each has a timeout
+# and the whole phase a deadline, so one hang costs one row. The table comes last; results.jsonl
+# holds every number.
+set -u
+OUT=${OUT:-/tmp/paperjax_gpu_out}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+PY=${PY:-python3}
+CACHE=${CACHE:-/tmp/paperjax_jit_cache}
+LOGS=/tmp/paperjax_logs
+DEADLINE=${DEADLINE:-385}          # seconds from start after which no variant starts
+COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-170}
+mkdir -p "$LOGS" "$CACHE"
+T0=$(date +%s)
+el() { echo $(( $(date +%s) - T0 )); }
+
+echo "== env ($(date -u +%FT%TZ))"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu --format=csv 2>&1 | head -3
+$PY -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" 2>&1 | tail -1
+
+G="--shape=gpt2_124m --batch=32 --dtype=bfloat16"
+T="--shape=t5_base_ul2 --dtype=bfloat16"
+D="--shape=decoder_1b --batch=8 --dtype=bfloat16"
+if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XLA attention, 2 steps
+  G="--shape=tiny --batch=8"; T="--shape=tiny_encdec"; D="--shape=tiny --batch=4"
+fi
+# tag|arguments, in the order phase 2 runs them (most important first).
+VARIANTS=(
+  "gpt2_cudnn|$G --attention=cudnn"
+  "gpt2_cudnn_fusedce|$G --attention=cudnn --loss_chunk=8192"
+  "t5_cudnn_len_fusedce|$T --batch=32 --attention=cudnn --padding_lengths --loss_chunk=4096"
+  "1b_cudnn_fusedce|$D --attention=cudnn --loss_chunk=8192 --steps=10 --warmup=3"
+  "gpt2_xla|$G --attention=xla"
+  "t5_cudnn_mask|$T --batch=32 --attention=cudnn"
+  "t5_cudnn_len_fusedce_ul2data|$T --batch=32 --attention=cudnn --padding_lengths --loss_chunk=4096 --data=ul2"
+  "gpt2_cudnn_fusedce_tuned|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned"
+  "1b_cudnn_fusedce_tuned|$D --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=10 --warmup=3"
+  "t5_b128_cudnn_len_fusedce|$T --batch=128 --attention=cudnn --padding_lengths --loss_chunk=4096"
+  "gpt2_cudnn_fusedce_scan|$G --attention=cudnn --loss_chunk=8192 --scan"
+)
+
+echo "== phase 1: compile every program in parallel (timeout ${COMPILE_TIMEOUT}s), t=$(el)s"
+pids=()
+for v in "${VARIANTS[@]}"; do
+  tag=${v%%|*}; args=${v#*|}
+  [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
+  [[ $args == *"--data=ul2"* ]] && continue   # same program as its synthetic twin
+  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -k 5 "$COMPILE_TIMEOUT" $PY -m paperjax.bench $args --compile_only \
+    --compilation_cache="$CACHE" --tag="$tag" --json="$OUT/compile.jsonl" > "$LOGS/compile_$tag.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for f in "$LOGS"/compile_*.log; do echo "--- $f"; tail -4 "$f"; done > "$OUT/compile.log"
+grep -h "compile only\|Error\|error" "$LOGS"/compile_*.log | cut -c1-200 | head -30
+echo "== phase 1 done, t=$(el)s"
+
+echo "== phase 2: timed runs, one at a time"
+for v in "${VARIANTS[@]}"; do
+  tag=${v%%|*}; args=${v#*|}
+  [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
+  left=$(( DEADLINE - $(el) ))
+  if (( left < 25 )); then echo "-- skip $tag: ${left}s left before the deadline"; continue; fi
+  lim=$(( left < 150 ? left : 150 ))
+  echo "-- $tag (limit ${lim}s, t=$(el)s): $args"
+  timeout -k 5 "$lim" $PY -m paperjax.bench $args --compilation_cache="$CACHE" --tag="$tag" --json="$OUT/results.jsonl" 2>&1 \
+    | grep -v "^\s*$" | tail -25 || echo "!! $tag failed or timed out (rc=$?)"
+done
+echo "== phase 2 done, t=$(el)s"
+
+$PY - "$OUT/results.jsonl" <<'PYEOF' | tee "$OUT/table.txt"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])] if __import__("os").path.exists(sys.argv[1]) else []
+print(f"\n{'variant':<30} {'B':>4} {'ms/step':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU full':>8} {'MFU caus':>8} {'peakGiB':>7} {'compile':>7} {'loss':>6}")
+for r in rows:
+  print(f"{r['tag']:<30} {r['batch']:>4} {r['ms_per_step']:>8.2f} {r['tokens_per_s']/1e3:>8.1f}K {r['tflops_full']:>8.1f} "
+        f"{100*r.get('mfu_full', 0):>7.1f}% {100*r.get('mfu_causal', 0):>7.1f}% {r.get('peak_mem_gb') or 0:>7.2f} {r['compile_s']:>6.1f}s {r['loss']:>6.3f}")
+if rows:
+  print(f"device: {rows[0]['device']}, jax {rows[0]['jax']}; MFU full = (6N + 12·L·H·K·T)·tok/s / peak, causal = half the causal attention term")
+PYEOF
+echo "== end, t=$(el)s"
