@@ -48,8 +48,14 @@ def parse_flags(argv):
     return flags.FLAGS(argv)
   except flags.Error as e:
     _fail(_flag_error_sentence(str(e)))
+  except OSError as e:  # the config file itself (missing, unreadable) while applying overrides
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+    _fail(f"Cannot load the config file {path!r} ({'no such file' if 'No such file' in str(e) else e}); "
+          "pass --config=configs/<slug>.py (see ls configs/).")
   except (AttributeError, KeyError) as e:  # an unknown --config.<key>
-    key = next((a.split("=")[0][len("--config."):] for a in argv[1:] if a.startswith("--config.") and _unknown(a)), "")
+    missing = re.search(r"'([^'\\]+)", str(e))
+    keys = [a.split("=")[0][len("--config."):] for a in argv[1:] if a.startswith("--config.")]
+    key = next((k for k in keys if missing and missing.group(1) in k.split(".")), missing.group(1) if missing else "")
     guess = re.search(r'Did you mean "([^"]+)"', str(e))
     hint = f" (did you mean {guess.group(1)!r}?)" if guess else ""
     _fail(f"Unknown config key {key!r}{hint}; the config file lists every field, override them as --config.<key>=<value>.")
@@ -65,19 +71,6 @@ def _flag_error_sentence(text: str) -> str:
     return f"Cannot read the config file {m.group(1)!r}: no such file; pass --config=configs/<slug>.py (ls configs/)."
   first = text.strip().splitlines()[0]
   return f"{first}. Fix the value on the command line (the config file shows each field's type)."
-
-
-def _unknown(arg: str) -> bool:
-  try:
-    flags.FLAGS.config  # noqa: B018 — loaded by now if the file parsed
-  except Exception:  # noqa: BLE001
-    return True
-  node = flags.FLAGS.config
-  for part in arg.split("=")[0][len("--config."):].split("."):
-    if node is None or not hasattr(node, "keys") or part not in node:
-      return True
-    node = node[part]
-  return False
 
 
 def _fail(msg: str):

@@ -134,8 +134,25 @@ def make_step(method: Method, tx, lr_schedule, ctx: Context):
   return step
 
 
+def validate(config) -> None:
+  """Cheap checks of the shared fields, before any data is read or anything is compiled."""
+  def need(ok, msg):
+    if not ok:
+      raise ValueError(msg)
+  t, d, o = config.train, config.data, config.optimizer
+  need(int(t.steps) >= 1, f"train.steps={t.steps} must be at least 1; set --config.train.steps to a positive number.")
+  need(int(d.batch_size) >= 1, f"data.batch_size={d.batch_size} must be positive; set --config.data.batch_size "
+                               "to a multiple of the data-parallel device count.")
+  need(float(o.lr) >= 0, f"optimizer.lr={o.lr} is negative; use a learning rate ≥ 0.")
+  need(int(t.get("log_every", 1)) >= 1, f"train.log_every={t.log_every} must be at least 1.")
+  need(int(t.get("stop_at", 0)) >= 0, f"train.stop_at={t.stop_at} must be ≥ 0 (0: run all train.steps).")
+  for name in ("eval_every", "ckpt_every", "between_every"):
+    need(int(t.get(name, 0)) >= 0, f"train.{name}={t.get(name)} must be ≥ 0 (0: off).")
+
+
 def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=None) -> dict:
   t_start = time.time()
+  validate(config)
   is_main = jax.process_index() == 0
   tcfg = config.train
   mesh = sharding.make_mesh(tuple(config.mesh.axes), tuple(config.mesh.shape))
@@ -269,7 +286,10 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     nonlocal window_t, window_steps, last_train
     # Ratio metrics come as "sum/<name>" and "count/<name>" pairs (e.g. loss per denoiser, whose
     # examples vary per batch) and are aggregated exactly: Σsum / Σcount over the window.
-    out = {k: float(np.mean(v)) for k, v in window.items() if not k.startswith(("sum/", "count/"))}
+    # Counters named "<group>/total_<x>" report their last value and "<group>/peak_<x>" the window's
+    # maximum (cumulative bytes sent, peak bytes per step); every other metric the window's mean.
+    reduce = lambda k, v: float(v[-1]) if "/total_" in k else float(np.max(v)) if "/peak_" in k else float(np.mean(v))
+    out = {k: reduce(k, v) for k, v in window.items() if not k.startswith(("sum/", "count/"))}
     for k in [k for k in window if k.startswith("sum/")]:
       den = float(np.sum(window.get("count/" + k[4:], [0.0])))
       if den > 0:
@@ -377,7 +397,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
 def _prepare_workdir(workdir: str, restart: bool) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-  except PermissionError as e:
+  except OSError as e:
     raise PermissionError(f"Cannot create the workdir {workdir!r} ({e.strerror}); choose a --workdir you can write to.") from None
   if not os.access(workdir, os.W_OK):
     raise PermissionError(f"The workdir {workdir!r} is not writable; choose a --workdir you can write to.")

@@ -35,22 +35,6 @@ def test_overrides_reach_the_run(tmp_path):
   assert again.returncode == 0 and "resuming at step 2" in again.stdout
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--config=configs/ul2.py", "--config.optimizer.lrr=1"], "Unknown config key 'optimizer.lrr' (did you mean 'lr'?)"),
-    (["--config=configs/ul2.py", "--config.optimizer.lr=abc"], "--config.optimizer.lr=abc"),
-    (["--config=configs/ul2.py:huge"], "Unknown preset 'huge'"),
-    (["--config=configs/nope.py"], "Cannot load the config file 'configs/nope.py'"),
-    (["--config=configs/ul2.py", "--config.method=ul3"], "Unknown paper 'ul3'"),
-    ([], "No config given"),
-])
-def test_mistakes_get_one_sentence(tmp_path, args, needle):
-  out = main(*args, f"--workdir={tmp_path}/w")
-  assert out.returncode != 0
-  assert needle in out.stderr, out.stderr[-2000:]
-  assert "Traceback" not in out.stderr
-  assert not os.path.exists(tmp_path / "w" / "checkpoints")
-
-
 def test_papers_table_lists_ul2():
   out = subprocess.run([sys.executable, "-m", "paperjax.papers"], capture_output=True, text=True, cwd=ROOT,
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
