@@ -12,27 +12,23 @@ steps through `Method.between`; multi-stage papers list `config.stages`.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
 import signal
 import time
-from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from paperjax import checkpoint as ckpt_lib
 from paperjax import data as data_lib
 from paperjax import metrics as metrics_lib
 from paperjax import optim, registry, sharding
+from paperjax import step as step_lib
+from paperjax.step import mesh_context
 from paperjax.method import Context, Method
 from paperjax.state import TrainState
 
@@ -72,13 +68,6 @@ def setup_runtime(config) -> None:
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-@contextlib.contextmanager
-def mesh_context(mesh, rules):
-  setter = getattr(jax, "set_mesh", None) or getattr(jax.sharding, "use_mesh", None)
-  with (setter(mesh) if setter else mesh), nn.logical_axis_rules(rules):
-    yield
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | None, *, restart: bool = False) -> dict:
@@ -126,12 +115,7 @@ def make_step(method: Method, tx, lr_schedule, ctx: Context):
       return method.step(state, batch, ctx)
     return step
 
-  def step(state: TrainState, batch):
-    rng = jax.random.fold_in(state.rng, state.step)
-    (loss, aux), grads = jax.value_and_grad(method.loss, has_aux=True)(state.params, batch, rng)
-    new_state = state.apply_gradients(grads, tx)
-    return new_state, {**aux, "loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr_schedule(state.step)}
-  return step
+  return step_lib.sgd_step(method.loss, tx, lr_schedule)
 
 
 def validate(config) -> None:
@@ -194,10 +178,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     return TrainState.create(params, tx, rng=state_rng, extras=extras)
 
   rng = jax.random.PRNGKey(int(config.seed))
-  with mesh_context(mesh, rules):
-    abstract_boxed = jax.eval_shape(init_state, rng)
-    state_shardings = sharding.logical_to_sharding(nn.get_partition_spec(abstract_boxed), mesh, rules)
-    state = jax.jit(lambda r: nn.meta.unbox(init_state(r)), out_shardings=state_shardings)(rng)
+  state, state_shardings = step_lib.init_sharded(init_state, rng, mesh, rules)
   abstract_state = ckpt_lib.abstract_with_shardings(jax.eval_shape(lambda: state), state_shardings)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
 
@@ -233,9 +214,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
 
   step_fn = make_step(method, tx, lr_schedule, ctx)
   batch_sharding = jax.tree.map(lambda _: sharding.batch_sharding(mesh, rules, method.batch_axis), first)
-  with mesh_context(mesh, rules):
-    p_step = jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding),
-                     out_shardings=(state_shardings, None), donate_argnums=(0,))
+  p_step = step_lib.jit_step(step_fn, state_shardings, batch_sharding, mesh, rules)
 
   total = int(tcfg.steps)
   stop_at = int(tcfg.get("stop_at", 0)) or total
