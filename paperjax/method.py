@@ -63,6 +63,9 @@ class Context:
   model: Any = None
   process_index: int = 0
   process_count: int = 1
+  # Shapes only (the AOT preflight): build the model, loss and example transform, but read no data
+  # (skip evaluators that need held-out batches).
+  abstract: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,3 +84,24 @@ class Method:
   tokens_per_example: int | None = None
   model: Any = None
   summary_keys: Sequence[str] = ()   # metrics the end-of-run summary prints first
+
+
+def copy_matching(previous, fresh, prefixes: Sequence[str] = ()):
+  """`fresh` with every leaf whose path (and shape) also exists in `previous` taken from it — the
+  usual `from_previous` of a fine-tune: the backbone carries over, a new head stays fresh.
+  `prefixes` (e.g. ("encoder", "proj/layer0")) restricts what is copied. Returns (tree, copied paths)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  prev = {"/".join(str(getattr(k, "key", k)) for k in path): v
+          for path, v in jax.tree_util.tree_flatten_with_path(previous)[0]}
+  copied = []
+
+  def take(path, leaf):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    allowed = not prefixes or any(name == p or name.startswith(p + "/") for p in prefixes)
+    if allowed and name in prev and getattr(prev[name], "shape", None) == getattr(leaf, "shape", None):
+      copied.append(name)
+      return prev[name]
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(take, fresh), copied
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -25,7 +26,10 @@ class TrainState:
 
   @classmethod
   def create(cls, params, tx: optax.GradientTransformation, rng, extras=None) -> "TrainState":
-    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+    # The optimizer sees plain arrays: a logical-axis box on a parameter does not describe an
+    # optimizer leaf of another rank (Adafactor's factored moments). `step.state_specs` gives the
+    # optimizer state its shardings from the parameters'.
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(nn.meta.unbox(params)),
                rng=rng, extras=extras or {})
 
   def apply_gradients(self, grads, tx: optax.GradientTransformation, **changes) -> "TrainState":

@@ -8,11 +8,13 @@ that have nothing else.
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Callable
 
 import flax.linen as nn
 import jax
 import optax
+from jax.sharding import PartitionSpec as P
 
 from paperjax import sharding
 
@@ -29,6 +31,22 @@ def sgd_step(loss_fn: Callable, tx: optax.GradientTransformation, lr_schedule: C
   return step
 
 
+def stateful_sgd_step(loss_fn: Callable) -> Callable:
+  """A `Method.step` for losses that read the train state (its step, `extras` such as a frozen
+  teacher or a memory bank) and may write `extras`:
+
+    loss_fn(params, batch, rng, state) -> (loss, (metrics, extras_updates or None))
+
+  Gradients flow into `params` only; `extras_updates` (a dict) is merged into `state.extras`."""
+  def step(state, batch, ctx):
+    rng = jax.random.fold_in(state.rng, state.step)
+    (loss, (aux, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng, state)
+    extras = {**state.extras, **(updates or {})}
+    new_state = state.apply_gradients(grads, ctx.tx, extras=extras)
+    return new_state, {**aux, "loss": loss, "grad_norm": optax.global_norm(grads), "lr": ctx.lr_schedule(state.step)}
+  return step
+
+
 @contextlib.contextmanager
 def mesh_context(mesh, rules):
   """The mesh and the logical-axis rules that `nn.with_logical_constraint` resolves against."""
@@ -37,13 +55,41 @@ def mesh_context(mesh, rules):
     yield
 
 
-def init_sharded(init_fn: Callable, rng, mesh, rules):
+def _raw_values(tree):
+  """Strip logical-axis boxes without applying their sharding constraints (abstract values)."""
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
+
+
+def state_specs(boxed_state, tx: optax.GradientTransformation | None = None):
+  """Logical PartitionSpecs of a (boxed) train state. Optimizer leaves shaped like their parameter
+  (Adam's moments, momentum) take the parameter's spec, so FSDP shards them too; other optimizer
+  leaves (factored moments, counts) are replicated."""
+  specs = nn.get_partition_spec(boxed_state)
+  if tx is None or not hasattr(boxed_state, "opt_state"):
+    return specs
+  param_specs = nn.get_partition_spec(boxed_state.params)
+  try:
+    opt_specs = optax.tree_map_params(
+        tx, lambda leaf, spec, param: spec if leaf.shape == param.shape else P(),
+        boxed_state.opt_state, param_specs, _raw_values(boxed_state.params),
+        transform_non_params=lambda _: P(), is_leaf=lambda x: isinstance(x, P))
+  except Exception as e:  # noqa: BLE001 — a state not built by `tx` (a method's own): keep what it says
+    logging.warning("Optimizer-state shardings fall back to the state's own annotations (%s: %s); "
+                    "unannotated optimizer leaves are replicated.", type(e).__name__, str(e)[:200])
+    return specs
+  return specs.replace(opt_state=opt_specs)
+
+
+def init_sharded(init_fn: Callable, rng, mesh, rules, tx=None):
   """Runs `init_fn(rng)` (which may return logically boxed params) as one jitted program whose
   outputs are laid out by the logical rules (FSDP, tensor parallel, ... as `rules` say).
   Returns (unboxed state, its shardings)."""
   with mesh_context(mesh, rules):
     abstract = jax.eval_shape(init_fn, rng)
-    shardings = sharding.logical_to_sharding(nn.get_partition_spec(abstract), mesh, rules)
+  specs = state_specs(abstract, tx)  # outside the mesh: optax traces tx.init here
+  shardings = sharding.logical_to_sharding(specs, mesh, rules)
+  with mesh_context(mesh, rules):
     state = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
   return state, shardings
 
@@ -54,3 +100,13 @@ def jit_step(step: Callable, state_shardings, batch_shardings, mesh, rules):
   with mesh_context(mesh, rules):
     return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
                    out_shardings=(state_shardings, None), donate_argnums=(0,))
+
+
+def abstract_state(init_fn: Callable, rng, mesh, rules, tx=None):
+  """Shapes, dtypes and shardings of `init_fn(rng)`'s unboxed state, without computing it (for
+  ahead-of-time compilation and memory estimates). Returns (abstract state, shardings)."""
+  with mesh_context(mesh, rules):
+    boxed = jax.eval_shape(init_fn, rng)
+  shardings = sharding.logical_to_sharding(state_specs(boxed, tx), mesh, rules)
+  unboxed = nn.meta.unbox(boxed)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), unboxed, shardings), shardings

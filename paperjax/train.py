@@ -178,7 +178,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     return TrainState.create(params, tx, rng=state_rng, extras=extras)
 
   rng = jax.random.PRNGKey(int(config.seed))
-  state, state_shardings = step_lib.init_sharded(init_state, rng, mesh, rules)
+  state, state_shardings = step_lib.init_sharded(init_state, rng, mesh, rules, tx)
   abstract_state = ckpt_lib.abstract_with_shardings(jax.eval_shape(lambda: state), state_shardings)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
 

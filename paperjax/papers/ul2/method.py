@@ -154,7 +154,7 @@ def make(config, ctx) -> Method:
     return s / jnp.maximum(w, 1.0), metrics
 
   # Held-out evaluation batches, built once and identical in every run.
-  source = pipeline_source(config, ctx)
+  source = None if ctx.abstract else pipeline_source(config, ctx)
   sums_fn = jax.jit(lambda params, batch: lm.loss_sums(model, params, batch))
   evaluators = []
   if source is not None:

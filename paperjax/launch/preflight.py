@@ -1,0 +1,138 @@
+"""Ahead-of-time preflight: compile a config's train step for a target topology without the hardware
+(where JAX allows it) and print the memory each device would need — so an OOM or a sharding mistake
+shows up before a pod is booked.
+
+  python -m paperjax.launch.preflight --config=configs/ul2.py:large --topology=tpu:v5e-256
+  python -m paperjax.launch.preflight --config=configs/ul2.py:base --topology=cpu:8 --config.mesh.shape='(2,4,1)'
+
+Topologies:
+  cpu:N        N fake CPU devices (the process re-executes itself with the XLA flag); compiles for real.
+  tpu:NAME     a TPU slice, e.g. tpu:v5e-8, tpu:v4-32 (jax.experimental.topologies); needs libtpu installed
+               (`pip install jax[tpu]`), no TPU attached. Without libtpu it says so and stops.
+  local        the devices of this machine (a GPU box, a TPU VM).
+GPU topologies cannot be compiled without GPUs attached (XLA's CUDA compiler needs the device):
+run `--topology=local` on one GPU host for the per-device figure of a data/FSDP-sharded run.
+No data is read: the model, loss and example transform are built from the config alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A paper's config, e.g. configs/ul2.py:base.")
+_TOPOLOGY = flags.DEFINE_string("topology", "local", "cpu:N, tpu:NAME (e.g. tpu:v5e-8) or local.")
+
+
+def _reexec_with_cpu_devices(n: int) -> None:
+  want = f"--xla_force_host_platform_device_count={n}"
+  if want in os.environ.get("XLA_FLAGS", ""):
+    return
+  env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {want}".strip(), JAX_PLATFORMS="cpu")
+  sys.exit(subprocess.call([sys.executable, "-m", "paperjax.launch.preflight", *sys.argv[1:]], env=env))
+
+
+def devices_for(topology: str):
+  import jax
+  if topology == "local" or topology.startswith("cpu:"):
+    return jax.devices()
+  if topology.startswith("tpu:"):
+    name = topology[4:]
+    try:
+      from jax.experimental import topologies
+      return topologies.get_topology_desc(topology_name=name, platform="tpu").devices
+    except Exception as e:  # noqa: BLE001 — no libtpu, or an unknown slice name
+      raise ValueError(f"Cannot compile for TPU topology {name!r} on this machine ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:160]}); install libtpu (pip install 'jax[tpu]') or run the "
+                       "preflight on a TPU VM with --topology=local.") from None
+  if topology.startswith("gpu"):
+    raise ValueError("GPU topologies cannot be compiled without the GPUs attached; run the preflight with "
+                     "--topology=local on one GPU host (per-device memory is the same for data/FSDP sharding).")
+  raise ValueError(f"Unknown --topology={topology!r}; use cpu:N, tpu:NAME or local.")
+
+
+def preflight(config, topology: str) -> dict:
+  import jax
+  import numpy as np
+  from paperjax import data as data_lib, optim, registry, sharding, step as step_lib, train
+  from paperjax.data import tokenizers
+  from paperjax.method import Context
+  from paperjax.state import TrainState
+
+  train.validate(config)
+  devices = devices_for(topology)
+  mesh = sharding.make_mesh(tuple(config.mesh.axes), tuple(config.mesh.shape), devices=devices)
+  rules = sharding.rules_from_config(config.get("axis_rules", None))
+  tok = None
+  if config.data.get("kind", "text") == "text":  # a stand-in with the configured vocabulary size
+    d = config.data
+    tok = tokenizers.ByteTokenizer(specials=tuple(d.specials), num_sentinels=int(d.num_sentinels),
+                                   vocab_size=int(d.vocab_size) or None)
+  ctx = Context(config=config, mesh=mesh, rules=rules, tokenizer=tok, abstract=True)
+  method = registry.make(config, ctx)
+  tx, lr = optim.build(config.optimizer, int(config.train.steps))
+  ctx.tx, ctx.lr_schedule = tx, lr
+  gbs = int(config.data.batch_size)
+  if config.data.get("kind", "text") == "text":
+    raw = np.full((int(config.data.raw_length),), 3 + ord("a"), np.int32)
+    example = method.example_fn(raw, np.random.default_rng(0)) if method.example_fn else {"tokens": raw}
+  else:
+    rec = data_lib.build_source(config.data, "train")[0]
+    example = method.example_fn(rec, np.random.default_rng(0)) if method.example_fn else rec
+  example = {k: np.asarray(v) for k, v in example.items()}
+  one = {k: v[None] for k, v in example.items()}
+
+  def init_state(rng):
+    i, e, s = jax.random.split(rng, 3)
+    params = method.init(i, one)
+    extras = method.init_extras(e, params) if method.init_extras else {}
+    return TrainState.create(params, tx, rng=s, extras=extras)
+
+  abstract, shardings = step_lib.abstract_state(init_state, jax.random.PRNGKey(0), mesh, rules, tx)
+  bsh = sharding.batch_sharding(mesh, rules, getattr(method, "batch_axis", "batch"))
+  batch = {k: jax.ShapeDtypeStruct((gbs, *v.shape), v.dtype, sharding=bsh) for k, v in example.items()}
+  p_step = step_lib.jit_step(train.make_step(method, tx, lr, ctx), shardings, jax.tree.map(lambda _: bsh, batch), mesh, rules)
+  with step_lib.mesh_context(mesh, rules):
+    compiled = p_step.lower(abstract, batch).compile()
+  mem = compiled.memory_analysis()
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+  out = {"devices": len(devices), "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
+         "params": n_params, "global_batch": gbs}
+  if mem is not None:
+    for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+                  "generated_code_size_in_bytes", "alias_size_in_bytes"):
+      out[field] = int(getattr(mem, field, 0) or 0)
+    # Donated state aliases its outputs, so peak ≈ arguments + temporaries (+ outputs not aliased).
+    out["estimated_peak_bytes_per_device"] = (out["argument_size_in_bytes"] + out["temp_size_in_bytes"]
+                                              + out["output_size_in_bytes"] - out["alias_size_in_bytes"])
+  return out
+
+
+def main(argv):
+  del argv
+  topo = _TOPOLOGY.value
+  m = re.fullmatch(r"cpu:(\d+)", topo)
+  if m:
+    _reexec_with_cpu_devices(int(m.group(1)))
+  from paperjax import errors
+  with errors.one_sentence():
+    out = preflight(_CONFIG.value, topo)
+  gib = lambda b: f"{b / 2**30:.3f} GiB"
+  print(f"preflight: {_CONFIG.value.method} ({_CONFIG.value.get('preset', '')}) on {topo}: {out['devices']} × "
+        f"{out['device_kind']}, mesh {out['mesh']}, {out['params'] / 1e6:.1f}M params, global batch {out['global_batch']}")
+  if "estimated_peak_bytes_per_device" in out:
+    print(f"  per device: arguments {gib(out['argument_size_in_bytes'])}, temporaries {gib(out['temp_size_in_bytes'])}, "
+          f"outputs {gib(out['output_size_in_bytes'])} (aliased {gib(out['alias_size_in_bytes'])}), "
+          f"code {gib(out['generated_code_size_in_bytes'])}")
+    print(f"  estimated peak per device: {gib(out['estimated_peak_bytes_per_device'])}")
+  else:
+    print("  (this backend reports no memory analysis)")
+
+
+if __name__ == "__main__":
+  app.run(main)
