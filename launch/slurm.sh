@@ -15,6 +15,7 @@
 #SBATCH --output=paperjax-%j.log
 set -euo pipefail
 ${ENV_SETUP:-true}
+# The XLA flags that matter on GPUs live in one place (paperjax/xla_flags.py, measured in notes/perf.md).
+export XLA_FLAGS="$(python -c 'from paperjax import xla_flags; print(xla_flags.apply("tuned"))')"
 export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
-source "$(dirname "$0")/../paperjax/xla_gpu_flags.sh" 2>/dev/null || true
 srun --kill-on-bad-exit=1 python -m paperjax.main "$@"
