@@ -400,6 +400,8 @@ def print_summary(summary: dict, keys=()) -> None:
     lines.append(f"final train loss {tr.get('loss', float('nan')):.4f}{extra}")
   for k in [k for k in keys if k in tr and k != "loss"]:  # train metrics a method asks to show (bytes sent, ...)
     lines.append(f"  train/{k:<39} {tr[k]:,.6g}")
+  for k in sorted(k for k in tr if k.startswith("loss/") and k not in keys):  # per-task train loss (last window)
+    lines.append(f"  train/{k:<39} {tr[k]:.4f}")
   ordered = [k for k in keys if k in ev] + sorted(k for k in ev if k not in keys)
   for k in ordered:
     v = ev[k]
