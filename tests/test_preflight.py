@@ -1,9 +1,12 @@
 """AOT preflight: compiles the step for a topology without running it, and reports memory per device;
 optimizer moments are sharded like their parameters (FSDP), also for Adafactor's factored state."""
 
+import importlib.util
 import os
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import ROOT, run_python
 
@@ -51,3 +54,11 @@ for name in ("adamw", "adafactor"):
   out = run_python(code, devices=4)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "adamw ok" in out.stdout and "adafactor ok" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs libtpu (pip install libtpu); no TPU")
+def test_compiles_for_a_tpu_slice_without_a_tpu():
+  out = _preflight("--config=configs/ul2.py", "--topology=tpu:v5e:2x4")
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "8 × TPU v5 lite" in out.stdout and "estimated peak per device" in out.stdout
