@@ -32,7 +32,8 @@ def get_config(arg: str | None = None):
   c.model = dict(
       kind="encdec", d_model=128, num_heads=4, head_dim=32, d_ff=384, num_layers=2, num_encoder_layers=2,
       activation="gelu", dropout=0.0, dtype="float32", param_dtype="float32", logits_dtype="float32",
-      tie_embeddings=True, scan_layers=False, remat="none", attention_impl="", loss_chunk=0, z_loss=0.0)
+      tie_embeddings=True, scan_layers=False, remat="none", attention_impl="auto", padding_as_lengths=False,
+      loss_chunk=0, loss_impl="fused", z_loss=0.0)
 
   # Mixture-of-Denoisers (paper §3.1.2 and the UL2-20B configuration in its appendix):
   # R: (μ=3, r=.15), (8, .15) with [NLU]; X: (3, .5), (8, .5), (64, .15), (64, .5) with [NLG];
@@ -56,7 +57,10 @@ def get_config(arg: str | None = None):
 
   if preset == "base":
     c.model.update(d_model=768, num_heads=12, head_dim=64, d_ff=2048, num_layers=12, num_encoder_layers=12,
-                   dtype="bfloat16", attention_impl="", loss_chunk=0, tie_embeddings=False)
+                   dtype="bfloat16", attention_impl="auto", padding_as_lengths=True, loss_chunk=8192,
+                   tie_embeddings=False)
+    # notes/perf.md (one H100): cuDNN attention, encoder padding as lengths and the fused
+    # cross-entropy take the T5-base UL2 step from 47.5 to 45.3 ms at B=32; B=128 reaches 38% MFU.
     c.data.update(source="tfds:c4/en", tokenizer="sentencepiece", vocab_size=32000, raw_length=568,
                   batch_size=128, max_chars=0)
     c.ul2.update(inputs_length=512, targets_length=128)
@@ -64,7 +68,8 @@ def get_config(arg: str | None = None):
     c.train.update(steps=500_000, log_every=100, eval_every=5000, eval_batches=20, ckpt_every=5000, ckpt_every_s=1800.0)
   elif preset == "large":
     c.model.update(d_model=1536, num_heads=24, head_dim=64, d_ff=4096, num_layers=24, num_encoder_layers=24,
-                   dtype="bfloat16", scan_layers=True, remat="dots_no_batch", tie_embeddings=False)
+                   dtype="bfloat16", scan_layers=True, remat="dots_no_batch", tie_embeddings=False,
+                   padding_as_lengths=True, loss_chunk=8192)
     c.data.update(source="tfds:c4/en", tokenizer="sentencepiece", vocab_size=32000, raw_length=568,
                   batch_size=1024)
     c.ul2.update(inputs_length=512, targets_length=128)

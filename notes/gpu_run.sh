@@ -9,7 +9,7 @@
 # are per process), in priority order, loading its program from the cache; each has a timeout
 # and the whole phase a deadline, so one hang costs one row. The table comes last; results.jsonl
 # holds every number.
-set -u
+set -u -o pipefail
 OUT=${OUT:-/tmp/paperjax_gpu_out}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1

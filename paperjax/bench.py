@@ -34,8 +34,8 @@ SHAPES = {
     # CPU / CI shapes.
     "tiny": dict(kind="decoder", d_model=64, num_heads=4, head_dim=16, d_ff=128, num_layers=2,
                  vocab_size=512, lengths={"tokens": 32}, batch=4),
-    "tiny_encdec": dict(kind="encdec", d_model=64, num_heads=4, head_dim=16, d_ff=128, num_layers=2,
-                        num_encoder_layers=2, vocab_size=512, tie_embeddings=False,
+    "tiny_encdec": dict(kind="encdec", d_model=64, num_heads=4, head_dim=16, d_ff=128, num_layers=1,
+                        num_encoder_layers=1, vocab_size=512, tie_embeddings=False,
                         lengths={"inputs": 64, "targets": 32}, raw_length=62, batch=4),
     # GPT-2 small: 12 layers, 12 heads, d=768, T=1024, vocab 50304 (nanoGPT's padded 50257), tied.
     "gpt2_124m": dict(kind="decoder", d_model=768, num_heads=12, head_dim=64, d_ff=2048, num_layers=12,
@@ -46,8 +46,8 @@ SHAPES = {
                         num_encoder_layers=12, vocab_size=32128, tie_embeddings=False,
                         lengths={"inputs": 512, "targets": 128}, raw_length=568, batch=32),
     # ~1.1B decoder (LLaMA-like: SiLU-gated MLP, d_ff≈2.75·d rounded to 128; tied 50304 vocab):
-    # 20 layers, d=2048, 16 heads of 128, T=2048. Params 1.13B: fp32 params + grads + AdamW m, v
-    # = 18 GB, leaving ~55 GB of an H100 for activations (B=8 without remat; see notes/perf.md).
+    # 20 layers, d=2048, 16 heads of 128, T=2048. Params 1.13B: fp32 params + AdamW m, v = 12.6 GiB
+    # (+ transient grads). B=8 without remat peaked at 37.2 GiB on an H100 (notes/perf.md).
     "decoder_1b": dict(kind="decoder", d_model=2048, num_heads=16, head_dim=128, d_ff=5632, num_layers=20,
                        activation="silu", vocab_size=50304, lengths={"tokens": 2048}, batch=8),
 }
@@ -140,28 +140,12 @@ def ul2_source(cfg, shape, batch, rng: np.random.Generator):
   return next_batch, lambda: clock["s"]
 
 
-def targets_and_mask(batch, kind):
-  if kind == "encdec":
-    return batch["targets"], batch["targets_mask"]
-  import jax.numpy as jnp
-  # Position t predicts token t+1 (as lm.loss_sums).
-  return (jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1))), jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1))))
-
-
 def make_loss(model, cfg, args):
   import jax.numpy as jnp
-  from paperjax import losses
   from paperjax.models import lm
-  from paperjax.models.transformer import unembedding
 
   def loss_fn(params, batch, rng):
-    if args.loss_chunk and args.loss_impl == "fused":
-      h = model.apply({"params": params}, batch, return_hidden=True)
-      targets, mask = targets_and_mask(batch, cfg.kind)
-      h, w = unembedding(params, h, cfg)
-      s, wsum = losses.fused_linear_cross_entropy(h, w, targets, mask, args.loss_chunk)
-    else:
-      s, wsum = lm.loss_sums(model, params, batch, rng=rng, chunk=args.loss_chunk)
+    s, wsum = lm.loss_sums(model, params, batch, rng=rng, chunk=args.loss_chunk, impl=args.loss_impl)
     return s / jnp.maximum(wsum, 1.0), {"target_tokens": wsum}
   return loss_fn
 
@@ -205,11 +189,7 @@ def run(args) -> dict:
     return TrainState.create(params, tx, rng=s_rng)
 
   step_fn = step_lib.sgd_step(make_loss(model, cfg, args), tx, lr_schedule)
-  with step_lib.mesh_context(mesh, rules):
-    abstract_boxed = jax.eval_shape(init_state, jax.random.PRNGKey(args.seed))
-  state_shardings = sharding.logical_to_sharding(nn.get_partition_spec(abstract_boxed), mesh, rules)
-  abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                nn.meta.unbox(abstract_boxed), state_shardings)
+  abstract_state, state_shardings = step_lib.abstract_state(init_state, jax.random.PRNGKey(args.seed), mesh, rules, tx)
   abstract_batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), example, batch_shardings)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))
 
@@ -240,7 +220,7 @@ def run(args) -> dict:
     _report(result)
     return _write(result, args)
 
-  state, _ = step_lib.init_sharded(init_state, jax.random.PRNGKey(args.seed), mesh, rules)
+  state, _ = step_lib.init_sharded(init_state, jax.random.PRNGKey(args.seed), mesh, rules, tx)
   assert count_params(state.params) == n_params
   if args.data == "ul2":
     put = lambda b: sharding.host_to_global(b, mesh, rules)  # the train loop's own host → device path
@@ -298,6 +278,8 @@ def _memory_analysis(compiled) -> dict | None:
 
 
 def _hlo_flops(compiled) -> float | None:
+  """XLA's own count, for cross-checking on CPU. On GPU it leaves out the cuBLAS and cuDNN custom
+  calls (nearly all the FLOPs), so it is not a model FLOP count there."""
   try:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -14,9 +14,9 @@ from paperjax.models import lm
 from paperjax.models import transformer as T
 
 
-def _tiny_cfg(**kw):
-  return T.TransformerConfig(**{k: v for k, v in bench.SHAPES[kw.pop("shape", "tiny")].items()
-                                if k not in ("lengths", "batch", "raw_length")}, **kw)
+def _tiny_cfg(shape="tiny", **kw):
+  fields = {k: v for k, v in bench.SHAPES[shape].items() if k not in ("lengths", "batch", "raw_length")}
+  return T.TransformerConfig(**{**fields, **kw})
 
 
 def test_decoder_flops_by_hand():
@@ -30,14 +30,14 @@ def test_decoder_flops_by_hand():
 
 
 def test_encdec_flops_by_hand():
-  # tiny_encdec: 2+2 layers, d=64, 4×16 heads, d_ff=128, V=512, inputs 64, targets 32.
+  # 2+3 layers, d=64, 4×16 heads, d_ff=128, V=512, inputs 64, targets 32.
   d, hk, f_, v, li, lt = 64, 64, 128, 512, 64, 32
   enc = 2 * (4 * d * hk + 3 * d * f_) * li
   # decoder self-attn q,k,v,out and cross q,out over the targets; cross k,v over the encoder output.
-  dec = 2 * ((6 * d * hk + 3 * d * f_) * lt + 2 * d * hk * li) + d * v * lt
-  attn = 12 * 2 * hk * (li * li + lt * li)  # encoder self + cross, full
-  self_attn = 12 * 2 * hk * lt * lt
-  got = metrics.encdec_flops_per_example(_tiny_cfg(shape="tiny_encdec"), li, lt)
+  dec = 3 * ((6 * d * hk + 3 * d * f_) * lt + 2 * d * hk * li) + d * v * lt
+  attn = 12 * hk * (2 * li * li + 3 * lt * li)  # encoder self + cross, full
+  self_attn = 12 * 3 * hk * lt * lt
+  got = metrics.encdec_flops_per_example(_tiny_cfg("tiny_encdec", num_encoder_layers=2, num_layers=3), li, lt)
   assert got["full"] == 6 * (enc + dec) + attn + self_attn
   assert got["causal"] == 6 * (enc + dec) + attn + self_attn / 2
 
@@ -48,9 +48,11 @@ def test_encdec_flops_by_hand():
 ])
 def test_bench_runs_the_step(argv, tmp_path):
   out = tmp_path / "r.jsonl"
-  r = bench.run(bench.parse_args(argv + ["--steps=2", "--warmup=1", "--peak_flops=1e12", f"--json={out}"]))
+  cache = os.environ.get("PAPERJAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/paperjax/xla"))
+  extra = [f"--compilation_cache={cache}"] if cache and cache != "0" else []
+  r = bench.run(bench.parse_args(argv + extra + ["--steps=2", "--warmup=1", "--peak_flops=1e12", f"--json={out}"]))
   assert np.isfinite(r["loss"]) and r["ms_per_step"] > 0 and len(r["window_ms"]) == 2
-  cfg = _tiny_cfg(shape=r["shape"])
+  cfg = _tiny_cfg(r["shape"])
   lengths = bench.SHAPES[r["shape"]]["lengths"]
   assert r["flops_per_step_full"] == lm.flops_per_example(cfg, lengths)["full"] * 8
   assert r["tokens_per_step"] == sum(lengths.values()) * 8
@@ -83,17 +85,17 @@ def test_fused_cross_entropy_matches_full_logits():
 
 
 def test_padding_as_lengths_same_loss_and_grads():
-  cfg = _tiny_cfg(shape="tiny_encdec")
+  cfg = _tiny_cfg("tiny_encdec")
   rng = np.random.default_rng(0)
   lengths = rng.integers(3, 64, size=4)
   inputs = np.where(np.arange(64) < lengths[:, None], rng.integers(2, 512, size=(4, 64)), 0).astype(np.int32)
   batch = {"inputs": inputs, "targets": rng.integers(2, 512, size=(4, 32)).astype(np.int32),
            "targets_mask": np.ones((4, 32), np.int32)}
   model = T.Transformer(cfg)
-  params = nn.meta.unbox(lm.init(model, jax.random.PRNGKey(1), batch))
-  f = lambda mdl: jax.jit(jax.value_and_grad(lambda p: lm.loss_sums(mdl, p, batch)[0]))(params)
-  (l0, g0) = f(model)
-  (l1, g1) = f(T.Transformer(T.TransformerConfig(**{**cfg.__dict__, "padding_as_lengths": True})))
+  params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, batch)))(jax.random.PRNGKey(1))
+  with_lengths = T.Transformer(T.TransformerConfig(**{**cfg.__dict__, "padding_as_lengths": True}))
+  vg = lambda mdl: jax.value_and_grad(lambda p: lm.loss_sums(mdl, p, batch)[0])(params)
+  (l0, g0), (l1, g1) = jax.jit(lambda: (vg(model), vg(with_lengths)))()
   np.testing.assert_allclose(l1, l0, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
     np.testing.assert_allclose(a, b, atol=1e-6)

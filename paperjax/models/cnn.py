@@ -24,7 +24,7 @@ DENSE_AXES = ("embed", "mlp")
 
 def norm_layer(kind: str, channels: int, name: str):
   if kind == "group":
-    groups = next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0 and channels // g >= 2 or g == 1)
+    groups = next(g for g in (32, 16, 8, 4, 2, 1) if (channels % g == 0 and channels // g >= 4) or g == 1)
     return nn.GroupNorm(num_groups=groups, name=name,
                         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("mlp",)),
                         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from paperjax import losses, metrics
-from paperjax.models.transformer import Transformer, TransformerConfig
+from paperjax.models.transformer import Transformer, TransformerConfig, unembedding
 
 
 def build(config, vocab_size: int) -> tuple[Transformer, TransformerConfig]:
@@ -21,18 +21,32 @@ def build(config, vocab_size: int) -> tuple[Transformer, TransformerConfig]:
   return Transformer(cfg), cfg
 
 
-def loss_sums(model: Transformer, params, batch: dict, *, rng=None, chunk: int = 0, z_loss: float = 0.0):
-  """(loss_sum, weight_sum) of next-token cross-entropy on the batch's target positions."""
+def targets_and_mask(batch: dict, kind: str):
+  """The positions a teacher-forced LM is scored on, aligned with the model's outputs."""
+  if kind == "encdec":
+    return batch["targets"], batch["targets_mask"]
+  # Position t predicts token t+1: shift the targets left and drop the last position.
+  return (jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1))),
+          jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1))))
+
+
+def loss_sums(model: Transformer, params, batch: dict, *, rng=None, chunk: int = 0, z_loss: float = 0.0,
+              impl: str = "fused"):
+  """(loss_sum, weight_sum) of next-token cross-entropy on the batch's target positions.
+
+  chunk=0: full logits. chunk>0: never the full [B, L, V] logits — impl="fused" computes loss and
+  gradients chunk by chunk with no recompute (`losses.fused_linear_cross_entropy`, `chunk` rows of
+  B·L at a time); impl="remat" rematerialises chunks of `chunk` positions in the backward pass."""
   deterministic = rng is None or model.cfg.dropout == 0.0
   rngs = None if deterministic else {"dropout": rng}
-  if model.cfg.kind == "encdec":
-    targets, mask = batch["targets"], batch["targets_mask"]
-  else:
-    # Position t predicts token t+1: shift the targets left and drop the last position.
-    targets = jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1)))
-    mask = jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1)))
+  targets, mask = targets_and_mask(batch, model.cfg.kind)
   if chunk:
     h = model.apply({"params": params}, batch, deterministic=deterministic, return_hidden=True, rngs=rngs)
+    if impl == "fused":
+      h, w = unembedding(params, h, model.cfg)
+      return losses.fused_linear_cross_entropy(h, w, targets, mask, chunk, z_loss)
+    if impl != "remat":
+      raise ValueError(f"model.loss_impl={impl!r} is unknown; use 'fused' or 'remat'.")
     logits_fn = lambda hc: model.apply({"params": params}, hc, method=Transformer.logits)
     return losses.chunked_token_cross_entropy(logits_fn, h, targets, mask, chunk, z_loss)
   logits = model.apply({"params": params}, batch, deterministic=deterministic, rngs=rngs)
@@ -42,11 +56,7 @@ def loss_sums(model: Transformer, params, batch: dict, *, rng=None, chunk: int =
 
 def per_example_loss(model: Transformer, params, batch: dict):
   """Mean loss of each example [B] (for per-denoiser / per-domain breakdowns)."""
-  if model.cfg.kind == "encdec":
-    targets, mask = batch["targets"], batch["targets_mask"]
-  else:
-    targets = jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1)))
-    mask = jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1)))
+  targets, mask = targets_and_mask(batch, model.cfg.kind)
   logits = model.apply({"params": params}, batch)
   _, _, per_tok = losses.token_cross_entropy(logits, targets, mask)
   return per_tok.sum(-1), mask.sum(-1).astype(jnp.float32)

@@ -78,7 +78,12 @@ class TransformerConfig:
     for name in ("dtype", "param_dtype", "logits_dtype"):
       if isinstance(kw.get(name), str):
         kw[name] = jnp.dtype(kw[name])
-    if kw.get("attention_impl") in ("", "auto"):
+    if kw.get("attention_impl") == "auto":
+      # cuDNN's flash kernel on GPUs (it needs 16-bit q/k/v: 2.1x faster than XLA's attention for
+      # GPT-2 on an H100, notes/perf.md); XLA's everywhere else (CPU, TPU).
+      half = jnp.dtype(kw.get("dtype", jnp.float32)) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+      kw["attention_impl"] = "cudnn" if (jax.default_backend() == "gpu" and half) else None
+    elif kw.get("attention_impl") == "":
       kw["attention_impl"] = None
     return cls(**kw)
 

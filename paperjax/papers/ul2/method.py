@@ -137,11 +137,12 @@ def make(config, ctx) -> Method:
   mix = mixture(config, tok, denoisers, rates)
   model, mcfg = lm.build(config, tok.vocab_size)
   chunk, z_loss = int(config.model.get("loss_chunk", 0)), float(config.model.get("z_loss", 0.0))
+  loss_impl = config.model.get("loss_impl", "fused")
   names = [d.name for d in denoisers]
 
   def loss(params, batch, rng):
     if chunk:  # memory-lean path for large vocabularies: no per-denoiser breakdown
-      s, w = lm.loss_sums(model, params, batch, rng=rng, chunk=chunk, z_loss=z_loss)
+      s, w = lm.loss_sums(model, params, batch, rng=rng, chunk=chunk, z_loss=z_loss, impl=loss_impl)
       return s / jnp.maximum(w, 1.0), {"target_tokens": w}
     per_ex, w_ex = _per_example(model, params, batch, rng, z_loss)
     s, w = per_ex.sum(), w_ex.sum()
@@ -186,11 +187,7 @@ def _per_example(model, params, batch, rng, z_loss):
   deterministic = model.cfg.dropout == 0.0
   logits = model.apply({"params": params}, batch, deterministic=deterministic,
                        rngs=None if deterministic else {"dropout": rng})
-  if model.cfg.kind == "encdec":
-    targets, mask = batch["targets"], batch["targets_mask"]
-  else:
-    targets = jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1)))
-    mask = jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1)))
+  targets, mask = lm.targets_and_mask(batch, model.cfg.kind)
   _, _, per_tok = losses.token_cross_entropy(logits, targets, mask, z_loss)
   return per_tok.sum(-1), mask.astype(jnp.float32).sum(-1)
 
