@@ -178,9 +178,11 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     return TrainState.create(params, tx, rng=state_rng, extras=extras)
 
   rng = jax.random.PRNGKey(int(config.seed))
-  state, state_shardings = step_lib.init_sharded(init_state, rng, mesh, rules, tx)
-  abstract_state = ckpt_lib.abstract_with_shardings(jax.eval_shape(lambda: state), state_shardings)
+  # Shapes and shardings first: a resumed run restores straight into them and never materialises
+  # a fresh initialisation beside the checkpoint (which would double peak memory on big models).
+  abstract_state, state_shardings = step_lib.abstract_state(init_state, rng, mesh, rules, tx)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
+  state = None
 
   # Resume, or start (from the previous stage's parameters if there is one).
   checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), keep=int(tcfg.get("ckpt_keep", 3))) if workdir else None
@@ -197,6 +199,8 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
         if is_main:
           print(f"paperjax: the checkpoint was written by another number of processes; the data "
                 f"iterator resumes at global batch {start_step}.", flush=True)
+  if not resumed:
+    state, _ = step_lib.init_sharded(init_state, rng, mesh, rules, tx)
   if not resumed and init_params is not None and method.from_previous is not None:
     # The stage maps the previous stage's parameters itself (a new head, a frozen teacher, ...).
     params, extras = method.from_previous(init_params, state.params, state.extras)
