@@ -69,3 +69,26 @@ def round_metrics(totals: dict, *, up_per_client, down_per_client, participants,
       "comm/total_bytes": totals["total_bytes"],
   }
   return totals, metrics
+
+
+# --------------------------------------------------------------------------- quantisers for messages
+
+E3M0_BITS = 4
+
+
+def e3m0(x):
+  """4-bit float with a 3-bit exponent and no mantissa (sign + exponent; code 0 is zero), per-tensor
+  scaled: q(x) = sign(x) · s · 2^k with s = max|x| (sent once per tensor, fp32) and k = round(log2(|x|/s))
+  clipped to −6..0; |x| < s·2^−6.5 becomes 0. Rounding is deterministic (nearest in log2), so
+  q(q(x)) = q(x). Returns the dequantised fp32 values (what the receiver reconstructs)."""
+  x = x.astype(jnp.float32)
+  s = jnp.max(jnp.abs(x))
+  safe = jnp.where(s > 0, s, 1.0)
+  k = jnp.clip(jnp.round(jnp.log2(jnp.maximum(jnp.abs(x), 1e-38) / safe)), -6, 0)
+  q = jnp.sign(x) * safe * jnp.exp2(k)
+  return jnp.where((jnp.abs(x) >= safe * 2.0 ** -6.5) & (s > 0), q, 0.0)
+
+
+def e3m0_bytes(tree) -> int:
+  """Bytes of a tree sent in E3M0: 4 bits per element plus one fp32 scale per tensor."""
+  return tree_bytes(tree, E3M0_BITS) + 4 * len(jax.tree.leaves(tree))

@@ -40,6 +40,22 @@ def base(method: str) -> ml_collections.ConfigDict:
   return c
 
 
+def vision(method: str) -> ml_collections.ConfigDict:
+  """`base` for image papers: records data (digits by default), a small CNN, Adam, and the
+  evaluation knobs the vision evaluators read (`eval.batch_size`, `eval.max_examples`, 0 = all)."""
+  c = base(method)
+  c.data = ml_collections.ConfigDict(dict(
+      kind="records", source="builtin:digits", train_split="train", eval_split="validation",
+      batch_size=64, num_threads=2))
+  c.model = ml_collections.ConfigDict(dict(
+      kind="cnn", channels=(32, 64), convs_per_stage=1, width=1.0, dense_dim=128, norm="group", dtype="float32"))
+  c.optimizer.update(name="adamw", lr=1e-3, warmup_steps=20, schedule="cosine", end_lr_frac=0.0,
+                     b2=0.999, weight_decay=1e-4, clip_norm=0.0)
+  c.train.update(steps=500, log_every=50, eval_every=0, ckpt_every=0)
+  c.eval = ml_collections.ConfigDict(dict(batch_size=256, max_examples=0))
+  return c
+
+
 def parse_arg(arg: str | None, presets: tuple[str, ...], default: str = "tiny") -> tuple[str, dict]:
   """'base,steps=100' → ('base', {'steps': '100'}). Unknown presets fail with the list of known ones."""
   parts = [p for p in (arg or "").split(",") if p]
@@ -55,3 +71,18 @@ def parse_arg(arg: str | None, presets: tuple[str, ...], default: str = "tiny") 
     raise ValueError(f"Unknown preset {preset!r}; this config has {', '.join(presets)} "
                      f"(choose one with --config=configs/<slug>.py:<preset>).")
   return preset, kv
+
+
+def apply_common_args(c: ml_collections.ConfigDict, kv: dict, where: str, others: str = "") -> ml_collections.ConfigDict:
+  """The `steps=` and `seed=` preset args; any other leftover key is an error naming what is allowed
+  (`others`, e.g. "mode=, labels=, ") and where (`where`, e.g. "configs/uda.py:tiny,foo=1")."""
+  for k, v in kv.items():
+    if k == "steps":
+      c.train.steps = int(v)
+    elif k == "seed":
+      c.seed = int(v)
+    else:
+      raise ValueError(f"Unknown config arg {k!r} in '{where}'; use {others}steps= or seed= "
+                       "(everything else via --config.<key>=<value>).")
+  return c
+

@@ -11,7 +11,8 @@ the loop, sharding, data, checkpoints, metrics, evaluation, launch — is shared
   example_fn(example, rng) -> dict             per-example host transform inside the grain pipeline
                                                (rng: np.random.Generator, seeded and checkpointed)
   evaluators                                   Evaluator objects run every config.train.eval_every steps
-  between(state, step, ctx) -> state           between-epoch/round hook (data selection, mixtures, pruning)
+  between(state, step, ctx) -> state           between-epoch/round hook (data selection, mixtures, pruning);
+      or (state, metrics)                      may also return scalar metrics (logged as between/<name>)
   from_previous(prev_params, params, extras)   multi-stage runs: map the previous stage's parameters into
       -> (params, extras)                      this stage's fresh state (fine-tune with a new head, a frozen
                                                teacher in extras); None: the structures must match

@@ -16,6 +16,9 @@ The pieces, in the order a round uses them:
   fedopt_step(...)               FedAvg / DiLoCo (FedOpt, Reddi et al. 2021): a whole round —
                                  broadcast, local scan, pseudo-gradient mean, outer step — is one
                                  jitted call of the trainer (`Method.step`)
+  independent_step(...)          replicas that never communicate (expert LMs, per-partition
+                                 continued pretraining): the stacked params train side by side
+  average(stacked, w)            Σ_j w_j θ_j over the population axis (merging)
 
 Participation is a weight per slot: a client that was not sampled, dropped out or failed has weight 0,
 contributes nothing to any mean, and keeps its per-client state unchanged. Bytes exchanged are
@@ -37,7 +40,6 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from jax.sharding import PartitionSpec as P
 
@@ -47,17 +49,30 @@ AXIS = "clients"
 BATCH_META = ("client", "num_examples")  # per-slot fields of a round batch; the rest is training data
 
 
-def configure(c: ml_collections.ConfigDict, **population) -> ml_collections.ConfigDict:
+def configure(c, **population):
   """Adds `config.population` (clients, clients_per_round, local_steps, partition, alpha, ...) and the
-  `clients` mesh axis and rule to a base config."""
+  `clients` mesh axis and rule to a base config (an ml_collections.ConfigDict)."""
+  import ml_collections
   defaults = dict(clients=4, clients_per_round=0, local_steps=8, batch_size=8, partition="iid", alpha=0.5,
-                  weighting="examples", domains=())
+                  weighting="examples", domains=(), client_map="vmap", unroll=1)
   defaults.update(population)
   c.population = ml_collections.ConfigDict(defaults)
   c.mesh.axes = (AXIS, "data", "fsdp", "tensor")
   c.mesh.shape = (-1, 1, 1, 1)
   c.axis_rules = ((AXIS, AXIS),) + tuple(r for r in c.axis_rules if r[0] != AXIS)
   return c
+
+
+def sgd(lr: float, **overrides) -> dict:
+  """An inner-optimizer config block: plain SGD at a constant lr (FedAvg's clients)."""
+  return {**dict(name="sgd", lr=lr, schedule="constant", warmup_steps=0, clip_norm=0.0, momentum=0.0, nesterov=False,
+                 weight_decay=0.0), **overrides}
+
+
+def adamw(lr: float, **overrides) -> dict:
+  """An inner-optimizer config block: AdamW (β 0.9/0.95, wd 0.01, clip 1), constant unless overridden."""
+  return {**dict(name="adamw", lr=lr, schedule="constant", warmup_steps=0, end_lr_frac=0.1, b1=0.9, b2=0.95, eps=1e-8,
+                 weight_decay=0.01, clip_norm=1.0), **overrides}
 
 
 def slots(config) -> int:
@@ -93,10 +108,12 @@ def unbox(tree):
 # --------------------------------------------------------------------------- local training
 
 
-def local_sgd(loss_fn: Callable, tx: optax.GradientTransformation) -> Callable:
+def local_sgd(loss_fn: Callable, tx: optax.GradientTransformation, unroll: int | bool = 1) -> Callable:
   """(params, opt_state, batches with a leading [H] axis, rng) -> (params, opt_state, {loss: [H], ...}).
 
-  The H local steps of one client as one `lax.scan` (compiled once, whatever H is)."""
+  The H local steps of one client as one `lax.scan` (compiled once, whatever H is). `unroll=True`
+  inlines the steps: XLA:CPU runs convolutions inside a while loop ~20x slower than outside one
+  (notes/population.md), so conv nets on CPU want it; matmul models and accelerators do not."""
   def run(params, opt_state, batches, rng):
     def one(carry, xs):
       p, o = carry
@@ -105,7 +122,7 @@ def local_sgd(loss_fn: Callable, tx: optax.GradientTransformation) -> Callable:
       updates, o = tx.update(g, o, p)
       return (optax.apply_updates(p, updates), o), {**aux, "loss": loss}
     H = jax.tree.leaves(batches)[0].shape[0]
-    (params, opt_state), metrics = jax.lax.scan(one, (params, opt_state), (batches, jnp.arange(H)))
+    (params, opt_state), metrics = jax.lax.scan(one, (params, opt_state), (batches, jnp.arange(H)), unroll=unroll)
     return params, opt_state, metrics
   return run
 
@@ -136,6 +153,32 @@ def run_clients(mesh, body: Callable, args: tuple, sharded: tuple[bool, ...], ou
   f = jax.shard_map(wrapped, mesh=mesh, in_specs=tuple(spec(s) for s in sharded),
                     out_specs=jax.tree.map(spec, out_sharded), check_vma=False)
   return f(*args)
+
+
+def per_slot(fn: Callable, in_axes=0, mode: str = "vmap") -> Callable:
+  """`fn` over the leading (slot) axis of the arguments whose `in_axes` entry is 0 (None: shared).
+
+  "vmap" batches the clients into one program (best for matmul models, and on accelerators);
+  "map" runs them one after another inside the same jitted call (`lax.map`, a loop); "unroll" writes
+  them out one after another (straight-line code). Conv nets on CPU want "unroll" with unrolled local
+  steps: XLA:CPU runs a convolution inside any loop ~20x slower than outside one, and a vmap over
+  per-client conv weights becomes a grouped convolution, as slow (measured in notes/population.md)."""
+  if mode == "vmap":
+    return jax.vmap(fn, in_axes=in_axes)
+  if mode not in ("map", "unroll"):
+    raise ValueError(f"population.client_map={mode!r} is unknown; use 'vmap', 'map' or 'unroll'.")
+  def run(*args):
+    axes = tuple(in_axes) if isinstance(in_axes, (tuple, list)) else (in_axes,) * len(args)
+    mapped = tuple(a for a, ax in zip(args, axes) if ax is not None)
+    def one(xs):
+      it = iter(xs)
+      return fn(*[next(it) if ax is not None else a for a, ax in zip(args, axes)])
+    if mode == "map":
+      return jax.lax.map(one, mapped)
+    n = jax.tree.leaves(mapped)[0].shape[0]
+    outs = [one(jax.tree.map(lambda x: x[i], mapped)) for i in range(n)]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+  return run
 
 
 def weighted_mean(tree, w):
@@ -176,7 +219,8 @@ def slot_weights(config, client, num_examples):
 # --------------------------------------------------------------------------- FedOpt: FedAvg and DiLoCo
 
 
-def fedopt_step(loss_fn: Callable, inner_tx: optax.GradientTransformation, config, *, keep_inner_state: bool):
+def fedopt_step(loss_fn: Callable, inner_tx: optax.GradientTransformation, config, *, keep_inner_state: bool,
+                messages: tuple[float, float] = (1.0, 1.0)):
   """One round of FedOpt as `Method.step` (state, batch, ctx) -> (state, metrics).
 
       θ_c ← θ;  θ_c ← H steps of inner_tx on client c's data          (vmap over slots, scan over H)
@@ -186,9 +230,11 @@ def fedopt_step(loss_fn: Callable, inner_tx: optax.GradientTransformation, confi
   FedAvg (McMahan et al. 2017): inner SGD whose state starts fresh each round, outer SGD lr 1 (so θ is
   the weighted mean of the clients), weights = client dataset sizes. DiLoCo (Douillard et al. 2023):
   inner AdamW whose state each worker keeps across rounds (`keep_inner_state`), outer Nesterov SGD
-  (lr 0.7, momentum 0.9), uniform weights. Bytes: each participant uploads Δ_c and downloads θ (fp32).
+  (lr 0.7, momentum 0.9), uniform weights. Bytes: each participant uploads Δ_c and downloads θ (fp32),
+  `messages` = (uploads, downloads) model-sized messages per participant (MoDeST: a uploads, 1 download).
   """
-  local = local_sgd(loss_fn, inner_tx)
+  local = local_sgd(loss_fn, inner_tx, unroll=config.population.get("unroll", 1))
+  mode = config.population.get("client_map", "vmap")
 
   def step(state, batch, ctx):
     data, client, num_examples = split_batch(batch)
@@ -204,7 +250,7 @@ def fedopt_step(loss_fn: Callable, inner_tx: optax.GradientTransformation, confi
         opt0 = opt_c if keep_inner_state else inner_tx.init(theta)
         p, o, m = local(theta, opt0, data_c, jax.random.fold_in(rng, client_c))
         return jax.tree.map(jnp.subtract, theta, p), o, m["loss"].mean()
-      delta, new_inner, loss = jax.vmap(one, in_axes=(0 if keep_inner_state else None, 0, 0))(inner, data, client)
+      delta, new_inner, loss = per_slot(one, (0 if keep_inner_state else None, 0, 0), mode)(inner, data, client)
       active = w > 0
       if keep_inner_state:
         new_inner = keep_where(active, new_inner, inner)
@@ -217,7 +263,8 @@ def fedopt_step(loss_fn: Callable, inner_tx: optax.GradientTransformation, confi
     updates, opt_state = ctx.tx.update(delta, state.opt_state, theta)
     params = optax.apply_updates(theta, updates)
     msg = comm.tree_bytes(theta)
-    totals, cm = comm.round_metrics(state.extras["comm"], up_per_client=msg, down_per_client=msg, participants=n)
+    totals, cm = comm.round_metrics(state.extras["comm"], up_per_client=messages[0] * msg,
+                                    down_per_client=messages[1] * msg, participants=n)
     extras = dict(state.extras, comm=totals)
     if keep_inner_state:
       extras["pop"] = {"opt": new_inner}
@@ -236,3 +283,47 @@ def fedopt_extras(inner_tx, config, *, keep_inner_state: bool) -> Callable:
       extras["pop"] = {"opt": boxed(jax.tree.map(lambda x: jnp.broadcast_to(x, (slots(config),) + x.shape), opt))}
     return extras
   return init_extras
+
+
+# --------------------------------------------------------------------------- no communication
+
+
+def independent_step(loss_fn: Callable, inner_tx: optax.GradientTransformation) -> Callable:
+  """`Method.step` for a population whose members never communicate: `state.params` are the stacked
+  replicas, `state.extras["opt"]` their stacked inner optimizer states, and each trains H local steps
+  on its own stream. The step has no collective (tests/papers/test_btm.py asserts it on the jaxpr)."""
+  local = local_sgd(loss_fn, inner_tx)
+
+  def step(state, batch, ctx):
+    data, client, _ = split_batch(batch)
+    check_mesh(ctx.mesh, client.shape[0])
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def body(params, opt, data, client):
+      def one(p, o, d, c):
+        p, o, m = local(p, o, d, jax.random.fold_in(rng, c))
+        return p, o, m["loss"].mean()
+      return jax.vmap(one)(params, opt, data, client)
+
+    params, opt, losses = run_clients(ctx.mesh, body, (state.params, state.extras["opt"], data, client),
+                                      (True,) * 4, (True, True, True))
+    metrics = {"loss": losses.mean(), **{f"loss/member{e}": losses[e] for e in range(losses.shape[0])}}
+    return state.replace(step=state.step + 1, params=params, extras=dict(state.extras, opt=opt)), metrics
+  return step
+
+
+def independent_extras(inner_tx) -> Callable:
+  """`Method.init_extras` for `independent_step`: each member's inner optimizer state."""
+  return lambda rng, params: {"opt": boxed(jax.vmap(inner_tx.init)(unbox(params)))}
+
+
+def from_one(prev, params, extras):
+  """`Method.from_previous` that starts every member of the population from one previous model."""
+  return jax.tree.map(lambda p, s: jnp.broadcast_to(p, s.shape), prev, params), extras
+
+
+def average(stacked, weights=None):
+  """Σ_j w_j θ_j over the leading (population) axis, w normalised; uniform by default."""
+  K = jax.tree.leaves(stacked)[0].shape[0]
+  w = jnp.full((K,), 1.0 / K) if weights is None else jnp.asarray(weights) / jnp.sum(jnp.asarray(weights))
+  return jax.tree.map(lambda x: jnp.tensordot(w.astype(x.dtype), x, axes=1), stacked)

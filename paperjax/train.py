@@ -204,8 +204,8 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
   if not resumed and init_params is not None and method.from_previous is not None:
     # The stage maps the previous stage's parameters itself (a new head, a frozen teacher, ...).
     params, extras = method.from_previous(init_params, state.params, state.extras)
-    if jax.tree.structure(params) != jax.tree.structure(state.params) or (
-        jax.tree.structure(extras) != jax.tree.structure(state.extras)):
+    shapes = lambda t: (jax.tree.structure(t), [np.shape(x) for x in jax.tree.leaves(t)])
+    if shapes(params) != shapes(state.params) or shapes(extras) != shapes(state.extras):
       raise ValueError(f"Stage {stage_name!r}: from_previous must return params and extras shaped like the "
                        "stage's own init; map the previous parameters into that structure.")
     state = state.replace(params=jax.device_put(params, state_shardings.params),
@@ -294,13 +294,27 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     window.clear()
     window_t, window_steps = now, 0
 
+  # Time to a target (e.g. `train.target_metric="val_accuracy"`, `train.target_value=0.9`): the first
+  # evaluation that reaches it, in steps and in loop seconds *without* the evaluations themselves
+  # (selection, compilation and data time included, as the data-selection papers count them).
+  target_metric = str(tcfg.get("target_metric", "") or "")
+  target_value = float(tcfg.get("target_value", 0.0) or 0.0)
+  loop_t0, eval_s = time.time(), 0.0
+  time_to_target: dict = {}
+
   def evaluate(step_no):
+    nonlocal eval_s
+    t_eval = time.time()
     res = {}
     for ev in method.evaluators:
       res.update({f"{k}": v for k, v in ev(state.params, ctx).items()})
     if res:
       writer.write(step_no, res, prefix="eval/")
       eval_results.update(res)
+    eval_s += time.time() - t_eval
+    if target_metric and not time_to_target and res.get(target_metric, -math.inf) >= target_value:
+      time_to_target.update(metric=target_metric, value=target_value, step=step_no,
+                            train_s=round(time.time() - loop_t0 - eval_s, 3))
 
   last_saved = start_step if resumed else -1
 
@@ -335,7 +349,12 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
         if boundary:
           flush_window(step_no)
       if between_every and method.between and step_no % between_every == 0:
-        state = method.between(state, step_no, ctx)
+        out = method.between(state, step_no, ctx)
+        if isinstance(out, tuple):  # (state, metrics): what the hook did, e.g. a selection's cost
+          state, hook_metrics = out
+          writer.write(step_no, {k: float(v) for k, v in hook_metrics.items()}, prefix="between/")
+        else:
+          state = out
       if due_eval:
         evaluate(step_no)
       if due_ckpt:
@@ -366,6 +385,10 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
       "checkpoints": os.path.join(workdir, "checkpoints") if workdir else None,
       "history": writer.history,
   }
+  if target_metric:
+    summary["time_to_target"] = time_to_target or {"metric": target_metric, "value": target_value, "step": None}
+  if hasattr(data_iter, "summary"):  # a selection stream: what it selected and what selecting cost
+    summary["data"] = data_iter.summary()
   if workdir and is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump({k: v for k, v in summary.items() if k not in ("history", "final_params")}, f, indent=1, default=str)
@@ -410,6 +433,10 @@ def print_summary(summary: dict, keys=()) -> None:
   for k in ordered:
     v = ev[k]
     lines.append(f"  eval/{k:<40} {v:.4f}" if isinstance(v, float) else f"  eval/{k:<40} {v}")
+  tt = summary.get("time_to_target")
+  if tt:
+    lines.append(f"time to {tt['metric']} ≥ {tt['value']:g}: " + (f"step {tt['step']}, {tt['train_s']:.1f}s (evaluation excluded)"
+                                                               if tt.get("step") is not None else "not reached"))
   if summary.get("workdir"):
     lines.append(f"metrics: {summary['metrics_file']}  (TensorBoard: {os.path.join(summary['workdir'], 'tb')})")
     lines.append(f"checkpoints: {summary['checkpoints']}")

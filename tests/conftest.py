@@ -26,9 +26,20 @@ def shrink(config, steps: int = 4):
     c.ul2.update(inputs_length=32, targets_length=32, eval_batch_size=8)
     c.data.raw_length = 30
   c.data.batch_size = 8
+  if "population" in c:   # population configs: fewer local steps per round, smaller client batches
+    c.population.update(local_steps=2, batch_size=4)
+  if c.get("stages"):     # every stage runs the test's few steps
+    c.stages = tuple({**st, "overrides": {k: v for k, v in dict(st.get("overrides", {})).items()
+                                          if not k.startswith("train.")}} for st in c.stages)
   c.data.max_chars = 200_000   # tokenise a slice of the corpus: the pipeline is the same
   c.train.update(steps=steps, log_every=2, eval_every=0, eval_batches=1, ckpt_every=0, progress=False)
   c.optimizer.warmup_steps = 1
+  if "eval" in c and "max_examples" in c.eval:   # vision evaluators: a slice of the held-out split
+    c.eval.max_examples = 64
+  if c.get("stages"):   # multi-stage configs: every stage at test size too
+    c.stages = tuple({**dict(s), "overrides": {k: (min(int(v), steps) if k == "train.steps" else v)
+                                               for k, v in dict(s.get("overrides", {})).items()}}
+                     for s in c.stages)
   return c
 
 

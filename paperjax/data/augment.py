@@ -124,6 +124,32 @@ def random_resized_crop(x, rng: np.random.Generator, scale=(0.5, 1.0), ratio=(3 
   return _out(_sample_bilinear(x, ys, xs, 0.0), single)
 
 
+def center_crop_resize(x, size: int):
+  """Central square crop resized to size×size (bilinear); uint8 inputs are scaled to [0, 1]."""
+  x = np.asarray(x)
+  if x.dtype == np.uint8:
+    x = x.astype(np.float32) / 255.0
+  xb, single = _batched(x)
+  B, H, W, _ = xb.shape
+  s = min(H, W)
+  y0, x0 = (H - s) / 2, (W - s) / 2
+  g = (np.arange(size) + 0.5) * s / size - 0.5
+  ys = np.broadcast_to((y0 + g)[None, :, None], (B, size, size))
+  xs = np.broadcast_to((x0 + g)[None, None, :], (B, size, size))
+  return _out(_sample_bilinear(xb, ys, xs, 0.0), single)
+
+
+def as_float_image(x, size: int | None = None) -> np.ndarray:
+  """An image as float32 [H, W, C] in [0, 1] (uint8 scaled), resized to size×size when given and different
+  (real datasets: tfds images come as uint8 of varying size)."""
+  x = np.asarray(x)
+  if x.ndim == 2:
+    x = x[..., None]
+  if size and x.shape[:2] != (size, size):
+    return center_crop_resize(x, size)
+  return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
 def cutout(x, rng: np.random.Generator, size: int = 3, fill: float = 0.5):
   """Fills a size×size square at a random centre (it may hang over the border) with `fill`."""
   x, single = _batched(x)
@@ -227,15 +253,15 @@ def apply_op(img_HWC: np.ndarray, name: str, magnitude: float, rng: np.random.Ge
     s = sign * 0.3 * m
     mat = np.array([[1.0, s if name == "ShearY" else 0.0, 0.0], [s if name == "ShearX" else 0.0, 1.0, 0.0]])
     mat = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) if s == 0 else mat
-    return affine(img_HWC, mat[None])[0]
+    return affine(img_HWC, mat[None])
   if name in ("TranslateX", "TranslateY"):
     t = sign * 0.3 * m * (W if name == "TranslateX" else H)
     mat = np.array([[1.0, 0.0, t if name == "TranslateY" else 0.0], [0.0, 1.0, t if name == "TranslateX" else 0.0]])
-    return affine(img_HWC, mat[None])[0]
+    return affine(img_HWC, mat[None])
   if name == "Rotate":
     t = np.deg2rad(sign * 30.0 * m)
     mat = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0]])
-    return affine(img_HWC, mat[None])[0]
+    return affine(img_HWC, mat[None])
   if name == "Equalize":
     return _equalize(img_HWC)
   if name == "Contrast":
@@ -264,6 +290,20 @@ def randaugment(x, rng: np.random.Generator, num_ops: int = 2, magnitude: float 
         img = np.clip(apply_op(img, name, mag, rng), 0.0, 1.0)
     out[i] = img
   return _out(out, single)
+
+
+# --------------------------------------------------------------------------- on device (jax)
+
+
+def rotation_copies(x_BHWC, num: int):
+  """jax, on device: [B·num, H, W, C] where copy b·num + j is x_b rotated by j·(4/num) quarter turns
+  (num in 1, 2, 4) — the transformed batch of rotation pretext tasks (RotNet, SLA)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  if num not in (1, 2, 4):
+    raise ValueError(f"{num} rotations: use 1, 2 or 4 (multiples of 90 degrees).")
+  step = 4 // num
+  copies = jnp.stack([jnp.rot90(x_BHWC, k=j * step, axes=(1, 2)) for j in range(num)], axis=1)
+  return copies.reshape((-1,) + x_BHWC.shape[1:])
 
 
 # --------------------------------------------------------------------------- composition

@@ -147,3 +147,22 @@ def load(arg: str, split: str) -> Shapes:
       raise ValueError(f"synthetic:shapes/{arg}: the part after '/' is the image size, e.g. synthetic:shapes/32.")
     size = int(arg)
   return Shapes(split, size)
+
+
+def all_captions() -> list[str]:
+  """Every caption the templates can produce (the caption language, e.g. to train a tokenizer)."""
+  out = []
+  for t in TEMPLATES:
+    for s in SHAPES:
+      for c in COLOURS:
+        for z in SIZES:
+          for p in POSITIONS:
+            out.append(t.format(shape=s, colour=c, size=z, position=p))
+  extra = [p for ps in (prompts("shape") + prompts("colour") + prompts("pair")) for p in ps]
+  return sorted(set(out + extra))
+
+
+def vocabulary() -> list[str]:
+  """The caption language's words and punctuation, in a fixed order (for `tokenizers.WordTokenizer`)."""
+  from paperjax.data.tokenizers import WordTokenizer  # pylint: disable=g-import-not-at-top
+  return sorted({w for c in all_captions() for w in WordTokenizer.split(c)})

@@ -22,6 +22,19 @@ import numpy as np
 from paperjax.data import pipeline
 
 
+# The shared decoder LM's config block (configs write `c.model = task.decoder_config(d_model=..., ...)`).
+DECODER = dict(kind="decoder", d_model=64, num_heads=4, head_dim=16, d_ff=128, num_layers=2, num_encoder_layers=0,
+               activation="gelu", dropout=0.0, dtype="float32", param_dtype="float32", logits_dtype="float32",
+               tie_embeddings=True, scan_layers=False, remat="none", attention_impl="")
+
+
+def decoder_config(**overrides) -> dict:
+  unknown = set(overrides) - set(DECODER)
+  if unknown:
+    raise ValueError(f"decoder_config got unknown fields {sorted(unknown)}; known: {sorted(DECODER)}.")
+  return {**DECODER, **overrides}
+
+
 @dataclasses.dataclass
 class Task:
   init: Callable                 # (rng, one batch) -> boxed params

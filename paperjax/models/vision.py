@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from paperjax.models import cnn, resnet, vit
+import flax.linen as nn
+
+from paperjax.models import cnn, heads, resnet, vit
 
 KINDS = {"cnn": cnn.ConvNet, "resnet": resnet.ResNet, "vit": vit.ViT}
 
@@ -31,3 +33,21 @@ def image_encoder(model_cfg, **overrides):
   fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
   kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.items() if k in fields}
   return cls(**kw)
+
+
+class Classifier(nn.Module):
+  """image_encoder(model_cfg) ("encoder") → linear head ("head"): logits [B, num_classes].
+  `features(x)` gives the encoder's output (for probes, kNN, distillation)."""
+  model_cfg: dict
+  num_classes: int
+
+  def setup(self):
+    self.encoder = image_encoder(self.model_cfg)
+    self.head = heads.Linear(self.num_classes)
+
+  def features(self, x):
+    return self.encoder(x)
+
+  def __call__(self, x):
+    return self.head(self.encoder(x))
+
