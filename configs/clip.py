@@ -1,5 +1,8 @@
 """CLIP (Radford et al., 2021): contrastive image-text pre-training, zero-shot by prompts.
 
+Reports (evals/retrieval.py): zeroshot_shape / zeroshot_colour / zeroshot_pair on the held-out pairs
+(`_unmasked`: seen pairs, `_all`: both), retrieval/{i2t,t2i}_R@{1,5} over the distinct full captions.
+
 Presets (`--config=configs/clip.py:<preset>`):
 
   tiny   (default) 16x16 `synthetic:shapes` (shape × colour × size × position, four shape × colour

@@ -9,7 +9,7 @@ Presets (`--config=configs/dcc_contrastive.py:<preset>[,ipc=1,distractor=0.0,see
                 python -m paperjax.main --config=configs/dcc_contrastive.py
               Expect (~30 s): ≈ 0.5–0.6 test accuracy from 10 images (see result.json, 3 seeds).
   dc          the class-wise DC baseline (same loop, `dcc.rule=dc`)
-                python -m paperjax.main --config=configs/dcc_contrastive.py:dc,distractor=0.6
+                python -m paperjax.main --config=configs/dcc_contrastive.py:dc,distractor=0.4
   cifar10     the paper's CIFAR-10 ipc=10 setting: 3×128 ConvNet, 1,000 outer iterations,
               (outer_loop, inner_loop) = (10, 50), warm-up 250/10, `tfds:cifar10` prepared beforehand;
               one GPU (A100/H100), ~2 h:
@@ -45,10 +45,4 @@ def get_config(arg: str | None = None):
     c.model.update(channels=(128, 128, 128))
     c.dcc.update(eval_steps=1000, eval_nets=5)
     c.train.update(log_every=100, ckpt_every=1000)
-  for key, v in kv.items():
-    if key == "seed":
-      c.seed = int(v)
-    else:
-      raise ValueError(f"Unknown config arg {key!r} in 'configs/dcc_contrastive.py:{arg}'; use ipc=, iters=, "
-                       "distractor= or seed= (everything else via --config.<key>=<value>).")
-  return c
+  return config_lib.apply_common_args(c, kv, f"configs/dcc_contrastive.py:{arg}", "ipc=, iters=, distractor=, ")

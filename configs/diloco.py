@@ -46,12 +46,4 @@ def get_config(arg: str | None = None):
     c.population.inner_optimizer.update(lr=4e-4, warmup_steps=1000)
     c.train.update(steps=176, log_every=1, eval_every=8, ckpt_every=4)
 
-  for k, v in kv.items():
-    if k == "steps":
-      c.train.steps = int(v)
-    elif k == "seed":
-      c.seed = int(v)
-    else:
-      raise ValueError(f"Unknown config arg {k!r} in 'configs/diloco.py:{arg}'; use steps= or seed= "
-                       "(everything else via --config.<key>=<value>).")
-  return c
+  return config_lib.apply_common_args(c, kv, f"configs/diloco.py:{arg}", "")

@@ -39,12 +39,4 @@ def get_config(arg: str | None = None):
     c.population.update(clients=3400, clients_per_round=10, local_steps=20, batch_size=10, alpha=0.1)
     c.train.update(steps=1500, log_every=50, eval_every=250, ckpt_every=250)
 
-  for k, v in kv.items():
-    if k == "steps":
-      c.train.steps = int(v)
-    elif k == "seed":
-      c.seed = int(v)
-    else:
-      raise ValueError(f"Unknown config arg {k!r} in 'configs/fedavg.py:{arg}'; use steps= or seed= "
-                       "(everything else via --config.<key>=<value>).")
-  return c
+  return config_lib.apply_common_args(c, kv, f"configs/fedavg.py:{arg}", "")

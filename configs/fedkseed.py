@@ -49,12 +49,4 @@ def get_config(arg: str | None = None):
     c.train.update(steps=40)
     c.stages = ({"name": "federated", "overrides": {"fedkseed.phase": "federated"}},)
 
-  for k, v in kv.items():
-    if k == "steps":
-      c.train.steps = int(v)
-    elif k == "seed":
-      c.seed = int(v)
-    else:
-      raise ValueError(f"Unknown config arg {k!r} in 'configs/fedkseed.py:{arg}'; use pro=, steps= or seed= "
-                       "(everything else via --config.<key>=<value>).")
-  return c
+  return config_lib.apply_common_args(c, kv, f"configs/fedkseed.py:{arg}", "pro=, ")

@@ -1,6 +1,9 @@
 """Rethinking the Value of Labels for Class-Imbalanced Learning (Yang & Xu, 2020): pseudo-labelled
 unlabelled data, and self-supervised (rotation) pre-training, both before long-tailed training.
 
+Reports (evals/classification.py): accuracy, accuracy_balanced (mean per-class recall) and
+accuracy/class<c> on the balanced held-out split; the rotation stage a linear_probe.
+
 Presets (`--config=configs/imbalanced_semi_self.py:<preset>[,rho=20,rho_u=1,seed=0]`):
 
   tiny   (default) the semi-supervised route on `builtin:digits`-LT: n_c = ⌊40·20^(−c/9)⌋ labelled

@@ -62,12 +62,4 @@ def get_config(arg: str | None = None):
   if "machines" in v:
     c.population.clients = v.pop("machines")
   c.justonebyte.update(variant=variant, **v)
-  for k, val in kv.items():
-    if k == "steps":
-      c.train.steps = int(val)
-    elif k == "seed":
-      c.seed = int(val)
-    else:
-      raise ValueError(f"Unknown config arg {k!r} in 'configs/justonebyte.py:{arg}'; use variant=, steps= or seed= "
-                       "(everything else via --config.<key>=<value>).")
-  return c
+  return config_lib.apply_common_args(c, kv, f"configs/justonebyte.py:{arg}", "variant=, ")

@@ -1,5 +1,8 @@
 """LOOK (Feng et al., 2022): supervised pretraining with a leave-one-out kNN loss over a memory bank.
 
+Reports (evals/classification.py): fine_linear_probe, fine_knn (10 digit classes) and
+coarse_linear_probe, coarse_knn on the frozen backbone; ce mode also coarse_accuracy of its head.
+
 Presets (`--config=configs/look.py:<preset>[,mode=look|ce,seed=0]`):
 
   tiny   (default mode=look) `builtin:digits` relabelled into 3 deliberately multi-modal coarse

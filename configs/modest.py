@@ -47,12 +47,4 @@ def get_config(arg: str | None = None):
     raise ValueError(f"Unknown variant {c.modest.variant!r}; use modest, fedavg or dpsgd.")
   if not int(kv.pop("fail", "1")):
     c.modest.fail_round = -1
-  for k, v in kv.items():
-    if k == "steps":
-      c.train.steps = int(v)
-    elif k == "seed":
-      c.seed = int(v)
-    else:
-      raise ValueError(f"Unknown config arg {k!r} in 'configs/modest.py:{arg}'; use variant=, fail=, steps= or "
-                       "seed= (everything else via --config.<key>=<value>).")
-  return c
+  return config_lib.apply_common_args(c, kv, f"configs/modest.py:{arg}", "variant=, fail=, ")

@@ -34,7 +34,7 @@ def get_config(arg: str | None = None):
   c = config_lib.vision("rs2")
   c.preset = preset
   fraction = float(kv.pop("fraction", 0.1))
-  rounds = int(kv.pop("rounds", 100))
+  rounds = int(kv.pop("rounds", 200 if preset == "cifar10" else 100))
   c.model = dict(kind="mlp", hidden=(128,), num_classes=10)
   c.data.update(batch_size=48)
   n_train = 1437
@@ -51,7 +51,6 @@ def get_config(arg: str | None = None):
     n_train, bs = 50_000, 128
     c.data.update(source="tfds:cifar10", batch_size=bs)
     c.model = dict(kind="resnet", depth=18, width=1.0, base_channels=64, stem="cifar", num_classes=10)
-    rounds = int(kv.pop("rounds", 200)) if "rounds" in kv else 200
     round_steps = int(round(fraction * n_train)) // bs
     c.selection.round_steps = round_steps
     c.optimizer.update(name="sgd", lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4, warmup_steps=0)

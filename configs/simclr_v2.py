@@ -5,6 +5,9 @@ One run is the paper's three-step recipe as three stages (each in `<workdir>/<st
   finetune  CE on a label fraction, from the projection head's first layer
   distill   a width-1 student on the unlabelled images, soft targets of the frozen fine-tuned teacher
 
+Reports (evals/classification.py): pretrain — linear_probe (ridge) and knn on frozen features;
+finetune / distill — accuracy on the held-out split.
+
 Presets (`--config=configs/simclr_v2.py:<preset>[,labels=0.05,width=4,student_width=1,seed=0]`):
 
   tiny      (default) `builtin:digits` (1,437 train / 360 test 8x8 digits), 5% labels (~70 images),

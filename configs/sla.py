@@ -1,5 +1,8 @@
 """SLA (Lee, Hwang, Shin, 2020): joint labels over input rotations, aggregated inference, self-distillation.
 
+Reports (evals/classification.py): ce / mt / sla_sd — accuracy (single head); sla / sla_sd —
+aggregated_accuracy; sla — joint_identity_accuracy (joint head on the upright image only).
+
 Presets (`--config=configs/sla.py:<preset>[,mode=ce|sla|sla_sd|mt,labels=20,seed=0]`):
 
   tiny   (default mode=sla) `builtin:digits` with 20 labels per class (200 images), rotations

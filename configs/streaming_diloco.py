@@ -63,12 +63,4 @@ def get_config(arg: str | None = None):
   if variant not in VARIANTS:
     raise ValueError(f"Unknown variant {variant!r}; use one of {sorted(VARIANTS)}.")
   c.streaming.update(variant=variant, **VARIANTS[variant])
-  for k, v in kv.items():
-    if k == "steps":
-      c.train.steps = int(v)
-    elif k == "seed":
-      c.seed = int(v)
-    else:
-      raise ValueError(f"Unknown config arg {k!r} in 'configs/streaming_diloco.py:{arg}'; use variant=, steps= "
-                       "or seed= (everything else via --config.<key>=<value>).")
-  return c
+  return config_lib.apply_common_args(c, kv, f"configs/streaming_diloco.py:{arg}", "variant=, ")

@@ -1,5 +1,7 @@
 """UDA (Xie et al., 2020): consistency between predictions on unlabelled images and their RandAugment copies.
 
+Reports (evals/classification.py): accuracy (held-out split), labeled_train_accuracy (the labelled subset).
+
 Presets (`--config=configs/uda.py:<preset>[,mode=uda|supervised|noise,labels=5,seed=0]`):
 
   tiny   (default) `builtin:digits` with 5 labels per class (50 labelled images), the other 1,387

@@ -263,7 +263,7 @@ BASELINES = ("full", "static_random", "el2n", "kcenter")
 
 def config_block(**overrides) -> ml_collections.ConfigDict:
   """`config.selection`: kind (a baseline or the paper's rule), fraction kept, round length, seed."""
-  return ml_collections.ConfigDict({**dict(kind="full", fraction=0.1, round_steps=0, seed=0, proxy_stage=""),
+  return ml_collections.ConfigDict({**dict(kind="full", fraction=0.1, round_steps=0, seed=0),
                                     **overrides})
 
 
@@ -394,18 +394,11 @@ def proxy_stages(proxy_steps: int, kind: str) -> tuple:
 
 
 def apply_args(c, kv: dict, where: str, extra: str = "") -> ml_collections.ConfigDict:
-  """The preset arguments every selection config takes: `seed=` (the run's and the selection's) and
-  `steps=`; anything left in `kv` is an error naming `where` (e.g. "configs/rs2.py:tiny,foo=1")."""
-  for key, v in kv.items():
-    if key == "seed":
-      c.seed = int(v)
-      c.selection.seed = int(v)
-    elif key == "steps":
-      c.train.steps = int(v)
-    else:
-      raise ValueError(f"Unknown config arg {key!r} in '{where}'; use {extra}steps= or seed= "
-                       "(everything else via --config.<key>=<value>).")
-  return c
+  """`config_lib.apply_common_args` (steps=, seed=) where `seed=` also seeds the selection."""
+  from paperjax import config_lib  # pylint: disable=g-import-not-at-top
+  if "seed" in kv:
+    c.selection.seed = int(kv["seed"])
+  return config_lib.apply_common_args(c, kv, where, extra)
 
 
 def run_presets(get_config, presets: Sequence[str], seed: int, workdir: Callable[[str], str], args: str = "") -> dict:

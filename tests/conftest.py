@@ -28,6 +28,9 @@ def shrink(config, steps: int = 4):
   c.data.batch_size = 8
   if "population" in c:   # population configs: fewer local steps per round, smaller client batches
     c.population.update(local_steps=2, batch_size=4)
+  if "streaming" in c:    # Streaming DiLoCo: one layer per layer fragment, overlap shorter than a round
+    c.model.num_layers = max(1, int(c.streaming.fragments) - 1)
+    c.streaming.overlap = min(int(c.streaming.overlap), int(c.population.local_steps) - 1)
   if c.get("stages"):     # every stage runs the test's few steps
     c.stages = tuple({**st, "overrides": {k: v for k, v in dict(st.get("overrides", {})).items()
                                           if not k.startswith("train.")}} for st in c.stages)
@@ -36,10 +39,6 @@ def shrink(config, steps: int = 4):
   c.optimizer.warmup_steps = 1
   if "eval" in c and "max_examples" in c.eval:   # vision evaluators: a slice of the held-out split
     c.eval.max_examples = 64
-  if c.get("stages"):   # multi-stage configs: every stage at test size too
-    c.stages = tuple({**dict(s), "overrides": {k: (min(int(v), steps) if k == "train.steps" else v)
-                                               for k, v in dict(s.get("overrides", {})).items()}}
-                     for s in c.stages)
   return c
 
 

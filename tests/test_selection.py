@@ -113,3 +113,32 @@ def test_a_resumed_run_trains_on_the_same_selected_examples(tmp_path):
   assert resumed["step"] == 6 and resumed["data"]["subset_size"] == straight["data"]["subset_size"] == 144
   for a, b in zip(jax.tree.leaves(straight["final_params"]), jax.tree.leaves(resumed["final_params"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_between_hook_selects_what_the_loop_trains_on_and_logs_its_metrics(tmp_path, monkeypatch):
+  """The loop's seam: `between` may return (state, metrics); the stream then trains on the hook's set."""
+  import json
+  from configs import rs2 as cfg_lib
+  from paperjax import registry, train
+
+  calls = []
+
+  def hook(stream, state, step, ctx):
+    # the lowest-loss 100 examples under the current model (a score of the current parameters)
+    arrays = selection.train_arrays(ctx.config)[1]
+    model = selection.classifier(ctx.config.model, 10)
+    logits = selection.logits_of(jax.jit(lambda p, x: model.apply({"params": p}, x)), state.params, arrays["image"])
+    idx = selection.top_k(selection.per_example_ce(logits, arrays["label"]), 100, largest=False)
+    stream.select(idx, cost_s=0.01)
+    calls.append(step)
+    return state, {"selected": len(idx)}
+
+  monkeypatch.setattr(registry, "make", lambda config, ctx: selection.classifier_method(config, ctx, between=hook))
+  c = cfg_lib.get_config("tiny")
+  c.selection.kind = "lowest_loss"
+  c.train.update(steps=6, between_every=2, eval_every=0, log_every=2, progress=False, target_metric="")
+  c.data.batch_size = 8
+  s = train.run(c, str(tmp_path))
+  assert calls == [2, 4, 6] and s["data"]["subset_size"] == 100 and s["data"]["rounds"] == 4
+  logged = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [r["between/selected"] for r in logged if "between/selected" in r] == [100, 100, 100]

@@ -97,6 +97,14 @@ def ridge_probe(train_x, train_y, test_x, num_classes: int, l2: float = 1e-3) ->
   return (xt @ w).argmax(-1)
 
 
+def _probe_data(ev, params, ctx):
+  """Frozen features of the probe's train and test images, their labels, the number of classes."""
+  ftr = batched_apply(ev.features_fn, params, ev.train["image"], ev.batch_size, ctx)
+  fte = batched_apply(ev.features_fn, params, ev.test["image"], ev.batch_size, ctx)
+  ytr, yte = ev.train[ev.label_field], ev.test[ev.label_field]
+  return ftr, ytr, fte, yte, int(max(ytr.max(), yte.max()) + 1)
+
+
 @dataclasses.dataclass
 class LinearProbe:
   """Frozen features → ridge classifier fitted on `train`, accuracy on `test`."""
@@ -109,11 +117,8 @@ class LinearProbe:
   label_field: str = "label"
 
   def __call__(self, params, ctx) -> dict[str, float]:
-    ftr = batched_apply(self.features_fn, params, self.train["image"], self.batch_size, ctx)
-    fte = batched_apply(self.features_fn, params, self.test["image"], self.batch_size, ctx)
-    ytr, yte = self.train[self.label_field], self.test[self.label_field]
-    pred = ridge_probe(ftr, ytr, fte, int(max(ytr.max(), yte.max()) + 1), self.l2)
-    return {self.name: float(np.mean(pred == yte))}
+    ftr, ytr, fte, yte, k = _probe_data(self, params, ctx)
+    return {self.name: float(np.mean(ridge_probe(ftr, ytr, fte, k, self.l2) == yte))}
 
 
 def knn_predict(train_f, train_y, test_f, num_classes: int, k: int = 20, temperature: float = 0.07) -> np.ndarray:
@@ -140,8 +145,5 @@ class KNN:
   label_field: str = "label"
 
   def __call__(self, params, ctx) -> dict[str, float]:
-    ftr = batched_apply(self.features_fn, params, self.train["image"], self.batch_size, ctx)
-    fte = batched_apply(self.features_fn, params, self.test["image"], self.batch_size, ctx)
-    ytr, yte = self.train[self.label_field], self.test[self.label_field]
-    pred = knn_predict(ftr, ytr, fte, int(max(ytr.max(), yte.max()) + 1), self.k, self.temperature)
-    return {self.name: float(np.mean(pred == yte))}
+    ftr, ytr, fte, yte, k = _probe_data(self, params, ctx)
+    return {self.name: float(np.mean(knn_predict(ftr, ytr, fte, k, self.k, self.temperature) == yte))}

@@ -22,7 +22,7 @@ def _model_and_params():
   recs = [src[i] for i in range(8)]
   images = jnp.asarray(np.stack([r["image"] for r in recs]))
   tokens = jnp.asarray(tokenize([shapes.caption(r, template=0) for r in recs]))
-  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), images, tokens))["params"]
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), images, tokens))["params"]
   return model, params, images, tokens, tokenize
 
 

@@ -48,15 +48,15 @@ def test_rotation_task_labels():
 def test_pseudo_labels_come_from_the_frozen_teacher():
   m, ctx, c = _make("pseudo")
   model = vision.Classifier(dict(c.model), 10)
-  params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), X))["params"]
-  teacher = nn.meta.unbox(model.init(jax.random.PRNGKey(1), X))["params"]
-  _, extras = m.from_previous(teacher, params, m.init_extras(None, params))
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), X))["params"]
+  teacher = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(1), X))["params"]
+  _, extras = m.from_previous(teacher, params, jax.jit(m.init_extras)(None, params))
   state = TrainState.create(params, ctx.tx, rng=jax.random.PRNGKey(2), extras=extras)
   labels = jnp.asarray([3, -1, 7, -1])
   t_pred = model.apply({"params": teacher}, X).argmax(-1)
   np.testing.assert_array_equal(method.pseudo_targets(labels, model.apply({"params": teacher}, X)),
                                 [3, t_pred[1], 7, t_pred[3]])
-  new, _ = m.step(state, {"image": X, "clean_image": X, "label": labels}, ctx)
+  new, _ = jax.jit(lambda st, b: m.step(st, b, ctx))(state, {"image": X, "clean_image": X, "label": labels})
   jax.tree.map(np.testing.assert_array_equal, new.extras["teacher"], teacher)      # f₀ frozen
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params)))
 
@@ -64,7 +64,7 @@ def test_pseudo_labels_come_from_the_frozen_teacher():
 def test_ssp_hands_over_the_backbone_only():
   m, _, c = _make("train")
   rot = vision.Classifier(dict(c.model), 4)
-  prev = nn.meta.unbox(rot.init(jax.random.PRNGKey(0), X))["params"]
+  prev = nn.meta.unbox(jax.jit(rot.init)(jax.random.PRNGKey(0), X))["params"]
   fresh = nn.meta.unbox(vision.Classifier(dict(c.model), 10).init(jax.random.PRNGKey(1), X))["params"]
   out, _ = m.from_previous(prev, fresh, {})
   jax.tree.map(np.testing.assert_array_equal, out["encoder"], prev["encoder"])

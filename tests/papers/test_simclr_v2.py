@@ -25,6 +25,7 @@ def _stage_config(stage, **over):
   c.stages = ()
   c.simclr.stage = stage
   c.data.subset.view = "labeled" if stage == "finetune" else "images"
+  c.model.channels = (4, 8)           # the wiring, not the capacity, is under test
   for k, v in over.items():
     train_key = k.split("__")
     node = c
@@ -45,15 +46,15 @@ def _make(c):
 def test_finetune_starts_from_head_layer_one():
   pre_c, ft_c = _stage_config("pretrain"), _stage_config("finetune")
   pre, ft, _ = method._models(ft_c)
-  p_pre = nn.meta.unbox(pre.init(jax.random.PRNGKey(1), X))["params"]
-  p_ft = nn.meta.unbox(ft.init(jax.random.PRNGKey(2), X))["params"]
+  p_pre = nn.meta.unbox(jax.jit(pre.init)(jax.random.PRNGKey(1), X))["params"]
+  p_ft = nn.meta.unbox(jax.jit(ft.init)(jax.random.PRNGKey(2), X))["params"]
   m, _ = _make(ft_c)
   mapped, extras = m.from_previous(p_pre, p_ft, {})
   assert set(mapped["proj"]) == {"layer0", "norm0"}               # only the first head layer is kept
   np.testing.assert_array_equal(mapped["classifier"]["dense"]["kernel"], p_ft["classifier"]["dense"]["kernel"])
   # The fine-tune model's features are relu(norm0(layer0(f(x)))) of the *pretrained* network.
-  feats = ft.apply({"params": mapped}, X, method=method.FinetuneModel.features)
-  h = pre.apply({"params": p_pre}, X, method=method.PretrainModel.features)
+  feats = jax.jit(lambda p: ft.apply({"params": p}, X, method=method.FinetuneModel.features))(mapped)
+  h = jax.jit(lambda p: pre.apply({"params": p}, X, method=method.PretrainModel.features))(p_pre)
   w = p_pre["proj"]["layer0"]["kernel"]
   ln = nn.LayerNorm().apply({"params": p_pre["proj"]["norm0"]}, h @ w)
   np.testing.assert_allclose(feats, jax.nn.relu(ln), rtol=1e-5, atol=1e-6)
@@ -61,18 +62,18 @@ def test_finetune_starts_from_head_layer_one():
 
 
 def test_distillation_step_moves_only_the_student_and_matches_soft_ce():
-  c = _stage_config("distill", model__width=1.0)
+  c = _stage_config("distill", model__width=1.0, simclr__teacher_width=2.0)
   m, ctx = _make(c)
   _, student, teacher = method._models(c)
-  params = nn.meta.unbox(student.init(jax.random.PRNGKey(0), X))["params"]
-  extras = nn.meta.unbox(m.init_extras(jax.random.PRNGKey(1), params))
+  params = nn.meta.unbox(jax.jit(student.init)(jax.random.PRNGKey(0), X))["params"]
+  extras = nn.meta.unbox(jax.jit(m.init_extras)(jax.random.PRNGKey(1), params))
   state = TrainState.create(params, ctx.tx, rng=jax.random.PRNGKey(2), extras=extras)
   batch = {"image": X}
-  new, metrics = m.step(state, batch, ctx)
+  new, metrics = jax.jit(lambda st, b: m.step(st, b, ctx))(state, batch)
   jax.tree.map(np.testing.assert_array_equal, new.extras["teacher"], state.extras["teacher"])
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(params)))
-  t = jax.nn.softmax(teacher.apply({"params": extras["teacher"]}, X))
-  s = jax.nn.log_softmax(student.apply({"params": params}, X))
+  t = jax.nn.softmax(jax.jit(teacher.apply)({"params": extras["teacher"]}, X))
+  s = jax.nn.log_softmax(jax.jit(student.apply)({"params": params}, X))
   np.testing.assert_allclose(metrics["loss"], -(t * s).sum(-1).mean(), rtol=1e-5)
 
 

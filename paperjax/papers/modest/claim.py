@@ -5,8 +5,8 @@ Per seed: digits over 40 nodes (Dirichlet 0.5), 60 rounds, 80% of the nodes cras
 MoDeST (s=8, a=2), FedAvg (a server samples 8 of 40), D-PSGD (all nodes, 4-regular gossip).
 Passes if, averaged over seeds,
   (i)   MoDeST's final held-out accuracy is within 1 point of FedAvg's (or above),
-  (ii)  the bytes MoDeST moves to first reach (FedAvg's final accuracy − 2 points) are ≥ 3× fewer than
-        D-PSGD's (D-PSGD never reaching it counts as passing), and
+  (ii)  in every seed, the bytes MoDeST moves to first reach (FedAvg's final accuracy − 2 points) are ≥ 3×
+        fewer than D-PSGD's (a seed where D-PSGD never reaches it counts as passing), and
   (iii) MoDeST's accuracy at round 60 is above its accuracy at round 30 (it still learns after the crash).
 Thresholds are the digest's first guesses, kept as they are.
 """
@@ -59,22 +59,28 @@ def judge(res: dict) -> dict:
   target = final["fedavg"] - 0.02
   to_target = {v: float(np.mean([bytes_to_reach(a, b, target) for a, b in zip(res[v]["acc"], res[v]["bytes"])]))
                for v in VARIANTS}
-  ratio = to_target["dpsgd"] / to_target["modest"]
+  per_seed_ratio = [bytes_to_reach(d, db, target) / bytes_to_reach(m_, mb, target)
+                    for d, db, m_, mb in zip(res["dpsgd"]["acc"], res["dpsgd"]["bytes"],
+                                             res["modest"]["acc"], res["modest"]["bytes"])]
+  ratio = float(np.min(per_seed_ratio))   # the least favourable seed; inf where D-PSGD never reached the target
   i30 = steps.index(30) if 30 in steps else len(steps) // 2
   checks = {"modest_within_1pt_of_fedavg": final["modest"] >= final["fedavg"] - 0.01,
             "3x_fewer_bytes_than_dpsgd": ratio >= 3,
             "learns_after_crash": float(mean_acc["modest"][-1]) > float(mean_acc["modest"][i30])}
   total = {v: float(np.mean([b[-1] for b in res[v]["bytes"]])) for v in VARIANTS}
   metrics = {"final_accuracy": final, "target_accuracy": target, "bytes_to_target": to_target,
-             "dpsgd_over_modest_bytes_to_target": ratio, "total_bytes": total,
+             "dpsgd_over_modest_bytes_to_target": ratio, "dpsgd_over_modest_per_seed": per_seed_ratio, "total_bytes": total,
              "accuracy_curve_mean": {v: [float(x) for x in mean_acc[v]] for v in VARIANTS}, "eval_rounds": steps,
              "per_seed": {v: {k: x for k, x in r.items() if k != "steps"} for v, r in res.items()}, "checks": checks}
   lines = [f"Final accuracy: MoDeST {final['modest']:.3f}, FedAvg {final['fedavg']:.3f}, D-PSGD {final['dpsgd']:.3f}.",
            f"Bytes to reach {target:.3f}: MoDeST {to_target['modest']:,.0f}, FedAvg {to_target['fedavg']:,.0f}, "
-           f"D-PSGD {to_target['dpsgd']:,.0f} ({ratio:.1f}× MoDeST); total bytes over 60 rounds: "
+           f"D-PSGD {to_target['dpsgd']:,.0f} (mean over seeds; inf = a seed never reached it); D-PSGD/MoDeST per "
+           f"seed: {', '.join('never reached' if not np.isfinite(x) else f'{x:.1f}×' for x in per_seed_ratio)}; "
+           f"total bytes over 60 rounds: "
            + ", ".join(f"{v} {total[v]:,.0f}" for v in VARIANTS) + ".",
            f"MoDeST accuracy at round 30 {float(mean_acc['modest'][i30]):.3f} → round 60 {final['modest']:.3f} "
-           f"(80% of nodes crashed at 30)."]
+           f"(80% of nodes crashed at 30). MoDeST moves more bytes than FedAvg (each trainer uploads to a=2 "
+           f"aggregators; FedAvg's server just loses the crashed clients' answers)."]
   failed = [k for k, v in checks.items() if not v]
   if failed:
     lines.append(f"Failed: {', '.join(failed)}.")
