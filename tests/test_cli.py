@@ -40,3 +40,11 @@ def test_papers_table_lists_ul2():
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
   assert out.returncode == 0, out.stderr
   assert "ul2" in out.stdout and "UL2: Unifying Language Learning Paradigms" in out.stdout
+
+
+def test_readme_table_is_the_generated_one():
+  """The README's paper table is `python -m paperjax.papers --markdown`, not hand-maintained."""
+  out = subprocess.run([sys.executable, "-m", "paperjax.papers", "--markdown"], capture_output=True, text=True,
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert out.returncode == 0
+  assert out.stdout.strip() in (ROOT / "README.md").read_text(), "regenerate the README table"

@@ -184,3 +184,12 @@ def test_clients_sharded_over_four_devices_match_one_device():
     out[d] = np.array(json.loads([l for l in r.stdout.splitlines() if l.startswith("LOSSES")][0][6:]))
   assert len(out[1]) == 3
   np.testing.assert_allclose(out[4], out[1], rtol=2e-5)
+
+
+def test_fedopt_claim_judge_by_hand():
+  from paperjax.papers.fedopt import claim
+  mk = lambda sgd, avg: {"fedsgd": {"rounds_to_target": sgd, "final_accuracy": [0.9] * 3, "bytes_per_round": [1.0] * 3},
+                         "fedavg": {"rounds_to_target": avg, "final_accuracy": [0.93] * 3, "bytes_per_round": [1.0] * 3}}
+  assert claim.judge(mk([60, 50, None], [20, 25, 30]))["passed"]          # None counts as the 150-round budget
+  assert not claim.judge(mk([60, 40, 70], [20, 25, 30]))["passed"]        # 40/25 < 2 on one seed
+  assert not claim.judge(mk([60, 50, 70], [20, None, 30]))["passed"]      # FedAvg must reach the target
