@@ -402,12 +402,7 @@ def apply_args(c, kv: dict, where: str, extra: str = "") -> ml_collections.Confi
 
 
 def run_presets(get_config, presets: Sequence[str], seed: int, workdir: Callable[[str], str], args: str = "") -> dict:
-  """{preset: summary} of `train.run` for each preset at `seed` (quiet), in `workdir(preset)` — the
-  loop of a selection claim that compares methods under one protocol."""
-  from paperjax import train  # pylint: disable=g-import-not-at-top
-  out = {}
-  for preset in presets:
-    c = get_config(f"{preset},{args + ',' if args else ''}seed={seed}")
-    c.train.progress = False
-    out[preset] = train.run(c, workdir(preset))
-  return out
+  """{preset: summary} for each preset at `seed`: `paperjax.claims.run_variants` (kept under this name
+  for the selection claims)."""
+  from paperjax import claims  # pylint: disable=g-import-not-at-top
+  return claims.run_variants(get_config, presets, seed, workdir, args)

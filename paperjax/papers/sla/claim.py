@@ -21,16 +21,14 @@ MODES = ("ce", "sla", "sla_sd", "mt")
 
 def run(seeds, workdir: str, steps: int | None = None) -> dict:
   from configs import sla as sla_config
-  from paperjax import train
+  from paperjax import claims
   rows = []
   for seed in seeds:
     r = {}
+    runs = claims.run_variants(sla_config.get_config, [f"tiny,mode={m}" for m in MODES], seed,
+                               lambda v, seed=seed: os.path.join(workdir, f"{v.split('=')[1]}-seed{seed}"), steps=steps)
     for mode in MODES:
-      c = sla_config.get_config(f"tiny,mode={mode},seed={seed}")
-      if steps:
-        c.train.steps = steps
-      c.train.progress = False
-      ev = train.run(c, os.path.join(workdir, f"{mode}-seed{seed}"))["eval"]
+      ev = runs[f"tiny,mode={mode}"]["eval"]
       if mode == "sla":
         r["sla_aggregated"], r["sla_joint_identity"] = ev["aggregated_accuracy"], ev["joint_identity_accuracy"]
       elif mode == "sla_sd":

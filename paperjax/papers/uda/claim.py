@@ -27,16 +27,14 @@ MODES = ("supervised", "uda", "noise")
 
 def run(seeds, workdir: str, steps: int | None = None) -> dict:
   from configs import uda as uda_config
-  from paperjax import train
+  from paperjax import claims
   rows = []
   for seed in seeds:
     r = {}
+    runs = claims.run_variants(uda_config.get_config, [f"tiny,mode={m}" for m in MODES], seed,
+                               lambda v, seed=seed: os.path.join(workdir, f"{v.split('=')[1]}-seed{seed}"), steps=steps)
     for mode in MODES:
-      c = uda_config.get_config(f"tiny,mode={mode},seed={seed}")
-      if steps:
-        c.train.steps = steps
-      c.train.progress = False
-      s = train.run(c, os.path.join(workdir, f"{mode}-seed{seed}"))
+      s = runs[f"tiny,mode={mode}"]
       r[mode] = float(s["eval"]["accuracy"])
       r[f"{mode}_labeled_train"] = float(s["eval"]["labeled_train_accuracy"])
     rows.append(r)
