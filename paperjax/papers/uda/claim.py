@@ -56,5 +56,10 @@ def judge(rows: list[dict]) -> dict:
   failed = [k for k, v in checks.items() if not v]
   if failed:
     analysis += f" Not met: {failed}."
+  # The digest's uncalibrated first guess, kept on the record next to the calibrated checks.
+  first_guess = gain >= 0.15
+  analysis += (f" The digest's first-guess margin (+15 pts) is {'met' if first_guess else 'not met'}: the "
+               f"supervised baseline leaves {1 - m['supervised']:.3f} of headroom.")
   return {"passed": not failed, "metrics": {"mean": m, "uda_gain": gain, "noise_gain": noise_gain, "per_seed": rows,
-                                            "checks": checks}, "analysis": analysis}
+                                            "checks": checks, "digest_first_guess_15pts": first_guess},
+          "analysis": analysis}
