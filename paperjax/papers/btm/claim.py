@@ -14,7 +14,6 @@ Thresholds are the digest's first guesses, kept as they are.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -24,14 +23,13 @@ CLAIM = ("Domain expert LMs trained without communication and merged by a poster
 
 def run(seeds, workdir: str) -> dict:
   from configs import btm as cfg_lib
-  from paperjax import train
+  from paperjax import claims
   res = {k: [] for k in ("ens", "avg", "own", "random_ens", "random_avg", "dense", "posterior_own")}
   for seed in seeds:
+    runs = claims.run_variants(cfg_lib.get_config, ("variant=domain", "variant=random", "variant=dense"), seed, workdir,
+                               args="tiny")
     for variant in ("domain", "random", "dense"):
-      c = cfg_lib.get_config(f"tiny,variant={variant},seed={seed}")
-      c.train.progress = False
-      s = train.run(c, os.path.join(workdir, f"{variant}-seed{seed}"))
-      ev = s["eval"]
+      ev = runs[f"variant={variant}"]["eval"]
       if variant == "domain":
         res["ens"].append(ev["ens"])
         res["avg"].append(ev["avg"])

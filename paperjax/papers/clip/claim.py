@@ -10,7 +10,6 @@ chance, and the learned logit scale ends above its initial 1/0.07 ≈ 14.3.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -24,13 +23,10 @@ STEPS = 500
 
 def run(seeds, workdir: str, steps: int | None = None) -> dict:
   from configs import clip as clip_config
-  from paperjax import train
+  from paperjax import claims
   per_seed = []
   for seed in seeds:
-    c = clip_config.get_config(f"tiny,seed={seed}")
-    c.train.steps = steps or STEPS
-    c.train.progress = False
-    s = train.run(c, os.path.join(workdir, f"seed{seed}"))
+    s = claims.run_variants(clip_config.get_config, ("tiny",), seed, workdir, steps=steps or STEPS)["tiny"]
     row = {k: float(s["eval"][k]) for k in KEYS}
     row["logit_scale"] = float(s["train"]["logit_scale"])
     row["num_captions"] = float(s["eval"]["retrieval/num_captions"])

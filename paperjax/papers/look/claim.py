@@ -11,8 +11,6 @@ coarse kNN accuracy within 3 pts of CE's. The fine kNN gap is recorded as well.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 CLAIM = ("Pretrained on 3 coarse digit super-classes, LOOK's backbone features give a ≥5-point higher fine 10-class "
@@ -22,17 +20,11 @@ KEYS = ("fine_linear_probe", "coarse_linear_probe", "fine_knn", "coarse_knn")
 
 def run(seeds, workdir: str, steps: int | None = None) -> dict:
   from configs import look as look_config
-  from paperjax import train
+  from paperjax import claims
   rows = []
   for seed in seeds:
-    r = {}
-    for mode in ("look", "ce"):
-      c = look_config.get_config(f"tiny,mode={mode},seed={seed}")
-      if steps:
-        c.train.steps = steps
-      c.train.progress = False
-      ev = train.run(c, os.path.join(workdir, f"{mode}-seed{seed}"))["eval"]
-      r.update({f"{mode}_{k}": float(ev[k]) for k in KEYS})
+    runs = claims.run_variants(look_config.get_config, ("tiny,mode=look", "tiny,mode=ce"), seed, workdir, steps=steps)
+    r = {f"{mode}_{k}": float(runs[f"tiny,mode={mode}"]["eval"][k]) for mode in ("look", "ce") for k in KEYS}
     rows.append(r)
     print("look claim: seed", seed, {k: round(v, 4) for k, v in r.items()}, flush=True)
   return judge(rows)
