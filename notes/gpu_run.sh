@@ -32,19 +32,22 @@ D="--shape=decoder_1b --batch=8 --dtype=bfloat16"
 if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XLA attention, 2 steps
   G="--shape=tiny --batch=8"; T="--shape=tiny_encdec"; D="--shape=tiny --batch=4"
 fi
-# tag|arguments, in the order phase 2 runs them (most important first).
+# tag|arguments, in the order phase 2 runs them (most important first). Third run's plan: the best
+# configurations of the second run against the same with fused projections (--fused: one q/k/v and
+# one wi_0/wi_1 GEMM), then the pipeline-vs-synthetic pair with 3x longer windows, then a profile.
+B1="--shape=decoder_1b --batch=16 --dtype=bfloat16"
+TB="$T --batch=256 --attention=cudnn --padding_lengths --loss_chunk=8192 --xla_flags=tuned"
+[[ ${SMOKE:-0} == 1 ]] && { B1="--shape=tiny --batch=4"; TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"; }
 VARIANTS=(
-  "gpt2_cudnn|$G --attention=cudnn"
-  "gpt2_cudnn_fusedce|$G --attention=cudnn --loss_chunk=8192"
-  "t5_cudnn_len_fusedce|$T --batch=32 --attention=cudnn --padding_lengths --loss_chunk=4096"
-  "1b_cudnn_fusedce|$D --attention=cudnn --loss_chunk=8192 --steps=10 --warmup=3"
-  "gpt2_xla|$G --attention=xla"
-  "t5_cudnn_mask|$T --batch=32 --attention=cudnn"
-  "t5_cudnn_len_fusedce_ul2data|$T --batch=32 --attention=cudnn --padding_lengths --loss_chunk=4096 --data=ul2"
-  "gpt2_cudnn_fusedce_tuned|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned"
-  "1b_cudnn_fusedce_tuned|$D --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=10 --warmup=3"
-  "t5_b128_cudnn_len_fusedce|$T --batch=128 --attention=cudnn --padding_lengths --loss_chunk=4096"
-  "gpt2_cudnn_fusedce_scan|$G --attention=cudnn --loss_chunk=8192 --scan"
+  "gpt2_best|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned"
+  "gpt2_best_fused|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --fused"
+  "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=8 --warmup=3"
+  "1b_b16_fused|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --fused --steps=8 --warmup=3"
+  "t5_b256|$TB --steps=6 --warmup=2"
+  "t5_b256_fused|$TB --fused --steps=6 --warmup=2"
+  "t5_b256_fused_long|$TB --fused --steps=20 --warmup=2"
+  "t5_b256_fused_long_ul2data|$TB --fused --steps=20 --warmup=2 --data=ul2"
+  "gpt2_best_fused_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --fused --steps=4 --warmup=2 --profile=$OUT/trace_gpt2"
 )
 
 echo "== phase 1: compile every program in parallel (timeout ${COMPILE_TIMEOUT}s), t=$(el)s"
@@ -52,7 +55,7 @@ pids=()
 for v in "${VARIANTS[@]}"; do
   tag=${v%%|*}; args=${v#*|}
   [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
-  [[ $args == *"--data=ul2"* ]] && continue   # same program as its synthetic twin
+  [[ $args == *"--data=ul2"* || $tag == *_long || $tag == *_profile ]] && continue   # same program as a twin
   XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -k 5 "$COMPILE_TIMEOUT" $PY -m paperjax.bench $args --compile_only \
     --compilation_cache="$CACHE" --tag="$tag" --json="$OUT/compile.jsonl" > "$LOGS/compile_$tag.log" 2>&1 &
   pids+=($!)

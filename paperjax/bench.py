@@ -70,6 +70,8 @@ def parse_args(argv=None):
   p.add_argument("--param_dtype", default="float32")
   p.add_argument("--remat", default="none", help="key of transformer.REMAT_POLICIES")
   p.add_argument("--scan", action="store_true", help="layers as one nn.scan")
+  p.add_argument("--fused", action="store_true",
+                 help="fused projections: one q/k/v kernel and one wi_0/wi_1 kernel (TransformerConfig.fused_projections)")
   p.add_argument("--loss_chunk", type=int, default=0,
                  help="0: full logits (fp32, as lm.loss_sums); N: chunked cross-entropy, N tokens (rows "
                       "of batch·length) per chunk with --loss_impl=fused, N positions with =remat")
@@ -83,6 +85,8 @@ def parse_args(argv=None):
   p.add_argument("--compile_only", action="store_true", help="lower + compile, report memory, run nothing")
   p.add_argument("--compilation_cache", default="", help="persistent compilation cache directory")
   p.add_argument("--peak_flops", type=float, default=0.0, help="override the detected bf16 peak FLOP/s")
+  p.add_argument("--profile", default="",
+                 help="after timing, write a jax.profiler trace of 3 more steps to this folder (TensorBoard/Perfetto)")
   p.add_argument("--json", default="", help="append the result as one JSON line to this file")
   p.add_argument("--tag", default="", help="a label carried into the JSON line")
   p.add_argument("--seed", type=int, default=0)
@@ -97,6 +101,7 @@ def model_config(args):
   kw = {k: v for k, v in shape.items() if k in fields}
   kw.update(dtype=jnp.dtype(args.dtype), param_dtype=jnp.dtype(args.param_dtype),
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
+            fused_projections=args.fused,
             attention_impl=None if args.attention == "auto" else args.attention)
   return TransformerConfig(**kw), shape
 
@@ -208,6 +213,7 @@ def run(args) -> dict:
       tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
+      fused=args.fused,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
       data=args.data, xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
@@ -259,6 +265,12 @@ def run(args) -> dict:
     host_s = (host_seconds() - host0) / (2 * per_window)
     result.update(host_ms_per_step=round(1e3 * host_s, 3),
                   host_tokens_per_s=result["tokens_per_step"] / host_s if host_s else None)
+  if args.profile:  # outside the timed windows, so tracing never slows the figures above
+    with jax.profiler.trace(args.profile):
+      for _ in range(3):
+        state, m = compiled(state, next_batch())
+      jax.block_until_ready((state, m))
+    result["profile"] = args.profile
   _report(result)
   return _write(result, args)
 

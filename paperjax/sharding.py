@@ -30,6 +30,7 @@ DEFAULT_RULES = (
     ("kv", None),
     ("vocab", "tensor"),
     ("layers", None),
+    ("stack", None),   # the 2 or 3 projections of a fused kernel (TransformerConfig.fused_projections)
 )
 
 

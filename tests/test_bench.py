@@ -43,13 +43,14 @@ def test_encdec_flops_by_hand():
 
 
 @pytest.mark.parametrize("argv", [
-    ["--shape=tiny", "--batch=8", "--loss_chunk=64"],
-    ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96"],
+    ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE"],
+    ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96", "--fused"],
 ])
 def test_bench_runs_the_step(argv, tmp_path):
   out = tmp_path / "r.jsonl"
   cache = os.environ.get("PAPERJAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/paperjax/xla"))
   extra = [f"--compilation_cache={cache}"] if cache and cache != "0" else []
+  argv = [a.replace("PROFILE", str(tmp_path / "trace")) for a in argv]
   r = bench.run(bench.parse_args(argv + extra + ["--steps=2", "--warmup=1", "--peak_flops=1e12", f"--json={out}"]))
   assert np.isfinite(r["loss"]) and r["ms_per_step"] > 0 and len(r["window_ms"]) == 2
   cfg = _tiny_cfg(r["shape"])
@@ -61,6 +62,8 @@ def test_bench_runs_the_step(argv, tmp_path):
   assert out.read_text().count("\n") == 1
   if r["data"] == "ul2":
     assert r["host_tokens_per_s"] > 0
+  if "profile" in r:
+    assert any(f.name.endswith(".xplane.pb") for f in (tmp_path / "trace").rglob("*"))
 
 
 def test_fused_cross_entropy_matches_full_logits():

@@ -97,3 +97,26 @@ def test_scan_and_remat_give_the_same_function():
                         "final_norm": p["decoder"]["final_norm"]}
   np.testing.assert_allclose(plain.apply({"params": p}, {"tokens": tokens}),
                              scanned.apply({"params": stacked}, {"tokens": tokens}), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind,scan", [("decoder", False), ("encdec", False), ("encdec", True)])
+def test_fused_projections_give_the_same_function(kind, scan):
+  """fused_projections only changes the parameter layout: fuse_params(unfused) → identical logits,
+  and a freshly initialised fused model has the fused kernels (and the same parameter count)."""
+  from paperjax.models.transformer import fuse_params, count_params
+  rng = np.random.default_rng(5)
+  batch = ({"tokens": rng.integers(1, 128, (2, 8)).astype(np.int32)} if kind == "decoder" else
+           {"inputs": rng.integers(1, 128, (2, 6)).astype(np.int32), "targets": rng.integers(1, 128, (2, 5)).astype(np.int32)})
+  plain, fused = _model(kind, scan_layers=scan), _model(kind, scan_layers=scan, fused_projections=True)
+  p = _init(plain, batch)
+  pf = fuse_params(p)
+  np.testing.assert_allclose(plain.apply({"params": p}, batch), fused.apply({"params": pf}, batch), rtol=1e-5, atol=1e-5)
+  fresh = _init(fused, batch)
+  assert jax.tree.structure(fresh) == jax.tree.structure(pf)
+  assert jax.tree.map(jnp.shape, fresh) == jax.tree.map(jnp.shape, pf)
+  assert count_params(fresh) == count_params(p)
+  names = {"/".join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(fresh)}
+  assert any(n.endswith("self_attn/qkv/kernel") for n in names) and any(n.endswith("mlp/wi/kernel") for n in names)
+  assert not any("wi_0" in n or "/key/" in n for n in names)
+  if kind == "encdec":
+    assert any(n.endswith("cross_attn/kv/kernel") for n in names)

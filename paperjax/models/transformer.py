@@ -63,6 +63,11 @@ class TransformerConfig:
   # average. With cuDNN it selects the kernel's PADDING mode rather than a mask turned into a bias
   # tensor (which cuDNN reads, and differentiates, for every layer).
   padding_as_lengths: bool = False
+  # Opt-in: one kernel per fused projection instead of several — q/k/v as [D, 3, H, K] (k/v as
+  # [D, 2, H, K] in cross-attention) and the gated MLP's wi_0/wi_1 as [D, 2, F]: fewer, larger GEMMs
+  # on accelerators (notes/perf.md). The same function and the same init; a different parameter
+  # layout, so checkpoints of one layout do not load into the other (see `fuse_params`).
+  fused_projections: bool = False
 
   def __post_init__(self):
     if self.kind not in KINDS:
@@ -133,14 +138,23 @@ def rotary(x_BLHK: Array, positions_BL: Array, theta: float) -> Array:
 class Attention(nn.Module):
   cfg: TransformerConfig
   use_rope: bool = True
+  cross: bool = False   # keys/values from another sequence (kv_BSD), queries from x_BLD
 
   @nn.compact
   def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_pos_BL, k_pos_BL, is_causal: bool, q_len_B=None, kv_len_B=None):
     cfg = self.cfg
     shape, axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv")
-    q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
-    k = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="key")(kv_BSD)
-    v = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="value")(kv_BSD)
+    stacked = lambda n: (cfg.d_model, n, cfg.num_heads, cfg.head_dim)
+    stacked_axes = ("embed", "stack", "heads", "kv")
+    if cfg.fused_projections and not self.cross:
+      q, k, v = Proj("BLD,DCHK->CBLHK", stacked(3), stacked_axes, cfg, name="qkv")(x_BLD)
+    elif cfg.fused_projections:
+      q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
+      k, v = Proj("BSD,DCHK->CBSHK", stacked(2), stacked_axes, cfg, name="kv")(kv_BSD)
+    else:
+      q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
+      k = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="key")(kv_BSD)
+      v = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="value")(kv_BSD)
     if self.use_rope:
       q, k = rotary(q, q_pos_BL, cfg.rope_theta), rotary(k, k_pos_BL, cfg.rope_theta)
     q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "kv"))
@@ -164,8 +178,11 @@ class GatedMLP(nn.Module):
   def __call__(self, x_BLD, deterministic: bool):
     cfg = self.cfg
     act = {"gelu": functools.partial(nn.gelu, approximate=True), "silu": nn.silu, "relu": nn.relu}[cfg.activation]
-    h0 = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi_0")(x_BLD)
-    h1 = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi_1")(x_BLD)
+    if cfg.fused_projections:
+      h0, h1 = Proj("BLD,DCF->CBLF", (cfg.d_model, 2, cfg.d_ff), ("embed", "stack", "mlp"), cfg, name="wi")(x_BLD)
+    else:
+      h0 = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi_0")(x_BLD)
+      h1 = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi_1")(x_BLD)
     h_BLF = nn.with_logical_constraint(act(h0) * h1, ("batch", "length", "act_mlp"))
     h_BLF = nn.Dropout(cfg.dropout)(h_BLF, deterministic=deterministic)
     out = Proj("BLF,FD->BLD", (cfg.d_ff, cfg.d_model), ("mlp", "embed"), cfg, name="wo")(h_BLF)
@@ -190,7 +207,7 @@ class Block(nn.Module):
         aux.get("self_len"), aux.get("self_len")))
     if self.cross:
       h = RMSNorm(cfg, name="pre_cross_norm")(x_BLD)
-      x_BLD = x_BLD + drop(Attention(cfg, use_rope=False, name="cross_attn")(
+      x_BLD = x_BLD + drop(Attention(cfg, use_rope=False, cross=True, name="cross_attn")(
           h, aux["encoded"], aux["cross_mask"], aux["positions"], aux["enc_positions"], False,
           None if aux.get("enc_len") is None else jnp.full_like(aux["enc_len"], x_BLD.shape[1]),
           aux.get("enc_len")))
@@ -310,6 +327,28 @@ def unembedding(params, h_BLD: Array, cfg: TransformerConfig) -> tuple[Array, Ar
     h = h_BLD / jnp.sqrt(cfg.d_model).astype(h_BLD.dtype)
     return h.astype(cfg.dtype), params["embed"]["embedding"].astype(cfg.dtype)
   return h_BLD.astype(cfg.dtype), params["unembed"]["kernel"].astype(cfg.dtype).T
+
+
+def fuse_params(params):
+  """Unfused parameters (query/key/value, wi_0/wi_1) → the `fused_projections=True` layout.
+
+  Works on plain (unboxed) parameter trees, scanned or not: kernels are stacked on the new axis
+  just before the heads (attention) or d_ff (MLP) axis, which is where the fused einsums read it."""
+  def walk(tree, name=""):
+    if not isinstance(tree, dict):
+      return tree
+    out = {k: walk(v, k) for k, v in tree.items() if k not in ("query", "key", "value", "wi_0", "wi_1")}
+    kern = lambda k: tree[k]["kernel"]
+    if {"query", "key", "value"} <= tree.keys():
+      if name == "cross_attn":
+        out["query"] = tree["query"]
+        out["kv"] = {"kernel": jnp.stack([kern("key"), kern("value")], axis=-3)}
+      else:
+        out["qkv"] = {"kernel": jnp.stack([kern("query"), kern("key"), kern("value")], axis=-3)}
+    if {"wi_0", "wi_1"} <= tree.keys():
+      out["wi"] = {"kernel": jnp.stack([kern("wi_0"), kern("wi_1")], axis=-2)}
+    return out
+  return walk(params)
 
 
 def count_params(params) -> int:
