@@ -27,3 +27,17 @@ def run_variants(get_config: Callable, variants: Sequence[str], seed: int, workd
     wd = workdir(variant) if callable(workdir) else os.path.join(workdir, f"{variant.replace('=', '_').replace(',', '_')}-seed{seed}")
     out[variant] = train.run(c, wd)
   return out
+
+
+def collect(runs: dict, variants: dict, into: dict, keys: Sequence[str] | None = None) -> None:
+  """Append each named variant's eval metrics (every one, or only `keys`) to `into[name][metric]`:
+  `runs` is `run_variants`'s output, `variants` {name: variant string}; per-seed lists for a judge."""
+  for name, variant in variants.items():
+    ev = runs[variant]["eval"]
+    for k in (keys if keys is not None else sorted(ev)):
+      into.setdefault(name, {}).setdefault(k, []).append(float(ev[k]))
+
+
+def workdir_of(workdir: str, seed: int) -> Callable[[str], str]:
+  """`<workdir>/<variant without , and =>-seed<seed>`: a readable folder per variant and seed."""
+  return lambda v: os.path.join(workdir, f"{v.replace(',', '_').replace('=', '')}-seed{seed}")

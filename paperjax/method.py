@@ -11,6 +11,7 @@ the loop, sharding, data, checkpoints, metrics, evaluation, launch — is shared
   example_fn(example, rng) -> dict             per-example host transform inside the grain pipeline
                                                (rng: np.random.Generator, seeded and checkpointed)
   evaluators                                   Evaluator objects run every config.train.eval_every steps
+  eval_params(state) -> params                 what evaluators see instead of state.params (an EMA in extras)
   between(state, step, ctx) -> state           between-epoch/round hook (data selection, mixtures, pruning);
       or (state, metrics)                      may also return scalar metrics (logged as between/<name>)
   from_previous(prev_params, params, extras)   multi-stage runs: map the previous stage's parameters into
@@ -67,6 +68,8 @@ class Context:
   # Shapes only (the AOT preflight): build the model, loss and example transform, but read no data
   # (skip evaluators that need held-out batches).
   abstract: bool = False
+  # The step being evaluated (set by the loop before each evaluation: sample grids, per-step files).
+  step: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +88,7 @@ class Method:
   tokens_per_example: int | None = None
   model: Any = None
   summary_keys: Sequence[str] = ()   # metrics the end-of-run summary prints first
+  eval_params: Callable | None = None  # (state) -> the params evaluators see (None: state.params), e.g. an EMA
 
 
 def copy_matching(previous, fresh, prefixes: Sequence[str] = ()):

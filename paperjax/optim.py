@@ -5,12 +5,14 @@ config.optimizer fields:
   lr, warmup_steps, schedule (constant | cosine | linear | rsqrt), end_lr_frac
   b1, b2, eps, weight_decay, momentum, nesterov, clip_norm (0 = off)
   decay_mask    "no_1d": no weight decay on vectors (norm scales, biases) — the usual choice
-Papers that invent an optimizer register it by import path: name="paperjax.papers.fira.method:fira".
+Papers that invent an optimizer name it by import path: name="paperjax.papers.fira.method:fira" calls
+`fira(lr_schedule, config.optimizer)`, which returns an optax GradientTransformation (updates already
+scaled by -lr). Optimizers for weight matrices only (GaLore, Fira, ...) route with `route_matrices`:
+`matrix_labels` marks every kernel (a leaf named "kernel" with ndim ≥ 2) "matrix", the rest "other".
+`state_bytes(opt_state)` is the optimizer state's size; the trainer reports it for every run.
 """
 
 from __future__ import annotations
-
-import importlib
 
 import jax
 import optax
@@ -36,6 +38,39 @@ def schedule(opt, total_steps: int) -> optax.Schedule:
   return main
 
 
+def matrix_labels(params):
+  """"matrix" for weight kernels (leaves named `kernel` with ndim ≥ 2: dense and attention projections),
+  "other" for everything else (embeddings, norm scales, biases) — GaLore/Fira's routing."""
+  def label(path, x):
+    last = path[-1] if path else None
+    name = str(getattr(last, "key", getattr(last, "name", last)))
+    return "matrix" if name == "kernel" and jax.numpy.ndim(x) >= 2 else "other"
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def as_matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+  """The (rows, cols) view of a kernel: split its axes where rows × cols is closest to square
+  (attention's [d, heads, head_dim] → [d, heads·head_dim]; [heads, head_dim, d] → [heads·head_dim, d])."""
+  import math  # pylint: disable=g-import-not-at-top
+  if len(shape) == 2:
+    return int(shape[0]), int(shape[1])
+  splits = [(math.prod(shape[:i]), math.prod(shape[i:])) for i in range(1, len(shape))]
+  return min(splits, key=lambda mn: abs(math.log(mn[0] / mn[1])))
+
+
+def route_matrices(matrix_tx: optax.GradientTransformation,
+                   other_tx: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`matrix_tx` on weight kernels, `other_tx` on the rest (optax.multi_transform over `matrix_labels`)."""
+  return optax.multi_transform({"matrix": matrix_tx, "other": other_tx}, matrix_labels)
+
+
+def state_bytes(opt_state) -> int:
+  """Bytes of an optimizer state (or its abstract shapes): Σ size × itemsize over its array leaves."""
+  import math  # pylint: disable=g-import-not-at-top
+  return int(sum(math.prod(x.shape) * jax.numpy.dtype(x.dtype).itemsize
+                 for x in jax.tree.leaves(opt_state) if hasattr(x, "shape")))
+
+
 def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
@@ -45,8 +80,13 @@ def build(opt, total_steps: int) -> tuple[optax.GradientTransformation, optax.Sc
   name = opt.get("name", "adamw")
   wd = float(opt.get("weight_decay", 0.0))
   if ":" in name:  # a paper's own transformation, resolved by import path
-    module, attr = name.split(":")
-    tx = getattr(importlib.import_module(module), attr)(lr, opt)
+    from paperjax import registry  # pylint: disable=g-import-not-at-top
+    try:
+      make = registry.resolve(name)
+    except (ImportError, AttributeError) as e:
+      raise ValueError(f"optimizer.name={name!r} cannot be imported ({e}); give 'package.module:function', e.g. "
+                       "'paperjax.papers.fira.method:fira'.") from None
+    tx = make(lr, opt)
   elif name == "adamw":
     tx = optax.adamw(lr, b1=opt.get("b1", 0.9), b2=opt.get("b2", 0.95), eps=opt.get("eps", 1e-8),
                      weight_decay=wd, mask=_decay_mask)

@@ -8,6 +8,7 @@ One name everywhere: the mesh axis, the logical axis and the collective axis are
 
 The pieces, in the order a round uses them:
   stack(tree, n) / boxed(tree)   replicate a model n times / mark a stacked tree for `clients` sharding
+  stack_members(trees)           stack different trees (one init per seed) on `clients`
   local_sgd(loss, tx)            H local steps as one `lax.scan`: (params, opt, batches[H]) -> ...
   run_clients(mesh, body, ...)   `shard_map` over `clients`: inside, each device holds its share of the
                                  slots and `vmap`s the per-client work over them
@@ -18,6 +19,8 @@ The pieces, in the order a round uses them:
                                  jitted call of the trainer (`Method.step`)
   independent_step(...)          replicas that never communicate (expert LMs, per-partition
                                  continued pretraining): the stacked params train side by side
+  sweep_step(...)                a hyper-parameter population: K members on the same batches, each with
+                                 its own peak learning rate (scaling-law sweeps; one population per batch size)
   average(stacked, w)            Σ_j w_j θ_j over the population axis (merging)
 
 Participation is a weight per slot: a client that was not sampled, dropped out or failed has weight 0,
@@ -94,6 +97,15 @@ def stack(tree, n: int):
     v = x.value if isinstance(x, nn.Partitioned) else x
     return nn.LogicallyPartitioned(jnp.broadcast_to(v, (n,) + v.shape), (AXIS,) + _names(x))
   return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def stack_members(trees):
+  """Different trees (e.g. one init per seed) stacked on a new leading axis, boxed with `clients`."""
+  is_box = lambda x: isinstance(x, nn.Partitioned)
+  def one(*xs):
+    vals = [x.value if is_box(x) else x for x in xs]
+    return nn.LogicallyPartitioned(jnp.stack(vals), (AXIS,) + _names(xs[0]))
+  return jax.tree.map(one, *trees, is_leaf=is_box)
 
 
 def boxed(stacked):
@@ -315,6 +327,41 @@ def independent_step(loss_fn: Callable, inner_tx: optax.GradientTransformation) 
 def independent_extras(inner_tx) -> Callable:
   """`Method.init_extras` for `independent_step`: each member's inner optimizer state."""
   return lambda rng, params: {"opt": boxed(jax.vmap(inner_tx.init)(unbox(params)))}
+
+
+# --------------------------------------------------------------------------- hyper-parameter sweeps
+
+
+def sweep_step(loss_fn: Callable, unit_tx: optax.GradientTransformation) -> Callable:
+  """`Method.step` for a learning-rate population (scaling-law sweeps): `state.params` are K stacked
+  members (one init, or one per seed with `stack_members`), `state.extras["opt"]` their stacked optimizer states and `state.extras["lr"]` the
+  K peak learning rates. Every member trains on the same batch; member k applies `unit_tx`'s update (the
+  optimizer built at peak lr 1, so it carries the schedule's shape, clipping and decoupled weight decay)
+  times lr_k. Different batch sizes change the batch's shape, so they cannot share one vmap: run one
+  population per batch size. Metrics: `loss` (mean over members) and `loss/member<k>`."""
+  def step(state, batch, ctx):
+    lrs = state.extras["lr"]
+    check_mesh(ctx.mesh, lrs.shape[0])
+    rng = jax.random.fold_in(state.rng, state.step)
+
+    def body(params, opt, lrs, batch):
+      def one(p, o, lr):
+        (loss, _), g = jax.value_and_grad(loss_fn, has_aux=True)(p, batch, rng)
+        u, o = unit_tx.update(g, o, p)
+        return optax.apply_updates(p, jax.tree.map(lambda x: (lr * x).astype(x.dtype), u)), o, loss
+      return jax.vmap(one)(params, opt, lrs)
+
+    params, opt, losses = run_clients(ctx.mesh, body, (state.params, state.extras["opt"], lrs, batch),
+                                      (True, True, True, False), (True, True, True))
+    metrics = {"loss": losses.mean(), **{f"loss/member{k}": losses[k] for k in range(losses.shape[0])}}
+    return state.replace(step=state.step + 1, params=params, extras=dict(state.extras, opt=opt)), metrics
+  return step
+
+
+def sweep_extras(unit_tx: optax.GradientTransformation, lrs) -> Callable:
+  """`Method.init_extras` for `sweep_step`: each member's optimizer state and its peak learning rate."""
+  lrs = jnp.asarray(lrs, jnp.float32)
+  return lambda rng, params: {"opt": boxed(jax.vmap(unit_tx.init)(unbox(params))), "lr": boxed(lrs)}
 
 
 def from_one(prev, params, extras):

@@ -7,7 +7,9 @@ One module for every selection / pruning / coreset paper (RS2, Dataset Quantizat
                with an optional Gaussian random projection (Johnson–Lindenstrauss, k columns, 1/√k),
                `grand` = ‖∇_θ ℓ(x, y)‖₂ (GraNd), `embed` (features of a frozen or current model)
   geometry     `kmeans` (scikit-learn, optionally spherical: unit-norm rows, Lloyd on the sphere's
-               chord distance), `kcenter_greedy` (Sener & Savarese's farthest-first traversal, numpy)
+               chord distance), `kcenter_greedy` (Sener & Savarese's farthest-first traversal, numpy),
+               `semdedup` (near-duplicate removal inside k-means clusters), `text_features` (char
+               n-gram tf-idf → SVD embeddings of short texts, an offline sentence-encoder stand-in)
   subsets      `random_subset`, `top_k`, `class_balanced_top_k`
   the stream   `SubsetStream`: batches drawn from the *current* index set of a record source. The set
                changes by round: a model-free `sampler(round)` (RS2, static subsets) called every
@@ -95,6 +97,18 @@ def embed(features_fn: Callable, params, images: np.ndarray, batch_size: int = 2
   return f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), 1e-12) if normalize else f
 
 
+def text_features(texts: Sequence[str], dim: int = 64, seed: int = 0) -> np.ndarray:
+  """[N, dim] unit-norm embeddings of short texts without a pretrained encoder: character 1–3-gram
+  tf-idf (scikit-learn) reduced by truncated SVD (LSA) — the offline stand-in for a sentence
+  encoder when a selection rule clusters instructions."""
+  from sklearn.decomposition import TruncatedSVD  # pylint: disable=g-import-not-at-top
+  from sklearn.feature_extraction.text import TfidfVectorizer  # pylint: disable=g-import-not-at-top
+  x = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True).fit_transform(list(texts))
+  dim = int(min(dim, x.shape[1] - 1))
+  f = TruncatedSVD(dim, random_state=int(seed)).fit_transform(x)
+  return (f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- geometry
 
 
@@ -111,6 +125,24 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, spherical: bool = False, n_init
     c = c / np.maximum(np.linalg.norm(c, axis=-1, keepdims=True), 1e-12)
     return c, np.argmax(x @ c.T, axis=-1)
   return c, km.labels_
+
+
+def semdedup(x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, eps: float) -> np.ndarray:
+  """SemDeDup (Abbas et al. 2023): boolean keep-mask over the rows of `x` (unit-norm embeddings).
+  Inside each k-means cluster, members are ordered by decreasing cosine distance to the centroid
+  (least prototypical first) and member j is removed when its largest cosine similarity to any
+  earlier member is > 1 − eps (the triangular-max rule of the paper, so of a group of near-duplicates
+  the least prototypical one is kept)."""
+  x = np.asarray(x, np.float64)
+  keep = np.ones(len(x), bool)
+  for k in range(len(centroids)):
+    idx = np.flatnonzero(assign == k)
+    if len(idx) < 2:
+      continue
+    idx = idx[np.argsort(x[idx] @ centroids[k], kind="stable")]   # farthest from the centroid first
+    sim = np.triu(x[idx] @ x[idx].T, k=1)
+    keep[idx[sim.max(axis=0) > 1.0 - float(eps)]] = False
+  return keep
 
 
 def kcenter_greedy(x: np.ndarray, k: int, seed: int = 0, initial: Sequence[int] = ()) -> np.ndarray:
@@ -285,6 +317,13 @@ def train_arrays(config, split: str | None = None, source_fn: Callable | None = 
 
 def pixel_features(images: np.ndarray) -> np.ndarray:
   return np.asarray(images, np.float32).reshape(len(images), -1)
+
+
+def pixel_pca(images: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
+  """PCA-`dim` of the flattened pixels (scikit-learn): a model-free image embedding for selection toys."""
+  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
+  x = pixel_features(images)
+  return PCA(n_components=min(int(dim), x.shape[1]), random_state=int(seed)).fit_transform(x)
 
 
 def classifier(model_cfg, num_classes: int):

@@ -74,11 +74,41 @@ def state_specs(boxed_state, tx: optax.GradientTransformation | None = None):
         tx, lambda leaf, spec, param: spec if leaf.shape == param.shape else P(),
         boxed_state.opt_state, param_specs, _raw_values(boxed_state.params),
         transform_non_params=lambda _: P(), is_leaf=lambda x: isinstance(x, P))
-  except Exception as e:  # noqa: BLE001 — a state not built by `tx` (a method's own): keep what it says
-    logging.warning("Optimizer-state shardings fall back to the state's own annotations (%s: %s); "
-                    "unannotated optimizer leaves are replicated.", type(e).__name__, str(e)[:200])
-    return specs
+  except Exception as e:  # noqa: BLE001 — optax cannot pair this state with the params (multi_transform's
+    # masked inner states, a transformation with its own state layout): pair leaves by path instead.
+    opt_specs = _specs_by_path(boxed_state.opt_state, param_specs, _raw_values(boxed_state.params))
+    if opt_specs is None:
+      logging.warning("Optimizer-state shardings fall back to the state's own annotations (%s: %s); "
+                      "unannotated optimizer leaves are replicated.", type(e).__name__, str(e)[:200])
+      return specs
   return specs.replace(opt_state=opt_specs)
+
+
+def _path_keys(path) -> tuple:
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _specs_by_path(opt_state, param_specs, params):
+  """An optimizer leaf whose key path ends with a parameter's path and whose shape is that parameter's
+  takes its spec (Adam's moments under optax.multi_transform); every other leaf is replicated. None if
+  the state holds something other than arrays (a method's own annotated state)."""
+  is_spec = lambda x: isinstance(x, P)
+  by_path = {}
+  for (path, spec), param in zip(jax.tree_util.tree_flatten_with_path(param_specs, is_leaf=is_spec)[0],
+                                 jax.tree.leaves(params)):
+    by_path[_path_keys(path)] = (spec, tuple(param.shape))
+  leaves = jax.tree.leaves(opt_state)
+  if not all(hasattr(x, "shape") for x in leaves):
+    return None
+
+  def pick(path, leaf):
+    keys = _path_keys(path)
+    for i in range(len(keys)):
+      hit = by_path.get(keys[i:])
+      if hit is not None and hit[1] == tuple(leaf.shape):
+        return hit[0]
+    return P()
+  return jax.tree_util.tree_map_with_path(pick, opt_state)
 
 
 def init_sharded(init_fn: Callable, rng, mesh, rules, tx=None):

@@ -182,6 +182,11 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
   # a fresh initialisation beside the checkpoint (which would double peak memory on big models).
   abstract_state, state_shardings = step_lib.abstract_state(init_state, rng, mesh, rules, tx)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract_state.params))
+  # From shapes, once: what the optimizer holds — the trainer's state plus, for populations, the members'
+  # optimizer states (`extras["opt"]`, `extras["pop"]["opt"]`, the population.py convention).
+  ex = abstract_state.extras if isinstance(abstract_state.extras, dict) else {}
+  pop_opt = [ex.get("opt"), ex["pop"].get("opt") if isinstance(ex.get("pop"), dict) else None]
+  opt_state_bytes = optim.state_bytes(abstract_state.opt_state) + sum(optim.state_bytes(o) for o in pop_opt if o is not None)
   state = None
 
   # Resume, or start (from the previous stage's parameters if there is one).
@@ -288,6 +293,8 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
         if peak:
           out["mfu"] = flops_per_step / dt / n_dev / peak
     out["tokens_seen"] = tokens_per_step * step_no
+    if hasattr(data_iter, "metrics"):  # a stream that reports what it drew (a mixture's realised proportions)
+      out.update(data_iter.metrics())
     writer.write(step_no, out)
     writer.progress(step_no, start_step, out)
     last_train = out
@@ -306,8 +313,10 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     nonlocal eval_s
     t_eval = time.time()
     res = {}
+    ctx.step = step_no
+    eval_params = method.eval_params(state) if method.eval_params is not None else state.params
     for ev in method.evaluators:
-      res.update({f"{k}": v for k, v in ev(state.params, ctx).items()})
+      res.update({f"{k}": v for k, v in ev(eval_params, ctx).items()})
     if res:
       writer.write(step_no, res, prefix="eval/")
       eval_results.update(res)
@@ -378,7 +387,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
 
   summary = {
       "method": config.method, "stage": stage_name, "step": step_no, "total_steps": total,
-      "params": n_params, "tokens_seen": tokens_per_step * step_no,
+      "params": n_params, "opt_state_bytes": opt_state_bytes, "tokens_seen": tokens_per_step * step_no,
       "wall_s": round(time.time() - t_start, 2), "preempted": stopped_by_signal,
       "train": last_train, "eval": eval_results,
       "workdir": workdir, "metrics_file": os.path.join(workdir, "metrics.jsonl") if workdir else None,
@@ -421,7 +430,8 @@ def print_summary(summary: dict, keys=()) -> None:
   tr, ev = summary.get("train", {}), summary.get("eval", {})
   lines = [f"── summary: {summary['method']}{'/' + summary['stage'] if summary.get('stage') else ''} ──",
            f"steps {summary['step']}/{summary['total_steps']}   params {summary['params'] / 1e6:.2f}M   "
-           f"tokens seen {summary['tokens_seen']:,}   wall {summary['wall_s']:.1f}s"]
+           f"tokens seen {summary['tokens_seen']:,}   wall {summary['wall_s']:.1f}s"
+           + (f"   optimizer state {summary['opt_state_bytes'] / 2**20:,.2f} MiB" if "opt_state_bytes" in summary else "")]
   if tr:
     extra = f"   tokens/s {tr['tokens_per_s']:,.0f}" if "tokens_per_s" in tr else ""
     lines.append(f"final train loss {tr.get('loss', float('nan')):.4f}{extra}")

@@ -31,6 +31,12 @@ def shrink(config, steps: int = 4):
   if "streaming" in c:    # Streaming DiLoCo: one layer per layer fragment, overlap shorter than a round
     c.model.num_layers = max(1, int(c.streaming.fragments) - 1)
     c.streaming.overlap = min(int(c.streaming.overlap), int(c.population.local_steps) - 1)
+  if "density_pruning" in c:   # a 210-image pool instead of 7,000 (rendering and k-means dominate)
+    c.density_pruning.update(n_varied=120, n_simple=60, n_dups=30, clusters=6, num_neighbors=3)
+  if "codegen2" in c:     # a few infill examples and small held-out batches
+    c.codegen2.update(infill_examples=4, eval_batch_size=8)
+  if "kmq" in c:          # a 580-example instruction pool, few held-out instructions
+    c.kmq.update(clusters=16, test_per_task=2, sizes={k: max(1, int(v) // 10) for k, v in dict(c.kmq.sizes).items()})
   if c.get("stages"):     # every stage runs the test's few steps
     c.stages = tuple({**st, "overrides": {k: v for k, v in dict(st.get("overrides", {})).items()
                                           if not k.startswith("train.")}} for st in c.stages)
@@ -39,6 +45,8 @@ def shrink(config, steps: int = 4):
   c.optimizer.warmup_steps = 1
   if "eval" in c and "max_examples" in c.eval:   # vision evaluators: a slice of the held-out split
     c.eval.max_examples = 64
+  if "eval" in c and "num_samples" in c.eval:    # generative evaluators: fewer samples
+    c.eval.num_samples = min(int(c.eval.num_samples), 128)
   return c
 
 

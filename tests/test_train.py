@@ -79,6 +79,10 @@ def test_summary_reports_denoisers_and_paths(tmp_path, capsys):
   assert per_denoiser, "per-denoiser train loss missing"
   assert os.path.exists(tmp_path / "metrics.jsonl") and os.path.isdir(tmp_path / "tb")
   assert s["tokens_seen"] == 4 * 8 * 64
+  # Optimizer-state bytes, from the state's shapes, for every run: AdamW holds μ and ν (2 × params, fp32)
+  # plus its int32 step counts.
+  n_float = 2 * s["params"] * 4
+  assert n_float <= s["opt_state_bytes"] <= n_float + 64 and "optimizer state" in out
 
 
 def test_stages_hand_parameters_over(tmp_path):

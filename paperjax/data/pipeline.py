@@ -7,6 +7,8 @@ Determinism contract (what exact resume and the multi-process tests rely on):
   * process p of N reads positions p, p+N, p+2N, … and batches `global_batch // N` of them, so the
     global batch b is the same set of examples on any number of processes;
   * the iterator's `get_state()` is a position, checkpointed with the train state (`checkpoint.py`).
+Several named sources with (scheduled or online) weights are `mixture.MixtureStream`, built on the
+chunks and fixed batches here under the same contract.
 """
 
 from __future__ import annotations

@@ -7,9 +7,14 @@ what `grain.MapDataset.source` consumes; the grain pipeline owns shuffling, shar
   `pydoc` (the English topic help of `pydoc_data.topics`), `stdlib_code` (the standard library's
   `.py` files; `stdlib_code/<package>`, e.g. `stdlib_code/email`, is one package — a code domain),
   and the sklearn sets `digits`, `iris`, `wine`, `breast_cancer`.
+  `docstrings[/<package>]` is the stdlib's docstrings (a third text domain, overlapping both).
 * `synthetic:text` procedural English-like text, seeded, for fast tests.
+* `synthetic:arithmetic[/<digits>]`, `synthetic:lego[/<skill>]` procedural tasks as text (prompt +
+  answer); `paperjax/data/tasks.py` gives them as (prompt, answer) pairs for exact-match evaluation.
 * `synthetic:shapes[/<size>]` procedural images with captions (shape × colour × size × position,
   some shape × colour pairs held out of train), see `paperjax/data/shapes.py`.
+* `synthetic:ring[/<k>]`, `synthetic:moons` 2-D point clouds (a k-Gaussian ring, two moons) for
+  generative toys, see `paperjax/data/points2d.py`.
 * `tfds:<name>[/<config>][?field=<f>&data_dir=<d>]` a prepared TFDS dataset through
   `tfds.data_source` (array_record, no TensorFlow). `field` picks the text feature for
   `text_documents`; `data_dir` overrides `TFDS_DATA_DIR`. Nothing is ever downloaded here.
@@ -277,6 +282,48 @@ def _stdlib_code(arg: str, split: str) -> Sequence[str]:
   return _Files(root, paths)
 
 
+@functools.lru_cache(maxsize=None)
+def _docstrings_of(package: str) -> tuple[tuple[str, str], ...]:
+  """((identity, docstring), ...) of the modules, classes and functions of one stdlib package."""
+  import ast  # pylint: disable=g-import-not-at-top
+  root, packages = _stdlib_packages()
+  out = []
+  for rel in packages[package]:
+    with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as f:
+      try:
+        tree = ast.parse(f.read())
+      except (SyntaxError, ValueError):
+        continue
+    nodes = [tree] + [n for n in ast.walk(tree)
+                      if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    for n in nodes:
+      doc = ast.get_docstring(n)
+      if doc and len(doc) >= 40:  # one-liners carry little text
+        out.append((f"{rel}:{getattr(n, 'name', '')}:{getattr(n, 'lineno', 0)}", doc))
+  return tuple(out)
+
+
+def _docstrings(arg: str, split: str) -> Sequence[str]:
+  """Docstrings of the stdlib (≥ 40 chars), held out by the split of the file they come from, so
+  `docstrings/<p>` validation comes from `stdlib_code/<p>` validation files (no train-code leak)."""
+  _, packages = _stdlib_packages()
+  if arg and arg not in packages:
+    raise ValueError(f"builtin:docstrings has no package {arg!r}; available: {sorted(p for p in packages if p)}.")
+  docs = []
+  for package in [arg] if arg else packages:
+    files = packages[package]
+    keep = set(_pick(files, _held_out(files), split))
+    docs += [d for ident, d in _docstrings_of(package) if ident.split(":")[0] in keep]
+  return docs
+
+
+def _task_text(name: str) -> Callable[[str, str], Sequence[str]]:
+  def load(arg: str, split: str) -> Sequence[str]:
+    from paperjax.data import tasks  # pylint: disable=g-import-not-at-top
+    return tasks.TaskText(tasks.load(name, arg, split))
+  return load
+
+
 # --------------------------------------------------------------------------- synthetic text
 
 _NOUNS = ("cat", "dog", "river", "teacher", "garden", "city", "robot", "child", "bird", "ship",
@@ -440,9 +487,9 @@ def _tfds_text(part: _Part, split: str) -> Sequence[str]:
 
 # --------------------------------------------------------------------------- dispatch
 
-_BUILTIN_TEXT = {"pydoc": _pydoc, "stdlib_code": _stdlib_code}
+_BUILTIN_TEXT = {"pydoc": _pydoc, "stdlib_code": _stdlib_code, "docstrings": _docstrings}
 _BUILTIN_RECORDS = {n: _sklearn(n) for n in ("digits", "iris", "wine", "breast_cancer")}
-_SYNTHETIC_TEXT = {"text": _synthetic_text}
+_SYNTHETIC_TEXT = {"text": _synthetic_text, "arithmetic": _task_text("arithmetic"), "lego": _task_text("lego")}
 
 
 def _synthetic_shapes(arg: str, split: str):
@@ -451,7 +498,16 @@ def _synthetic_shapes(arg: str, split: str):
   return shapes.load(arg, split)
 
 
-_SYNTHETIC_RECORDS = {"shapes": _synthetic_shapes}
+def _synthetic_2d(name: str):
+  def load(arg: str, split: str):
+    from paperjax.data import points2d  # pylint: disable=g-import-not-at-top
+
+    return points2d.load(name, arg, split)
+
+  return load
+
+
+_SYNTHETIC_RECORDS = {"shapes": _synthetic_shapes, "ring": _synthetic_2d("ring"), "moons": _synthetic_2d("moons")}
 
 
 def _lookup(part: _Part, kind: str, table: dict[str, Callable], other: dict[str, Callable]):

@@ -161,3 +161,14 @@ def test_tfds_unknown_name_and_config():
 def test_tfds_not_prepared_names_dataset_dir_and_fix(tmp_path):
   with pytest.raises(FileNotFoundError, match=rf"'mnist'.*{tmp_path}.*tfds build mnist.*TFDS_DATA_DIR"):
     sources.records(f"tfds:mnist?data_dir={tmp_path}", "train")
+
+
+def test_docstrings_and_tasks_are_text_sources():
+  train = sources.text_documents("builtin:docstrings/json", "train")
+  val = sources.text_documents("builtin:docstrings/json", "validation")
+  assert len(train) and len(val) and not set(train) & set(val)
+  assert all(len(d) >= 40 for d in train)
+  for doc in [sources.text_documents("synthetic:arithmetic/3", "train")[i] for i in range(20)]:
+    lhs, rhs = doc.split("=")
+    assert sum(map(int, lhs.split("+"))) == int(rhs)
+  assert sources.text_documents("synthetic:lego/2", "validation")[0].startswith("Input: ")

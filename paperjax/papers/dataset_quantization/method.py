@@ -74,9 +74,7 @@ def sample_bins(bin_list: list[np.ndarray], budget: int, rng: np.random.Generato
 
 
 def pca_features(images: np.ndarray, dim: int, seed: int) -> np.ndarray:
-  from sklearn.decomposition import PCA  # pylint: disable=g-import-not-at-top
-  x = selection.pixel_features(images)
-  return PCA(n_components=min(dim, x.shape[1]), random_state=seed).fit_transform(x)
+  return selection.pixel_pca(images, dim, seed)
 
 
 def select(features: np.ndarray, labels: np.ndarray, fraction: float, num_bins: int, seed: int,
