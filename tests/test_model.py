@@ -120,3 +120,36 @@ def test_fused_projections_give_the_same_function(kind, scan):
   assert not any("wi_0" in n or "/key/" in n for n in names)
   if kind == "encdec":
     assert any(n.endswith("cross_attn/kv/kernel") for n in names)
+
+
+def test_greedy_completions_match_a_step_by_step_argmax_and_stop_at_eos():
+  """evals.lm.greedy_completions (the shared greedy decoding of ExactMatch and the instruction tasks)
+  equals re-running the model and taking the argmax one token at a time, for prompts of several
+  lengths in one fixed-size batch; after an eos the decoder writes only 0s."""
+  from paperjax.evals import lm as lm_evals
+  from paperjax.models import decode
+
+  class Tok:
+    eos_id = 1
+    decode = staticmethod(lambda ids: ",".join(str(int(i)) for i in ids))
+
+  m = _model("decoder")
+  p = _init(m, {"tokens": np.ones((1, 16), np.int32)})
+  rng = np.random.default_rng(6)
+  prompts = [rng.integers(2, 128, n).astype(np.int32) for n in (1, 3, 6)]
+  got = lm_evals.greedy_completions(m, p, Tok, prompts, length=16, max_new=5, batch_size=4)
+  for prompt, text in zip(prompts, got):
+    seq, want = list(prompt), []
+    for _ in range(5):
+      nxt = int(np.argmax(m.apply({"params": p}, {"tokens": np.asarray([seq], np.int32)})[0, -1]))
+      if nxt == Tok.eos_id:
+        break
+      want.append(nxt)
+      seq.append(nxt)
+    assert text == Tok.decode(want)
+  # The stop rule: declare the model's first generated token to be eos; everything after it must be 0.
+  buf = np.zeros((1, 16), np.int32)
+  buf[0, :3] = prompts[1]
+  out = np.asarray(decode.greedy_decoder(m, p, buf, np.asarray([3], np.int32), length=6, eos_id=int(
+      np.argmax(m.apply({"params": p}, {"tokens": buf[:, :3]})[0, -1]))))
+  assert np.all(out[0, 4:9] == 0) and out[0, 3] != 0

@@ -111,21 +111,9 @@ def encode(record: dict, tok, length: int) -> dict:
 def greedy_answers(model, params, tok, instructions: Sequence[str], *, length: int, max_answer: int = 10,
                    batch_size: int = 256) -> list[str]:
   """The model's greedy answer to each instruction (prompt "<instruction>\\n", cut at the first eos)."""
-  from paperjax.models import decode  # pylint: disable=g-import-not-at-top
-  out = []
-  for s in range(0, len(instructions), batch_size):
-    chunk = list(instructions[s:s + batch_size])
-    prompts = [tok.encode(x + "\n") for x in chunk]
-    buf = np.zeros((batch_size, length), np.int32)  # fixed shape: one compilation
-    plen = np.ones(batch_size, np.int32)
-    for i, p in enumerate(prompts):
-      buf[i, :len(p)], plen[i] = p, len(p)
-    gen = np.asarray(decode.greedy_decoder(model, params, buf, plen, length=max_answer + 1, eos_id=tok.eos_id))
-    for i, p in enumerate(prompts):
-      ids = gen[i, len(p):len(p) + max_answer + 1]
-      cut = np.flatnonzero(ids == tok.eos_id)
-      out.append(tok.decode(ids[:cut[0]] if len(cut) else ids))
-  return out
+  from paperjax.evals import lm  # pylint: disable=g-import-not-at-top
+  return lm.greedy_completions(model, params, tok, [tok.encode(x + "\n") for x in instructions], length=length,
+                               max_new=max_answer + 1, batch_size=batch_size)
 
 
 @dataclasses.dataclass

@@ -72,6 +72,27 @@ class _WithMean(GroupEvaluator):
     return out
 
 
+def greedy_completions(model, params, tokenizer, prompts: Sequence, *, length: int, max_new: int,
+                       batch_size: int = 64) -> list[str]:
+  """Greedy continuation of each tokenised prompt (`models/decode.greedy_decoder`), `max_new` tokens at
+  most, cut at the first eos and decoded to text. Prompts sit at the start of `length`-token rows in
+  fixed-size batches (one compilation for all of them)."""
+  from paperjax.models import decode  # pylint: disable=g-import-not-at-top
+  out = []
+  for s in range(0, len(prompts), batch_size):
+    chunk = prompts[s:s + batch_size]
+    buf = np.zeros((batch_size, length), np.int32)
+    plen = np.ones((batch_size,), np.int32)
+    for i, p in enumerate(chunk):
+      buf[i, :len(p)], plen[i] = p, len(p)
+    gen = np.asarray(decode.greedy_decoder(model, params, buf, plen, length=max_new, eos_id=tokenizer.eos_id))
+    for i, p in enumerate(chunk):
+      ids = gen[i, len(p):len(p) + max_new]
+      stop = np.flatnonzero(ids == tokenizer.eos_id)
+      out.append(tokenizer.decode(ids[:stop[0]] if len(stop) else ids))
+  return out
+
+
 @dataclasses.dataclass
 class ExactMatch:
   """Greedy-decode the answer of each (prompt, answer) example with a decoder LM
@@ -93,30 +114,11 @@ class ExactMatch:
     if max(len(p) for p in enc) + self._max_new > self.length:
       raise ValueError(f"ExactMatch {self.name}: a prompt plus its answer exceeds {self.length} tokens; "
                        "use a longer mixture.length.")
-    n = len(enc)
-    pad = -n % self.batch_size  # fixed-size batches: one compilation for all of them
-    self._tokens = np.zeros((n + pad, self.length), np.int32)
-    self._plen = np.ones((n + pad,), np.int32)
-    for i, p in enumerate(enc):
-      self._tokens[i, :len(p)] = p
-      self._plen[i] = len(p)
+    self._prompts = enc
 
   def predictions(self, params) -> list[str]:
-    from paperjax.models import decode  # pylint: disable=g-import-not-at-top
-    out = []
-    for s in range(0, len(self._tokens), self.batch_size):
-      buf = decode.greedy_decoder(self.model, params, self._tokens[s:s + self.batch_size],
-                                  self._plen[s:s + self.batch_size], length=self._max_new,
-                                  eos_id=self.tokenizer.eos_id)
-      out.append(np.asarray(buf))
-    buf = np.concatenate(out)
-    preds = []
-    for i in range(len(self._answers)):
-      gen = buf[i, self._plen[i]:self._plen[i] + self._max_new]
-      stop = np.flatnonzero(gen == self.tokenizer.eos_id)
-      gen = gen[:stop[0]] if len(stop) else gen
-      preds.append(self.tokenizer.decode(gen))
-    return preds
+    return greedy_completions(self.model, params, self.tokenizer, self._prompts, length=self.length,
+                              max_new=self._max_new, batch_size=self.batch_size)
 
   def __call__(self, params, ctx) -> dict[str, float]:
     del ctx

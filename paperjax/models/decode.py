@@ -35,13 +35,15 @@ def greedy_decoder(model: Transformer, params, tokens_BL, prompt_len_B, *, lengt
   For prefix_lm models the prompt is the bidirectional prefix."""
   B, L = tokens_BL.shape
   batch = {"tokens": tokens_BL, "prefix_len": prompt_len_B}
+  idx_L = jnp.arange(L)
 
   def body(i, buf):
     logits = model.apply({"params": params}, {**batch, "tokens": buf})
     pos = jnp.minimum(prompt_len_B + i, L - 1)
     nxt = jnp.argmax(jnp.take_along_axis(logits, (pos - 1)[:, None, None], axis=1)[:, 0], axis=-1)
-    prev = jnp.take_along_axis(buf, jnp.maximum(pos - 1, 0)[:, None], axis=1)[:, 0]
-    ended = (i > 0) & (prev == eos_id)
+    # Ended once an eos was generated (after the prompt, before pos): every later token is 0.
+    generated = (idx_L[None] >= prompt_len_B[:, None]) & (idx_L[None] < pos[:, None])
+    ended = jnp.any(generated & (buf == eos_id), axis=1)
     return buf.at[jnp.arange(B), pos].set(jnp.where(ended, 0, nxt.astype(buf.dtype)))
 
   return jax.lax.fori_loop(0, length, body, tokens_BL)
