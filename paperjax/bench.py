@@ -12,7 +12,7 @@ Prints one line of ms/step, tokens/s, TFLOP/s and MFU under both attention conve
 where the device reports it, else the compiled step's own estimate), and appends the same as JSON
 to --json. Measured figures and what changed them: notes/perf.md.
 
-Imports jax, flax, optax and numpy only (no grain, tfds or ml_collections).
+Imports jax, flax, optax and numpy only (no tfds or ml_collections; grain only for --data=ul2_pipeline).
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ def parse_args(argv=None):
   p.add_argument("--loss_impl", default="fused", choices=["fused", "remat"],
                  help="fused: losses.fused_linear_cross_entropy (no recompute); remat: lm.loss_sums(chunk=N)")
   p.add_argument("--optimizer", default="adamw")
-  p.add_argument("--data", default="synthetic", choices=["synthetic", "ul2"])
+  p.add_argument("--data", default="synthetic", choices=["synthetic", "ul2", "ul2_pipeline"],
+                 help="synthetic: one device-resident batch; ul2: the UL2 host transform (MixtureOfDenoisers.batch) "
+                      "called in the loop; ul2_pipeline: the trainer's own grain iterator with that transform "
+                      "(data/pipeline.py, background reader threads; needs grain)")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--xla_flags", default="none", choices=sorted(xla_flags.FLAG_SETS))
@@ -119,9 +122,10 @@ def synthetic_batch(cfg, lengths, batch, rng: np.random.Generator) -> dict:
   return out
 
 
-def ul2_source(cfg, shape, batch, rng: np.random.Generator):
-  """Batches from the real host UL2 transform (`MixtureOfDenoisers.batch`) on random raw tokens.
-  Returns (next_batch, host_seconds) where host_seconds() is the time spent in the transform."""
+def ul2_source(cfg, shape, batch, rng: np.random.Generator, pipeline: bool = False, num_threads: int = 2):
+  """Batches from the real host UL2 transform (`MixtureOfDenoisers.batch`) on random raw tokens,
+  called in the loop or (`pipeline`) run by the trainer's grain iterator. Returns (next_batch,
+  host_seconds): host_seconds() is the loop's time in the transform or waiting for the iterator."""
   from paperjax.papers.ul2 import denoisers as dn
   if cfg.kind not in ("encdec", "prefix_lm"):
     raise ValueError(f"--data=ul2 needs an encoder-decoder or prefix-LM shape; {cfg.kind!r} has no inputs. "
@@ -133,6 +137,22 @@ def ul2_source(cfg, shape, batch, rng: np.random.Generator):
   raw_length = shape.get("raw_length", li + lt)
   mix = dn.MixtureOfDenoisers(dn.UL2_DENOISERS, dn.UL2_RATES, ids, li, lt, raw_length,
                               "encdec" if cfg.kind == "encdec" else "decoder")
+  if pipeline:  # the trainer's path: grain reads, batches and transforms in its own threads
+    try:
+      from paperjax.data import pipeline as pipeline_lib
+    except ImportError as e:
+      raise SystemExit(f"--data=ul2_pipeline needs grain ({e}); install it or use --data=ul2.") from e
+    source = rng.integers(6, ids.first_sentinel, size=(16 * batch, raw_length), dtype=np.int32)
+    it = pipeline_lib.make_iterator(source, global_batch_size=batch, seed=0, batch_fn=mix.batch,
+                                    num_threads=num_threads)
+    clock = {"s": 0.0}
+
+    def next_batch():  # time spent waiting for the iterator (the transform itself runs ahead)
+      t0 = time.perf_counter()
+      out = next(it)
+      clock["s"] += time.perf_counter() - t0
+      return out
+    return next_batch, lambda: clock["s"]
   raws = [rng.integers(6, ids.first_sentinel, size=(batch, raw_length), dtype=np.int32) for _ in range(4)]
   clock = {"s": 0.0, "i": 0}
 
@@ -176,8 +196,8 @@ def run(args) -> dict:
   model = Transformer(cfg)
   rng_np = np.random.default_rng(args.seed)
   example = synthetic_batch(cfg, lengths, batch_size, rng_np)
-  if args.data == "ul2":
-    next_host_batch, host_seconds = ul2_source(cfg, shape, batch_size, rng_np)
+  if args.data in ("ul2", "ul2_pipeline"):
+    next_host_batch, host_seconds = ul2_source(cfg, shape, batch_size, rng_np, pipeline=args.data == "ul2_pipeline")
     example = next_host_batch()
 
   opt = AttrDict(name=args.optimizer, lr=3e-4, warmup_steps=100, schedule="cosine", end_lr_frac=0.1,
@@ -228,7 +248,7 @@ def run(args) -> dict:
 
   state, _ = step_lib.init_sharded(init_state, jax.random.PRNGKey(args.seed), mesh, rules, tx)
   assert count_params(state.params) == n_params
-  if args.data == "ul2":
+  if args.data != "synthetic":
     put = lambda b: sharding.host_to_global(b, mesh, rules)  # the train loop's own host → device path
     next_batch = lambda: put(next_host_batch())
   else:
@@ -238,7 +258,7 @@ def run(args) -> dict:
   for _ in range(args.warmup):
     state, m = compiled(state, next_batch())
   jax.block_until_ready(state)
-  host0 = host_seconds() if args.data == "ul2" else 0.0
+  host0 = host_seconds() if args.data != "synthetic" else 0.0
   windows = []
   per_window = max(1, args.steps // 2)
   for _ in range(2):  # two timed windows: their spread is the noise floor of this measurement
@@ -261,7 +281,7 @@ def run(args) -> dict:
   if peak:
     result.update(mfu_full=result["tflops_full"] * 1e12 / peak, mfu_causal=result["tflops_causal"] * 1e12 / peak,
                   peak_flops=peak)
-  if args.data == "ul2":
+  if args.data != "synthetic":
     host_s = (host_seconds() - host0) / (2 * per_window)
     result.update(host_ms_per_step=round(1e3 * host_s, 3),
                   host_tokens_per_s=result["tokens_per_step"] / host_s if host_s else None)
@@ -271,6 +291,13 @@ def run(args) -> dict:
         state, m = compiled(state, next_batch())
       jax.block_until_ready((state, m))
     result["profile"] = args.profile
+    try:  # where the time went, by kernel category (paperjax.profile_summary), printed with the figures
+      from paperjax import profile_summary
+      summary = profile_summary.summarize(args.profile, steps=3, top=25)
+      result["profile_summary"] = summary
+      print(profile_summary.format_summary(summary), flush=True)
+    except Exception as e:  # a trace this reader does not understand must not lose the timing above
+      print(f"profile summary failed: {type(e).__name__}: {e}", flush=True)
   _report(result)
   return _write(result, args)
 
@@ -320,7 +347,8 @@ def _report(r: dict) -> None:
     return
   mfu = (f"MFU {100 * r['mfu_full']:.1f}% full / {100 * r['mfu_causal']:.1f}% causal" if "mfu_full" in r
          else "MFU n/a (unknown peak; pass --peak_flops)")
-  host = f"; host UL2 {r['host_ms_per_step']:.2f} ms/step" if "host_ms_per_step" in r else ""
+  host = (f"; host {'wait for the grain iterator' if r['data'] == 'ul2_pipeline' else 'UL2 transform'} "
+          f"{r['host_ms_per_step']:.2f} ms/step" if "host_ms_per_step" in r else "")
   print(f"{head}\n  {r['ms_per_step']:.2f} ms/step (windows {r['window_ms']}), {r['tokens_per_s'] / 1e3:,.1f}K tokens/s, "
         f"{r['tflops_full']:.1f} TFLOP/s full ({r['tflops_causal']:.1f} causal), {mfu}, {mem_s}, "
         f"loss {r['loss']:.3f}{host}", flush=True)

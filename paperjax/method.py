@@ -10,6 +10,8 @@ the loop, sharding, data, checkpoints, metrics, evaluation, launch — is shared
   init_extras(rng, params) -> dict             extra state carried in TrainState.extras (EMA, teacher, ...)
   example_fn(example, rng) -> dict             per-example host transform inside the grain pipeline
                                                (rng: np.random.Generator, seeded and checkpointed)
+  batch_fn(batch, rng) -> dict                 vectorised host transform of each global batch of stacked
+                                               examples (data/pipeline.py: same contract, any process count)
   evaluators                                   Evaluator objects run every config.train.eval_every steps
   eval_params(state) -> params                 what evaluators see instead of state.params (an EMA in extras)
   between(state, step, ctx) -> state           between-epoch/round hook (data selection, mixtures, pruning);
@@ -79,6 +81,7 @@ class Method:
   step: Callable | None = None
   init_extras: Callable | None = None
   example_fn: Callable | None = None
+  batch_fn: Callable | None = None
   evaluators: Sequence[Evaluator] = ()
   between: Callable | None = None
   from_previous: Callable | None = None

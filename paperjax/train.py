@@ -163,7 +163,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     train_source = data_lib.build_source(config.data, config.data.get("train_split", "train"), ctx.tokenizer, cache)
     data_iter = data_lib.pipeline.make_iterator(
         train_source, global_batch_size=gbs, seed=int(config.seed), process_index=ctx.process_index,
-        process_count=ctx.process_count, example_fn=method.example_fn,
+        process_count=ctx.process_count, example_fn=method.example_fn, batch_fn=method.batch_fn,
         num_threads=int(config.data.get("num_threads", 2)))
   fresh_state = data_iter.get_state()
   first = next(data_iter)

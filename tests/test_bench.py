@@ -45,6 +45,7 @@ def test_encdec_flops_by_hand():
 @pytest.mark.parametrize("argv", [
     ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE"],
     ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96", "--fused"],
+    ["--shape=tiny_encdec", "--batch=8", "--data=ul2_pipeline", "--padding_lengths"],
 ])
 def test_bench_runs_the_step(argv, tmp_path):
   out = tmp_path / "r.jsonl"
@@ -60,10 +61,29 @@ def test_bench_runs_the_step(argv, tmp_path):
   assert r["mfu_full"] == pytest.approx(r["flops_per_step_full"] / (r["ms_per_step"] / 1e3) / 1e12, rel=1e-2)
   assert r["mfu_causal"] <= r["mfu_full"]
   assert out.read_text().count("\n") == 1
-  if r["data"] == "ul2":
-    assert r["host_tokens_per_s"] > 0
+  if r["data"] != "synthetic":
+    assert r["host_ms_per_step"] >= 0
   if "profile" in r:
     assert any(f.name.endswith(".xplane.pb") for f in (tmp_path / "trace").rglob("*"))
+    cats = r["profile_summary"]["categories"]
+    assert cats and sum(c["share"] for c in cats.values()) == pytest.approx(1.0, abs=1e-3)
+    assert r["profile_summary"]["total_ms"] > 0 and r["profile_summary"]["top"]
+
+
+@pytest.mark.parametrize("kernel,op,want", [
+    ("nvjet_tst_128x256_64x4_2x1_v_bz_coopA_TNN", "custom-call.12", "gemm"),       # cuBLAS 12.9+ (Hopper)
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64", "cublas-gemm.3", "gemm"),
+    ("triton_gemm_dot_5", "fusion.41", "gemm"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3", "custom-call.7", "attention"),
+    ("ncclDevKernel_AllReduce_Sum_f32_RING_LL", "all-reduce-start.2", "collective"),
+    ("loop_transpose_fusion_3", "transpose_fusion.3", "copy"),
+    ("input_reduce_fusion_12", "fusion.88", "reduce"),
+    ("loop_multiply_fusion_7", "multiply_fusion.7", "elementwise"),
+    ("rng_bit_generator", "rng-bit-generator.1", "other"),
+])
+def test_profile_categories(kernel, op, want):
+  from paperjax import profile_summary
+  assert profile_summary.category(kernel, op) == want
 
 
 def test_fused_cross_entropy_matches_full_logits():

@@ -79,13 +79,15 @@ def preflight(config, topology: str) -> dict:
   ctx.tx, ctx.lr_schedule = tx, lr
   gbs = int(config.data.batch_size)
   if config.data.get("kind", "text") == "text":
-    raw = np.full((int(config.data.raw_length),), 3 + ord("a"), np.int32)
-    example = method.example_fn(raw, np.random.default_rng(0)) if method.example_fn else {"tokens": raw}
+    rec = np.full((int(config.data.raw_length),), 3 + ord("a"), np.int32)
   else:
     rec = data_lib.build_source(config.data, "train")[0]
-    example = method.example_fn(rec, np.random.default_rng(0)) if method.example_fn else rec
-  example = {k: np.asarray(v) for k, v in example.items()}
-  one = {k: v[None] for k, v in example.items()}
+  example = method.example_fn(rec, np.random.default_rng(0)) if method.example_fn else rec
+  stack = lambda t: {k: np.asarray(v)[None] for k, v in t.items()} if isinstance(t, dict) else np.asarray(t)[None]
+  if method.batch_fn is not None:  # the vectorised transform sees a batch of stacked examples
+    one = {k: np.asarray(v) for k, v in method.batch_fn(stack(example), np.random.default_rng(0)).items()}
+  else:
+    one = stack(example if isinstance(example, dict) else {"tokens": example})
 
   def init_state(rng):
     i, e, s = jax.random.split(rng, 3)
@@ -95,7 +97,7 @@ def preflight(config, topology: str) -> dict:
 
   abstract, shardings = step_lib.abstract_state(init_state, jax.random.PRNGKey(0), mesh, rules, tx)
   bsh = sharding.batch_sharding(mesh, rules, getattr(method, "batch_axis", "batch"))
-  batch = {k: jax.ShapeDtypeStruct((gbs, *v.shape), v.dtype, sharding=bsh) for k, v in example.items()}
+  batch = {k: jax.ShapeDtypeStruct((gbs, *v.shape[1:]), v.dtype, sharding=bsh) for k, v in one.items()}
   p_step = step_lib.jit_step(train.make_step(method, tx, lr, ctx), shardings, jax.tree.map(lambda _: bsh, batch), mesh, rules)
   with step_lib.mesh_context(mesh, rules):
     compiled = p_step.lower(abstract, batch).compile()

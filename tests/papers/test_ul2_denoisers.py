@@ -349,3 +349,15 @@ def test_decoder_examples_trim_and_pack():
   packed = D.pack_examples(trimmed, 128)
   assert packed["loss_mask"].sum() == batch["loss_mask"].sum()
   assert (packed["tokens"] != 0).sum() == (batch["tokens"] != 0).sum()
+
+
+def test_host_benchmark_times_every_path_including_the_trainer_pipeline():
+  import subprocess
+  import sys
+  out = subprocess.run([sys.executable, "-m", "paperjax.papers.ul2.bench_denoisers", "--seconds=0.05", "--batch=8",
+                        "--raw_length=60", "--inputs_length=48", "--targets_length=32", "--architectures=encdec",
+                        "--pipeline"], capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-2000:]
+  for path in ("per-example:", "batched:", "grain per-example:", "grain batched:"):
+    line = next(l for l in out.stdout.splitlines() if l.strip().startswith(path))
+    assert float(line.split(":")[1].split("M raw")[0]) > 0, line

@@ -5,7 +5,9 @@
 
 Prints the length plan, then raw tokens/s (tokens of input chunks consumed) and used tokens/s
 (the part of each chunk its denoiser corrupts; see `denoisers.plan_lengths`) for each path and
-architecture. The process is pinned to one core, so the figures are per core.
+architecture. The process is pinned to one core, so the figures are per core. `--pipeline` adds
+the trainer's whole grain iterator (`data.pipeline.make_iterator`: reading, batching, transform)
+with the per-example `example_fn` and with the vectorised `batch_fn` that configs/ul2.py trains with.
 """
 
 import os
@@ -54,11 +56,18 @@ def run(args) -> None:
     row = iter(range(1 << 62))
     paths = {"per-example": (lambda: mix(tokens[next(row) % args.batch], rng), 1),
              "batched": (lambda: mix.batch(tokens, rng), args.batch)}
+    if args.pipeline:  # the trainer's own grain iterator (data/pipeline.py), one reader thread
+      from paperjax.data import pipeline
+      source = rng.integers(6, token_ids.first_sentinel, size=(8 * args.batch, args.raw_length)).astype(np.int32)
+      for name, kw in (("grain per-example", dict(example_fn=mix)), ("grain batched", dict(batch_fn=mix.batch))):
+        it = pipeline.make_iterator(source, global_batch_size=args.batch, seed=args.seed, num_threads=1, **kw)
+        paths[name] = (lambda it=it: next(it), args.batch)
     for name, (fn, rows) in paths.items():
       calls, elapsed = _timed(fn, args.seconds)
       examples = calls * rows / elapsed
       print(f"{name:>12}: {examples * args.raw_length / 1e6:8.2f}M raw tokens/s  "
-            f"{examples * used_per_row / 1e6:8.2f}M used tokens/s  {examples:10.0f} examples/s")
+            f"{examples * used_per_row / 1e6:8.2f}M used tokens/s  {examples:10.0f} examples/s  "
+            f"{1e3 * args.batch / examples:8.2f} ms/batch of {args.batch}")
 
 
 def main(argv=None) -> None:
@@ -72,6 +81,8 @@ def main(argv=None) -> None:
   parser.add_argument("--vocab_size", type=int, default=32_128)
   parser.add_argument("--num_sentinels", type=int, default=100)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--pipeline", action="store_true",
+                      help="also time the trainer's grain iterator with each path (needs grain)")
   run(parser.parse_args(argv))
 
 

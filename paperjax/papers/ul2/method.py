@@ -174,7 +174,10 @@ def make(config, ctx) -> Method:
   return Method(
       init=lambda rng, example: lm.init(model, rng, example),
       loss=loss,
-      example_fn=mix,
+      # The vectorised Mixture-of-Denoisers (the same T5 algorithm as `mix(example, rng)`, tested
+      # equal in distribution): 18 µs a row against 96 µs a row one example at a time, which on a
+      # busy accelerator host is what keeps the pipeline off the step's critical path (notes/perf.md).
+      batch_fn=mix.batch,
       evaluators=evaluators,
       flops_per_example=flops["full"],
       tokens_per_example=li + lt,

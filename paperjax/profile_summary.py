@@ -1,0 +1,126 @@
+"""Where a step's device time goes: a `jax.profiler` trace summarised as a short table.
+
+  python -m paperjax.profile_summary <trace folder or .xplane.pb> [--steps=3] [--top=20]
+
+Reads the trace with `jax.profiler.ProfileData` (no TensorBoard needed) and keeps the events that
+carry an XLA op (`hlo_op` stat): the kernels on the `/device:*` planes' streams when there are any
+(GPU), else the XLA ops the host's threads ran (CPU). Each event falls in one category by its
+kernel and op names — gemm (cuBLAS/cuBLASLt/CUTLASS/Triton GEMMs, dots), attention (cuDNN
+flash/SDPA), collective, copy (copies, transposes, dynamic-update-slices), reduce (reduction
+fusions), elementwise (the other fusions), other — and the table gives each category's time per
+step, its share of the summed kernel time and its count, then the top kernels by time (numbered
+instances of one kernel, `fusion.12`, `fusion.40`, summed into one row). Times are sums
+of kernel durations, so kernels overlapping on several streams count twice; `span` is the wall
+time from the first to the last kernel. `paperjax.bench --profile=DIR` prints this after timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import os
+import re
+import sys
+
+CATEGORIES = ("gemm", "attention", "collective", "copy", "reduce", "elementwise", "other")
+_RULES = (  # (category, pattern over "kernel name | hlo op name"), first match wins
+    ("attention", re.compile(r"cudnn|sdpa|fmha|flash|attention", re.I)),
+    ("collective", re.compile(r"nccl|all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute|allreduce", re.I)),
+    ("gemm", re.compile(r"gemm|cublas|nvjet|cutlass|xmma|matmul|\bdot[._\d]|\bdot$|triton_gemm|convolution|ynn_fusion|onednn", re.I)),
+    ("copy", re.compile(r"copy|transpose|dynamic-update-slice|dynamic_update_slice|memcpy|memset", re.I)),
+    ("reduce", re.compile(r"reduce|reduction", re.I)),
+    ("elementwise", re.compile(r"fusion|convert|add|multiply|select|broadcast|exp|log", re.I)),
+)
+
+
+_SUFFIX = re.compile(r"([._]\d+)+$")
+
+
+def category(kernel: str, op: str = "") -> str:
+  text = f"{kernel} | {op}"
+  for name, pattern in _RULES:
+    if pattern.search(text):
+      return name
+  return "other"
+
+
+def find_trace(path: str) -> str:
+  if os.path.isfile(path):
+    return path
+  found = sorted(glob.glob(os.path.join(path, "**", "*.xplane.pb"), recursive=True), key=os.path.getmtime)
+  if not found:
+    raise FileNotFoundError(f"No .xplane.pb under {path!r}; pass the folder given to jax.profiler.trace "
+                            "(or paperjax.bench --profile).")
+  return found[-1]
+
+
+def op_events(path: str) -> tuple[list[tuple[str, str, float, float]], str]:
+  """[(kernel name, hlo op, start ns, duration ns)] of the trace's XLA-op events, and where they came from."""
+  from jax.profiler import ProfileData  # pylint: disable=g-import-not-at-top
+  data = ProfileData.from_file(find_trace(path))
+  planes = list(data.planes)
+  device = [p for p in planes if p.name.startswith("/device:")]
+  chosen = device or [p for p in planes if p.name.startswith("/host:CPU")]
+  events = []
+  for plane in chosen:
+    for line in plane.lines:
+      for e in line.events:
+        stats = dict(e.stats)
+        if "hlo_op" not in stats or e.duration_ns <= 0:
+          continue
+        events.append((e.name, str(stats["hlo_op"]), float(e.start_ns), float(e.duration_ns)))
+  return events, ("device" if device else "host") + ": " + ", ".join(p.name for p in chosen)
+
+
+def summarize(path: str, steps: int = 1, top: int = 20) -> dict:
+  """{"source", "span_ms", "total_ms", "categories": {cat: {"ms", "share", "count"}}, "top": [...]},
+  times per step (the trace's totals divided by `steps`)."""
+  events, source = op_events(path)
+  if not events:
+    raise ValueError(f"The trace at {path!r} holds no XLA-op events; was a jitted step run inside the trace?")
+  per_cat = collections.defaultdict(lambda: [0.0, 0])
+  per_op = collections.defaultdict(lambda: [0.0, 0, ""])
+  for kernel, op, _, dur in events:
+    c = category(kernel, op)
+    per_cat[c][0] += dur
+    per_cat[c][1] += 1
+    key = _SUFFIX.sub("", kernel)  # fusion.12, fusion.40, … → one row "fusion"
+    per_op[key][0] += dur
+    per_op[key][1] += 1
+    per_op[key][2] = c
+  total = sum(v[0] for v in per_cat.values())
+  span = max(s + d for _, _, s, d in events) - min(s for _, _, s, _ in events)
+  ms = lambda ns: ns / 1e6 / steps
+  return {
+      "source": source, "steps": steps, "span_ms": round(ms(span), 3), "total_ms": round(ms(total), 3),
+      "categories": {c: {"ms": round(ms(per_cat[c][0]), 3), "share": round(per_cat[c][0] / total, 4),
+                         "count": per_cat[c][1] // steps} for c in CATEGORIES if c in per_cat},
+      "top": [{"name": k, "category": v[2], "ms": round(ms(v[0]), 3), "count": v[1] // steps}
+              for k, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])[:top]],
+  }
+
+
+def format_summary(s: dict) -> str:
+  lines = [f"profile ({s['source']}; per step over {s['steps']}): kernels {s['total_ms']:.2f} ms, "
+           f"span {s['span_ms']:.2f} ms",
+           f"  {'category':<12} {'ms/step':>9} {'share':>7} {'kernels':>8}"]
+  for c, v in s["categories"].items():
+    lines.append(f"  {c:<12} {v['ms']:>9.3f} {100 * v['share']:>6.1f}% {v['count']:>8}")
+  lines.append(f"  top {len(s['top'])}:")
+  for t in s["top"]:
+    lines.append(f"  {t['ms']:>9.3f} ms  x{t['count']:<4} {t['category']:<11} {t['name'][:110]}")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("trace", help="a jax.profiler trace folder or .xplane.pb file")
+  p.add_argument("--steps", type=int, default=1, help="steps the trace holds (times are divided by it)")
+  p.add_argument("--top", type=int, default=20)
+  args = p.parse_args(argv)
+  print(format_summary(summarize(args.trace, args.steps, args.top)))
+
+
+if __name__ == "__main__":
+  sys.exit(main())
