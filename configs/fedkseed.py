@@ -11,7 +11,8 @@ Presets (`,pro=1` for FedKSeed-Pro's seed probabilities; `,seed=` a seed):
          Expect: ~1 min on 2 cores; code validation loss falls a few percent over the 10 rounds;
          bytes per client per round 4K + 8τ = 2,448 (vs 4·|θ| ≈ 0.4 MB for FedAvg).
   llama  the paper's setting shape: a 1.3B decoder (24 layers, d=2048; e.g. converted DataJuicer-1.3B
-         weights) on `tfds:natural_instructions`-style data (prepare it), N=200 clients, 5% active,
+         weights) on `tfds:natural_instructions` (prepare it; each task's definition, input and output
+         as one document, the loss on all of it), N=200 clients, 5% active,
          τ=200, K=4096, ε=5e-4, lr 3e-7, 40 rounds, one GPU (H100, bf16 forward passes only):
            python -m paperjax.main --config=configs/fedkseed.py:llama --workdir=runs/fedkseed-llama
          Expect: the paper's Rouge-L regime; unverified here. Bytes per client per round: 17,984.
@@ -41,8 +42,8 @@ def get_config(arg: str | None = None):
               {"name": "federated", "overrides": {"fedkseed.phase": "federated"}})
 
   if preset == "llama":
-    c.data.update(source="tfds:natural_instructions", tokenizer="sentencepiece", vocab_size=32000,
-                  raw_length=512, max_chars=0)
+    c.data.update(source="tfds:natural_instructions?field=definition,input,output", tokenizer="sentencepiece",
+                  vocab_size=32000, raw_length=512, max_chars=0)
     c.model.update(d_model=2048, num_heads=16, head_dim=128, d_ff=5504, num_layers=24, dtype="bfloat16")
     c.population.update(clients=200, clients_per_round=10, local_steps=200, batch_size=1, domains=())
     c.fedkseed.update(K=4096, lr=3e-7, eps=5e-4)

@@ -27,3 +27,46 @@ def test_every_preset_parses_and_has_a_docstring(name):
   for preset in mod.PRESETS:
     c = mod.get_config(preset)
     assert c.preset == preset
+
+
+# Presets whose tfds data cannot be mocked here, and the one sentence each must answer with instead:
+# a dataset of your own (not in tfds's catalog) and one whose tfds code imports TensorFlow.
+NOT_MOCKABLE = {"tfds:the_stack_python": "Unknown tfds dataset 'the_stack_python', and none is prepared",
+                "tfds:coco_captions": "its tfds code needs 'tensorflow'"}
+
+
+def _tfds_specs(tree, prefix=""):
+  """(dotted key, spec) of every string naming a tfds: source in a config (sources, mixtures, stages)."""
+  items = tree.items() if hasattr(tree, "items") else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+  for k, v in items:
+    key = f"{prefix}{k}"
+    if isinstance(v, str) and v.startswith("tfds:"):
+      yield key, v
+    elif hasattr(v, "items") or isinstance(v, (list, tuple)):
+      yield from _tfds_specs(v, key + ".")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_presets_tfds_sources_open_under_mock_data(name):
+  """The real-data presets cannot run here (no network), but their data specs can: each tfds source
+  a preset names opens under tfds.testing.mock_data with the fields and kind the preset reads."""
+  import tensorflow_datasets as tfds
+  from paperjax.data import sources
+  mod = importlib.import_module(f"configs.{name}")
+  for preset in mod.PRESETS:
+    c = mod.get_config(preset)
+    for key, spec in _tfds_specs(c):
+      # data.source per data.kind; mixtures and *_source keys are text corpora; the rest (dp4tl's
+      # source/target specs) are record datasets.
+      records = (c.data.get("kind", "text") == "records" if key == "data.source"
+                 else not (key.startswith("mixture.") or key.endswith("_source")))
+      with tfds.testing.mock_data(num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE):
+        if spec.split("?")[0] in NOT_MOCKABLE:
+          with pytest.raises((ValueError, FileNotFoundError), match=NOT_MOCKABLE[spec.split("?")[0]]):
+            sources.records(spec, "train")
+          continue
+        if records:
+          assert len(sources.records(spec, "train")) == 3, (preset, key, spec)
+        else:
+          docs = sources.text_documents(spec, "train")
+          assert len(docs) == 3 and all(isinstance(d, str) for d in docs), (preset, key, spec)

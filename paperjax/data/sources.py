@@ -17,7 +17,11 @@ what `grain.MapDataset.source` consumes; the grain pipeline owns shuffling, shar
   generative toys, see `paperjax/data/points2d.py`.
 * `tfds:<name>[/<config>][?field=<f>&data_dir=<d>]` a prepared TFDS dataset through
   `tfds.data_source` (array_record, no TensorFlow). `field` picks the text feature for
-  `text_documents`; `data_dir` overrides `TFDS_DATA_DIR`. Nothing is ever downloaded here.
+  `text_documents` (`field=a,b,c` joins several, one per line: instruction, input, output);
+  `data_dir` overrides `TFDS_DATA_DIR`. Nothing is ever downloaded here. A dataset whose tfds code
+  is not imported without TensorFlow (c4, wiki40b, gsm8k) is registered on first use; one whose
+  code needs TensorFlow to run, or one tfds does not know (your own), is read from its prepared
+  files alone.
 
 `a+b` concatenates sources; a part without a scheme inherits the previous one, so
 `builtin:pydoc+stdlib_code` is the UL2 default corpus (English docs + code).
@@ -191,17 +195,20 @@ class _Columns(Sequence):
 
 
 class _Field(Sequence):
-  """One text feature of a tfds data source, as str (array_record stores Text as bytes)."""
+  """Text features of a tfds data source as one str (array_record stores Text as bytes); several
+  fields are joined one per line, empty ones left out."""
 
-  def __init__(self, source: Sequence[dict[str, Any]], field: str):
-    self._source, self._field = source, field
+  def __init__(self, source: Sequence[dict[str, Any]], fields: Sequence[str]):
+    self._source, self._fields = source, tuple(fields)
 
   def __len__(self):
     return len(self._source)
 
   def __getitem__(self, index: int) -> str:
-    text = self._source[_check_index(index, len(self))][self._field]
-    return text.decode("utf-8", errors="replace") if isinstance(text, bytes) else str(text)
+    record = self._source[_check_index(index, len(self))]
+    texts = (record[f].decode("utf-8", errors="replace") if isinstance(record[f], bytes) else str(record[f])
+             for f in self._fields)
+    return "\n".join(t for t in texts if t)
 
 
 # --------------------------------------------------------------------------- held-out rule
@@ -423,14 +430,33 @@ def _tfds_source(part: _Part, split: str):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   name, data_dir = part.name, part.options.get("data_dir")
+  base = name.split("/")[0]
   try:
-    builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
-  except tfds.core.registered.DatasetNotFoundError:
-    base = name.split("/")[0]
+    try:
+      builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    except tfds.core.registered.DatasetNotFoundError:
+      if not _import_tfds_module(base):
+        raise
+      builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+  except (tfds.core.registered.DatasetNotFoundError, ImportError) as e:
+    # Unknown to tfds (your own dataset), or its code needs TensorFlow: read the prepared files alone.
+    try:
+      builder = tfds.builder_from_directory(_prepared_dir(tfds, name, data_dir))
+      return builder, builder.as_data_source(split=_tfds_split(part, builder, split))
+    except (FileNotFoundError, tfds.core.registered.DatasetNotFoundError):
+      pass
+    root = data_dir or tfds.core.constants.DATA_DIR
+    if isinstance(e, ImportError):
+      raise FileNotFoundError(
+          f"tfds dataset {name!r} is not prepared in data_dir {root!r}, and its tfds code needs "
+          f"{str(e).rsplit('No module named', 1)[-1].strip() or 'TensorFlow'}; build it where that is installed with "
+          f"`tfds build {name} --file_format=array_record` and copy it here, or set TFDS_DATA_DIR."
+      ) from None
     # Without community datasets: listing those reads a GCS index (network, and TensorFlow).
     close = difflib.get_close_matches(base, tfds.list_builders(with_community_datasets=False), n=5)
     raise ValueError(
-        f"Unknown tfds dataset {base!r}; close matches: {close} (all: tfds.list_builders())."
+        f"Unknown tfds dataset {base!r}, and none is prepared under {root!r}; close matches: {close} "
+        "(all: tfds.list_builders()); for your own dataset, prepare it there with `tfds build`."
     ) from None
   except ValueError as e:
     if "/" not in name:
@@ -441,14 +467,7 @@ def _tfds_source(part: _Part, split: str):
       raise
     raise ValueError(f"tfds dataset {base!r} has no config {config!r}; configs: {configs}.") from e
 
-  splits = builder.info.splits  # Empty until prepared, and under tfds.testing.mock_data.
-  if splits:
-    if split == "validation" and "validation" not in splits and "test" in splits:
-      logging.info("%s has no validation split; using 'test' as validation.", part)
-      split = "test"
-    if split.isidentifier() and split not in splits:
-      raise ValueError(f"{part} has no split {split!r}; splits: {sorted(splits)}.")
-
+  split = _tfds_split(part, builder, split)
   prepared = builder.is_prepared()
   try:
     return builder, tfds.data_source(name, split=split, data_dir=data_dir, download=False)
@@ -467,6 +486,48 @@ def _tfds_source(part: _Part, split: str):
     raise
 
 
+def _tfds_split(part: _Part, builder, split: str) -> str:
+  splits = builder.info.splits  # Empty until prepared, and under tfds.testing.mock_data.
+  if splits:
+    if split == "validation" and "validation" not in splits and "test" in splits:
+      logging.info("%s has no validation split; using 'test' as validation.", part)
+      split = "test"
+    if split.isidentifier() and split not in splits:
+      raise ValueError(f"{part} has no split {split!r}; splits: {sorted(splits)}.")
+  return split
+
+
+def _import_tfds_module(base: str) -> bool:
+  """Imports the tfds module that defines dataset `base` where `import tensorflow_datasets` did
+  not (without TensorFlow it skips some, e.g. c4, wiki40b, gsm8k); True if one imported."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  root = pathlib.Path(tfds.__file__).parent
+  candidates = [*root.glob(f"*/{base}.py"), *root.glob(f"*/{base}/{base}.py"),
+                *root.glob(f"datasets/{base}/{base}_dataset_builder.py")]
+  for path in candidates:
+    module = ".".join(("tensorflow_datasets", *path.relative_to(root).with_suffix("").parts))
+    try:
+      importlib.import_module(module)
+      return True
+    except Exception:  # pylint: disable=broad-except
+      continue
+  return False
+
+
+def _prepared_dir(tfds, name: str, data_dir: str | None) -> str:
+  """<data_dir>/<name>[/<config>]/<newest version>, or FileNotFoundError."""
+  folder = os.path.join(data_dir or tfds.core.constants.DATA_DIR, *name.split("/"))
+  versions = sorted((v for v in (os.listdir(folder) if os.path.isdir(folder) else [])
+                     if os.path.isfile(os.path.join(folder, v, "dataset_info.json"))),
+                    key=lambda v: tuple(int(x) for x in v.split(".") if x.isdigit()))
+  if not versions:
+    raise FileNotFoundError(folder)
+  return os.path.join(folder, versions[-1])
+
+
 def _tfds_text(part: _Part, split: str) -> Sequence[str]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
@@ -474,15 +535,15 @@ def _tfds_text(part: _Part, split: str) -> Sequence[str]:
   builder, source = _tfds_source(part, split)
   features = builder.info.features
   texts = sorted(k for k, f in features.items() if isinstance(f, tfds.features.Text))
-  field = part.options.get("field") or ("text" if "text" in features else None)
-  if field is None and len(texts) == 1:
-    field = texts[0]
-  if field is None or field not in features:
+  fields = part.options.get("field", "").split(",") if part.options.get("field") else []
+  if not fields and ("text" in features or len(texts) == 1):
+    fields = ["text" if "text" in features else texts[0]]
+  if not fields or any(f not in features for f in fields):
     raise ValueError(
         f"Cannot pick the text field of {part} (features {sorted(features)}); "
-        f"name it, e.g. tfds:{part.name}?field={(texts or sorted(features))[0]}."
+        f"name it, e.g. tfds:{part.name}?field={(texts or sorted(features))[0]} (several: field=a,b)."
     )
-  return _Field(source, field)
+  return _Field(source, fields)
 
 
 # --------------------------------------------------------------------------- dispatch

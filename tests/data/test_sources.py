@@ -172,3 +172,49 @@ def test_docstrings_and_tasks_are_text_sources():
     lhs, rhs = doc.split("=")
     assert sum(map(int, lhs.split("+"))) == int(rhs)
   assert sources.text_documents("synthetic:lego/2", "validation")[0].startswith("Input: ")
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus_dir(tmp_path_factory):
+  """A dataset of our own, prepared offline in array_record format (no TensorFlow needed); its
+  builder class is registered with tfds once per process, so it is defined here once."""
+  class PaperjaxTinyCorpus(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(
+          {"instruction": tfds.features.Text(), "output": tfds.features.Text(), "n": np.int32}))
+
+    def _split_generators(self, dl_manager):
+      return {"train": self._generate_examples(6), "test": self._generate_examples(2, "t")}
+
+    def _generate_examples(self, n, tag=""):
+      for i in range(n):
+        yield f"{tag}{i}", {"instruction": f"{tag}add {i} and 1", "output": str(i + 1), "n": i}
+
+  data_dir = tmp_path_factory.mktemp("tfds")
+  PaperjaxTinyCorpus(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+  return data_dir
+
+
+def test_tfds_prepared_dataset_of_our_own_joins_fields(tiny_corpus_dir):
+  tmp_path = tiny_corpus_dir
+  spec = f"tfds:paperjax_tiny_corpus?data_dir={tmp_path}&field=instruction,output"
+  train = sources.text_documents(spec, "train")
+  assert len(train) == 6 and sorted(train)[2] == "add 2 and 1\n3"
+  val = sources.text_documents(spec, "validation")   # no validation split: falls back to test
+  assert sorted(val) == ["tadd 0 and 1\n1", "tadd 1 and 1\n2"]
+  with pytest.raises(ValueError, match=r"field=a,b"):
+    sources.text_documents(f"tfds:paperjax_tiny_corpus?data_dir={tmp_path}&field=instruction,nope", "train")
+
+
+def test_tfds_reads_prepared_files_when_the_builder_code_needs_tensorflow(tiny_corpus_dir, monkeypatch):
+  tmp_path = tiny_corpus_dir
+
+  def builder_needing_tf(*args, **kwargs):
+    raise ModuleNotFoundError("Failed to construct dataset: No module named 'tensorflow'")
+  monkeypatch.setattr(tfds, "builder", builder_needing_tf)
+  recs = sources.records(f"tfds:paperjax_tiny_corpus?data_dir={tmp_path}", "train")
+  assert len(recs) == 6 and sorted(int(r["n"]) for r in recs) == list(range(6))
+  with pytest.raises(FileNotFoundError, match=r"needs 'tensorflow'.*tfds build paperjax_tiny_corpus"):
+    sources.records(f"tfds:paperjax_tiny_corpus?data_dir={tmp_path / 'elsewhere'}", "train")
