@@ -93,7 +93,41 @@ for v in "${VARIANTS[@]}"; do
 done
 echo "== phase 2 done, t=$(el)s"
 
-$PY - "$OUT/results.jsonl" <<'PYEOF' | tee "$OUT/table.txt"
+# The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
+# configs/ul2.py:base (cuDNN, lengths, fused CE, Adafactor) at B=256 with fused projections, fed by
+# the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the base's 32K vocab).
+# Its metrics.jsonl logs step time, tokens/s and MFU per 10-step window; the first window starts
+# after the compiled first step. Stops at step 40 (no final eval).
+TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
+ --config.data.max_chars=20000000 --config.data.batch_size=256 --config.model.fused_projections=True
+ --config.train.stop_at=40 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
+ --config.train.ckpt_every_s=0 --xla_flags=tuned"
+if [[ ${SMOKE:-0} == 1 ]]; then
+  TR="$TR --config.data.batch_size=8 --config.train.stop_at=6 --config.train.log_every=2 --config.model.d_model=64
+ --config.model.num_heads=2 --config.model.head_dim=32 --config.model.d_ff=128 --config.model.num_layers=1
+ --config.model.num_encoder_layers=1"
+fi
+left=$(( ${CALL_LIMIT:-580} - $(el) ))
+if ! $PY -c "import ml_collections, grain" 2>/dev/null; then
+  echo "-- skip trainer_ul2_base: ml_collections or grain missing (bash notes/fetch_wheels.sh, carry .whl)"
+elif (( left < 120 )); then
+  echo "-- skip trainer_ul2_base: ${left}s left"
+else
+  echo "-- trainer_ul2_base (limit $(( left - 10 ))s, t=$(el)s)"
+  rm -rf /tmp/trainer_ul2
+  timeout -k 5 $(( left - 10 )) $PY -m paperjax.main $TR --workdir=/tmp/trainer_ul2 2>&1 | grep -v "^[IW][0-9]" | tail -12
+  cp /tmp/trainer_ul2/metrics.jsonl "$OUT/trainer_ul2_metrics.jsonl" 2>/dev/null
+  $PY - /tmp/trainer_ul2/metrics.jsonl <<'PYEOF' 2>&1 | tee -a "$OUT/table.txt"
+import json, sys
+for r in map(json.loads, open(sys.argv[1])):
+  if "step_time_s" in r:
+    print(f"trainer_ul2_base step {r['step']:>4}: {1e3 * r['step_time_s']:8.2f} ms/step  {r.get('tokens_per_s', 0) / 1e3:8.1f}K tok/s  "
+          f"MFU {100 * r.get('mfu', 0):5.1f}%  loss {r['loss']:.3f}")
+PYEOF
+fi
+echo "== trainer done, t=$(el)s"
+
+$PY - "$OUT/results.jsonl" <<'PYEOF' | tee -a "$OUT/table.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])] if __import__("os").path.exists(sys.argv[1]) else []
 print(f"\n{'variant':<30} {'B':>4} {'ms/step':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU full':>8} {'MFU caus':>8} {'peakGiB':>7} {'compile':>7} {'loss':>6}")

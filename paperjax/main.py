@@ -18,6 +18,8 @@ _COORD = flags.DEFINE_string("coordinator_address", os.environ.get("PAPERJAX_COO
                              "host:port of process 0, for multi-process runs without auto-detection.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes of a multi-process run.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+_XLA_FLAGS = flags.DEFINE_string("xla_flags", "none", "A named XLA flag set from paperjax/xla_flags.py "
+                                  "(e.g. tuned), added to XLA_FLAGS before the backend starts.")
 _DEBUG = flags.DEFINE_bool("debug", bool(os.environ.get("PAPERJAX_DEBUG")), "Show full tracebacks.")
 
 
@@ -33,8 +35,9 @@ def main(argv):
     path = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "?")
     reason = "no such file" if "No such file" in str(e) else str(e).strip().splitlines()[-1].strip()
     _fail(f"Cannot load the config file {path!r} ({reason}); pass --config=configs/<slug>.py (see ls configs/).")
-  from paperjax import distributed, errors
+  from paperjax import distributed, errors, xla_flags
   with errors.one_sentence(debug=_DEBUG.value):
+    xla_flags.apply(_XLA_FLAGS.value)  # before the backend starts (the config was only parsed)
     distributed.initialize(_COORD.value, _NPROC.value, _PID.value)  # before any other JAX call
     from paperjax import train  # imported late so --help stays fast
     workdir = _WORKDIR.value or os.path.join("runs", config.method)

@@ -5,7 +5,8 @@ computation (importing jax is fine; creating an array is not). An unknown flag a
 ("Unknown flags in XLA_FLAGS"), which is why every set below was checked to parse on the jaxlib
 this repo tests with, and why `paperjax.bench` runs each flag set in its own process.
 
-Sets (measured on one H100 in notes/perf.md; pick with `paperjax.bench --xla_flags=<name>`):
+Sets (measured on one H100 in notes/perf.md; pick with `paperjax.bench --xla_flags=<name>` or
+`python -m paperjax.main --xla_flags=<name> --config=...`):
   none    XLA's defaults.
   tuned   --xla_gpu_enable_triton_gemm=false   cuBLAS(Lt) for every GEMM: XLA's Triton GEMM fusions
                                                are autotuned against cuBLAS anyway, and skipping
