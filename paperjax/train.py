@@ -151,6 +151,9 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
   # Data: each process iterates over its own share of every global batch.
   gbs = int(config.data.batch_size)
   n_batch = sharding.batch_axis_size(mesh, rules)
+  if method.make_iterator is not None and method.batch_fn is not None:
+    raise ValueError(f"{config.method}: a method with its own make_iterator applies its batch transform itself; "
+                     "drop batch_fn from its Method or use the default grain iterator.")
   if method.make_iterator is not None:
     # The method's own stream (e.g. a population's per-client streams, one round per step); it
     # checks its own divisibility and is checkpointed like the default grain iterator.
