@@ -77,10 +77,10 @@ def test_chunked_loss_equals_full_loss_and_gradient(kind):
   else:
     batch = {"tokens": rng.integers(1, 128, (2, 8)), "loss_mask": rng.integers(0, 2, (2, 8))}
   p = _init(m, batch)
-  full = lambda p: (lambda s, w: s / w)(*lm.loss_sums(m, p, batch))
-  chunked = lambda p: (lambda s, w: s / w)(*lm.loss_sums(m, p, batch, chunk=4))
+  full = jax.jit(lambda p: (lambda s, w: s / w)(*lm.loss_sums(m, p, batch)))
+  chunked = jax.jit(lambda p: (lambda s, w: s / w)(*lm.loss_sums(m, p, batch, chunk=4)))
   np.testing.assert_allclose(full(p), chunked(p), rtol=1e-6)
-  g1, g2 = jax.grad(full)(p), jax.grad(chunked)(p)
+  g1, g2 = jax.jit(jax.grad(full))(p), jax.jit(jax.grad(chunked))(p)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
@@ -138,10 +138,13 @@ def test_greedy_completions_match_a_step_by_step_argmax_and_stop_at_eos():
   rng = np.random.default_rng(6)
   prompts = [rng.integers(2, 128, n).astype(np.int32) for n in (1, 3, 6)]
   got = lm_evals.greedy_completions(m, p, Tok, prompts, length=16, max_new=5, batch_size=4)
+  # The reference: the full causal model on the sequence so far (zero-padded to one compiled shape;
+  # a causal model's logits at position t do not depend on what follows t).
+  logits = jax.jit(lambda t: m.apply({"params": p}, {"tokens": t}))
   for prompt, text in zip(prompts, got):
     seq, want = list(prompt), []
     for _ in range(5):
-      nxt = int(np.argmax(m.apply({"params": p}, {"tokens": np.asarray([seq], np.int32)})[0, -1]))
+      nxt = int(np.argmax(logits(np.pad(np.asarray([seq], np.int32), ((0, 0), (0, 16 - len(seq)))))[0, len(seq) - 1]))
       if nxt == Tok.eos_id:
         break
       want.append(nxt)
