@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every shape and variant of notes/perf.md on one GPU, in one call (the device budget is 15 min).
 #
-#   set -o pipefail; PYTHONUNBUFFERED=1 bash notes/gpu_run.sh 2>&1 | tee $OUT/log
+#   set -o pipefail; PYTHONUNBUFFERED=1 bash notes/gpu_run.sh 2>&1 | tee $OUT/log    (timeout_s=570,
+#   carry [".whl"] after `bash notes/fetch_wheels.sh`; rows in priority order, then the trainer row,
+#   then the extra rows while time is left)
 #
 # Phase 1 compiles every distinct program at once, in parallel processes, into a persistent
 # compilation cache (XLA's autotuner then runs them on a shared GPU, so its picks may be a little
@@ -22,7 +24,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 CACHE=${CACHE:-/tmp/paperjax_jit_cache}
 LOGS=/tmp/paperjax_logs
-DEADLINE=${DEADLINE:-400}          # seconds from start after which no variant starts
+DEADLINE=${DEADLINE:-320}          # seconds from start after which no main row starts
+CALL_LIMIT=${CALL_LIMIT:-540}      # the script ends by then: device call timeout_s=570 (a warm machine
+                                   # then has ~3 minutes of a 15-minute budget left for a targeted rerun)
 COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-120}   # every compile of run 1 took 12-53 s; one hung to the limit
 mkdir -p "$LOGS" "$CACHE"
 T0=$(date +%s)
@@ -61,13 +65,16 @@ VARIANTS=(
   "t5_b256_fused_long|$TB --fused --steps=20 --warmup=2"
   "t5_b256_fused_long_pipeline|$TB --fused --steps=20 --warmup=2 --data=ul2_pipeline"
   "t5_b256_fused_long_ul2data|$TB --fused --steps=20 --warmup=2 --data=ul2"
+)
+# Run after the trainer row, if the call has time left (compiled in phase 1 with the others).
+EXTRA=(
   "1b_b20_fused|$B2 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --fused --steps=6 --warmup=2"
   "1b_b16_fused_remat_dots|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --fused --remat=dots --steps=6 --warmup=2"
 )
 
 echo "== phase 1: compile every program in parallel (timeout ${COMPILE_TIMEOUT}s), t=$(el)s"
 pids=()
-for v in "${VARIANTS[@]}"; do
+for v in "${VARIANTS[@]}" "${EXTRA[@]}"; do
   tag=${v%%|*}; args=${v#*|}
   [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
   [[ $args == *"--data=ul2"* || $tag == *_long ]] && continue   # same program as a twin
@@ -80,17 +87,22 @@ for f in "$LOGS"/compile_*.log; do echo "--- $f"; tail -4 "$f"; done > "$OUT/com
 grep -h "compile only\|Error\|error" "$LOGS"/compile_*.log | cut -c1-200 | head -30
 echo "== phase 1 done, t=$(el)s"
 
+run_rows() {  # each row its own process (XLA flags are per process), loading its program from the cache
+  local end=$1; shift
+  for v in "$@"; do
+    tag=${v%%|*}; args=${v#*|}
+    [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
+    left=$(( end - $(el) ))
+    if (( left < 25 )); then echo "-- skip $tag: ${left}s left before its deadline"; continue; fi
+    lim=$(( left < 150 ? left : 150 ))
+    echo "-- $tag (limit ${lim}s, t=$(el)s): $args"
+    timeout -k 5 "$lim" $PY -m paperjax.bench $args --compilation_cache="$CACHE" --tag="$tag" --json="$OUT/results.jsonl" 2>&1 \
+      | grep -v "^\s*$" | tail -45 || echo "!! $tag failed or timed out (rc=$?)"
+  done
+}
+
 echo "== phase 2: timed runs, one at a time"
-for v in "${VARIANTS[@]}"; do
-  tag=${v%%|*}; args=${v#*|}
-  [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
-  left=$(( DEADLINE - $(el) ))
-  if (( left < 25 )); then echo "-- skip $tag: ${left}s left before the deadline"; continue; fi
-  lim=$(( left < 150 ? left : 150 ))
-  echo "-- $tag (limit ${lim}s, t=$(el)s): $args"
-  timeout -k 5 "$lim" $PY -m paperjax.bench $args --compilation_cache="$CACHE" --tag="$tag" --json="$OUT/results.jsonl" 2>&1 \
-    | grep -v "^\s*$" | tail -45 || echo "!! $tag failed or timed out (rc=$?)"
-done
+run_rows "$DEADLINE" "${VARIANTS[@]}"
 echo "== phase 2 done, t=$(el)s"
 
 # The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
@@ -107,11 +119,11 @@ if [[ ${SMOKE:-0} == 1 ]]; then
  --config.model.num_heads=2 --config.model.head_dim=32 --config.model.d_ff=128 --config.model.num_layers=1
  --config.model.num_encoder_layers=1"
 fi
-left=$(( ${CALL_LIMIT:-580} - $(el) ))
+left=$(( CALL_LIMIT - 60 - $(el) ))   # keep a minute for the extra rows and the table
 if ! $PY -c "import ml_collections, grain" 2>/dev/null; then
   echo "-- skip trainer_ul2_base: ml_collections or grain missing (bash notes/fetch_wheels.sh, carry .whl)"
 elif (( left < 120 )); then
-  echo "-- skip trainer_ul2_base: ${left}s left"
+  echo "-- skip trainer_ul2_base: ${left}s left before the call limit"
 else
   echo "-- trainer_ul2_base (limit $(( left - 10 ))s, t=$(el)s)"
   rm -rf /tmp/trainer_ul2
@@ -126,6 +138,7 @@ for r in map(json.loads, open(sys.argv[1])):
 PYEOF
 fi
 echo "== trainer done, t=$(el)s"
+run_rows "$(( CALL_LIMIT - 15 ))" "${EXTRA[@]}"
 
 $PY - "$OUT/results.jsonl" <<'PYEOF' | tee -a "$OUT/table.txt"
 import json, sys
