@@ -270,7 +270,9 @@ def run(args) -> dict:
   dt = float(np.mean(windows))
   loss = float(m["loss"])
   if not math.isfinite(loss):
-    raise FloatingPointError(f"the loss is {loss} after {args.warmup + 2 * per_window} steps; the timing is void.")
+    from paperjax.errors import NonFiniteLossError
+    raise NonFiniteLossError(f"The loss is {loss} after {args.warmup + 2 * per_window} steps, so the timing is void; "
+                             "check --dtype and the shape.")
   stats = _memory_stats(device)
   result.update(
       ms_per_step=round(1e3 * dt, 3), window_ms=[round(1e3 * w, 3) for w in windows],
@@ -362,7 +364,11 @@ def _write(r: dict, args) -> dict:
 
 
 def main(argv=None) -> None:
-  run(parse_args(argv))
+  import os
+  from paperjax import errors
+  args = parse_args(argv)
+  with errors.one_sentence(debug=bool(os.environ.get("PAPERJAX_DEBUG"))):
+    run(args)
 
 
 if __name__ == "__main__":

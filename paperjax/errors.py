@@ -8,15 +8,18 @@ sentence that says what is wrong and how to fix it; `one_sentence` prints that s
 import contextlib
 import sys
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, KeyError, TypeError)
+class NonFiniteLossError(RuntimeError):
+  """The loss became NaN/inf: the run stops at that step and keeps its last good checkpoint."""
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, KeyError, TypeError, NonFiniteLossError)
 
 
 @contextlib.contextmanager
 def one_sentence(debug: bool = False):
-  from paperjax.train import NonFiniteLossError
   try:
     yield
-  except (*USER_ERRORS, NonFiniteLossError) as e:
+  except USER_ERRORS as e:
     if debug:
       raise
     msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)

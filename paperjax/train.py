@@ -28,13 +28,10 @@ from paperjax import data as data_lib
 from paperjax import metrics as metrics_lib
 from paperjax import optim, registry, sharding
 from paperjax import step as step_lib
-from paperjax.step import mesh_context
+from paperjax.errors import NonFiniteLossError  # noqa: F401 — also reached as train.NonFiniteLossError
 from paperjax.method import Context, Method
 from paperjax.state import TrainState
-
-
-class NonFiniteLossError(RuntimeError):
-  pass
+from paperjax.step import mesh_context
 
 
 class _Preemption:

@@ -132,3 +132,12 @@ def test_xla_flag_sets(monkeypatch):
   with pytest.raises(ValueError, match="Unknown XLA flag set"):
     xla_flags.apply("fast")
   assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]
+
+
+def test_bench_bad_input_is_one_sentence(capsys):
+  with pytest.raises(SystemExit) as e:
+    bench.main(["--shape=tiny", "--data=ul2"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err == ("paperjax: error: --data=ul2 needs an encoder-decoder or prefix-LM shape; 'decoder' has no "
+                 "inputs. Use --shape=t5_base_ul2 or tiny_encdec.")
