@@ -63,7 +63,7 @@ VARIANTS=(
   "t5_b256|$TB --steps=6 --warmup=2"
   "t5_b256_fused|$TB --fused --steps=6 --warmup=2 --profile=/tmp/trace_t5"
   "t5_b256_fused_long|$TB --fused --steps=20 --warmup=2"
-  "t5_b256_fused_long_pipeline|$TB --fused --steps=20 --warmup=2 --data=ul2_pipeline"
+  "t5_b256_fused_long_pipeline|$TB --fused --steps=20 --warmup=2 --data=ul2_pipeline --profile=/tmp/trace_t5_pipe"
   "t5_b256_fused_long_ul2data|$TB --fused --steps=20 --warmup=2 --data=ul2"
 )
 # Run after the trainer row, if the call has time left (compiled in phase 1 with the others).

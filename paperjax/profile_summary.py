@@ -11,7 +11,8 @@ fusions), elementwise (the other fusions), other — and the table gives each ca
 step, its share of the summed kernel time and its count, then the top kernels by time (numbered
 instances of one kernel, `fusion.12`, `fusion.40`, summed into one row). Times are sums
 of kernel durations, so kernels overlapping on several streams count twice; `span` is the wall
-time from the first to the last kernel. `paperjax.bench --profile=DIR` prints this after timing.
+time from the first to the last kernel, `busy` the part of it with at least one kernel running and
+`idle` the rest — gaps where the device waited (for the host, the input pipeline, a sync). `paperjax.bench --profile=DIR` prints this after timing.
 """
 
 from __future__ import annotations
@@ -91,9 +92,11 @@ def summarize(path: str, steps: int = 1, top: int = 20) -> dict:
     per_op[key][2] = c
   total = sum(v[0] for v in per_cat.values())
   span = max(s + d for _, _, s, d in events) - min(s for _, _, s, _ in events)
+  busy = union_ns([(s, s + d) for _, _, s, d in events])
   ms = lambda ns: ns / 1e6 / steps
   return {
       "source": source, "steps": steps, "span_ms": round(ms(span), 3), "total_ms": round(ms(total), 3),
+      "busy_ms": round(ms(busy), 3), "idle_ms": round(ms(span - busy), 3),
       "categories": {c: {"ms": round(ms(per_cat[c][0]), 3), "share": round(per_cat[c][0] / total, 4),
                          "count": per_cat[c][1] // steps} for c in CATEGORIES if c in per_cat},
       "top": [{"name": k, "category": v[2], "ms": round(ms(v[0]), 3), "count": v[1] // steps}
@@ -101,9 +104,20 @@ def summarize(path: str, steps: int = 1, top: int = 20) -> dict:
   }
 
 
+def union_ns(intervals) -> float:
+  """Length of the union of [start, end) intervals: the time at least one kernel was running."""
+  total, end = 0.0, float("-inf")
+  for a, b in sorted(intervals):
+    if b <= end:
+      continue
+    total += b - max(a, end)
+    end = b
+  return total
+
+
 def format_summary(s: dict) -> str:
   lines = [f"profile ({s['source']}; per step over {s['steps']}): kernels {s['total_ms']:.2f} ms, "
-           f"span {s['span_ms']:.2f} ms",
+           f"span {s['span_ms']:.2f} ms, busy {s['busy_ms']:.2f} ms, idle {s['idle_ms']:.2f} ms",
            f"  {'category':<12} {'ms/step':>9} {'share':>7} {'kernels':>8}"]
   for c, v in s["categories"].items():
     lines.append(f"  {c:<12} {v['ms']:>9.3f} {100 * v['share']:>6.1f}% {v['count']:>8}")

@@ -68,7 +68,16 @@ def test_bench_runs_the_step(argv, tmp_path):
     assert any(f.name.endswith(".xplane.pb") for f in (tmp_path / "trace").rglob("*"))
     cats = r["profile_summary"]["categories"]
     assert cats and sum(c["share"] for c in cats.values()) == pytest.approx(1.0, abs=1e-3)
-    assert r["profile_summary"]["total_ms"] > 0 and r["profile_summary"]["top"]
+    ps = r["profile_summary"]
+    assert ps["total_ms"] > 0 and ps["top"] and 0 < ps["busy_ms"] <= ps["span_ms"] + 1e-6
+    assert ps["idle_ms"] == pytest.approx(ps["span_ms"] - ps["busy_ms"], abs=2e-3)
+
+
+def test_profile_busy_time_is_the_union_of_kernel_intervals():
+  from paperjax import profile_summary
+  # [0,4) and [2,5) overlap on two streams → [0,5); [7,8) alone; [7.5,7.8) inside it.
+  assert profile_summary.union_ns([(7, 8), (0, 4), (2, 5), (7.5, 7.8)]) == 6
+  assert profile_summary.union_ns([]) == 0
 
 
 @pytest.mark.parametrize("kernel,op,want", [
