@@ -41,3 +41,15 @@ def collect(runs: dict, variants: dict, into: dict, keys: Sequence[str] | None =
 def workdir_of(workdir: str, seed: int) -> Callable[[str], str]:
   """`<workdir>/<variant without , and =>-seed<seed>`: a readable folder per variant and seed."""
   return lambda v: os.path.join(workdir, f"{v.replace(',', '_').replace('=', '')}-seed{seed}")
+
+
+def mean_over_seeds(rows: Sequence[dict]) -> dict:
+  """{metric: mean over the per-seed rows} — what every judge compares (rows share their keys)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def not_met(checks: dict) -> list[str]:
+  """The sentence a judge's analysis ends on when checks failed (`lines += not_met(checks)`), or []."""
+  failed = [k for k, v in checks.items() if not v]
+  return [f"Not met: {failed}."] if failed else []

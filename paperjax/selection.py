@@ -439,9 +439,3 @@ def apply_args(c, kv: dict, where: str, extra: str = "") -> ml_collections.Confi
     c.selection.seed = int(kv["seed"])
   return config_lib.apply_common_args(c, kv, where, extra)
 
-
-def run_presets(get_config, presets: Sequence[str], seed: int, workdir: Callable[[str], str], args: str = "") -> dict:
-  """{preset: summary} for each preset at `seed`: `paperjax.claims.run_variants` (kept under this name
-  for the selection claims)."""
-  from paperjax import claims  # pylint: disable=g-import-not-at-top
-  return claims.run_variants(get_config, presets, seed, workdir, args)

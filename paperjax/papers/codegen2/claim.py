@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
+from paperjax import claims
 
 CLAIM = ("A causal decoder trained on a 50/50 per-sequence mixture of causal LM and end-moved span corruption "
          "infills held-out code lines ≥15 points more often (exact match) than a causal-only model completes them "
@@ -34,7 +34,6 @@ NAMES = {"tiny": "mix", "clm": "clm", "pl_only": "pl_only"}
 
 def run(seeds, workdir: str) -> dict:
   from configs import codegen2 as cfg_lib
-  from paperjax import claims
 
   rows = []
   for seed in seeds:
@@ -50,7 +49,7 @@ def run(seeds, workdir: str) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   checks = {
       "i_infill_beats_left_to_right_by_15pts": m["mix/infill_em"] >= m["clm/left_em"] + 0.15,
       "ii_code_loss_within_5pct_of_causal": m["mix/loss/code"] <= 1.05 * m["clm/loss/code"],
@@ -70,8 +69,6 @@ def judge(rows: list[dict]) -> dict:
   if m["mix/infill_line_loss"] >= m["mix/left_line_loss"]:
     lines.append("The mixture scores the line worse with the infill prompt (prefix and suffix) than from the left "
                  "context alone: at this scale and step count it has not yet learnt to use the moved-span format.")
-  failed = [k for k, v in checks.items() if not v]
-  if failed:
-    lines.append(f"Not met: {failed}.")
+  lines += claims.not_met(checks)
   return {"passed": all(checks.values()), "metrics": {"mean": m, "per_seed": rows, "checks": checks},
           "analysis": " ".join(lines)}

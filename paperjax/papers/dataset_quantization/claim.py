@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from paperjax import claims
+
 CLAIM = ("On digits at 10% and 20% keep ratios, Dataset Quantization's per-bin sampling beats random selection and a "
          "single GraphCut coreset by ≥1 point on an MLP and a CNN trained on the kept set, and the single GraphCut "
          "coreset covers the feature space worse than DQ.")
@@ -44,7 +46,7 @@ def run(seeds, workdir: str) -> dict:
     r = {}
     for arch, frac in RUNS:
       variants = VARIANTS if frac == 0.1 else VARIANTS[:3]
-      runs = selection.run_presets(cfg_lib.get_config, variants, seed,
+      runs = claims.run_variants(cfg_lib.get_config, variants, seed,
                                    lambda p: os.path.join(workdir, f"{p}-{arch}-{frac}-seed{seed}"),
                                    args=f"arch={arch},fraction={frac}")
       for preset, s in runs.items():
@@ -61,7 +63,7 @@ def run(seeds, workdir: str) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   checks = {}
   for arch, frac in RUNS:
     key = f"{arch}/{frac:g}"
@@ -75,8 +77,6 @@ def judge(rows: list[dict]) -> dict:
                                                        if f"{n}/{key}" in m) + ".")
   lines.append(f"Mean distance to the nearest kept example (10%): DQ {m['coverage/dq']:.3f}, "
                f"single GraphCut {m['coverage/graphcut']:.3f}.")
-  failed = [k for k, v in checks.items() if not v]
-  if failed:
-    lines.append(f"Not met: {failed}.")
+  lines += claims.not_met(checks)
   return {"passed": all(checks.values()), "metrics": {"mean": m, "per_seed": rows, "checks": checks},
           "analysis": " ".join(lines)}

@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from paperjax import claims
+
 CLAIM = ("Condensing digits to 1 image per class, DCC's all-class gradient matching scores at least DC's on plain "
          "digits, and with a dominant class-independent distractor texture DCC beats the random real images by ≥5 "
          "points while DC stays within 2 points of them.")
@@ -61,7 +63,7 @@ def run(seeds, workdir: str) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   checks = {
       "i_distractor_dc_within_2pts_of_random": m["distractor/dc"] <= m["distractor/random_real"] + 0.02,
       "i_distractor_dcc_beats_random_by_5pts": m["distractor/dcc"] >= m["distractor/random_real"] + 0.05,
@@ -74,8 +76,6 @@ def judge(rows: list[dict]) -> dict:
       lines.append(f"On {t} digits both condensed sets score below the real images they were initialised from "
                    "(an observation; a likely reason is that the matched gradients of fresh networks are dominated "
                    "by the distractor texture, so 100 outer iterations move the images away from the digit).")
-  failed = [k for k, v in checks.items() if not v]
-  if failed:
-    lines.append(f"Not met: {failed}.")
+  lines += claims.not_met(checks)
   return {"passed": all(checks.values()), "metrics": {"mean": m, "per_seed": rows, "checks": checks},
           "analysis": " ".join(lines)}

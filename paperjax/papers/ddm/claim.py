@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from paperjax import claims
+
 CLAIM = ("On the 8-Gaussian ring, 4 flow-matching experts trained with no communication on k-means clusters, "
          "combined by a router (ensemble sampling), reach an energy distance within 10% of (or below) a monolith "
          "trained with the same FLOPs.")
@@ -23,7 +25,6 @@ MODES = ("ensemble", "top1", "top2")
 
 def run(seeds, workdir: str, scale: float = 1.0) -> dict:
   from configs import ddm as cfg_lib
-  from paperjax import claims
 
   def adjust(c):
     if scale != 1.0:
@@ -56,7 +57,7 @@ def energy_floor(draws: int = 3) -> float:
 
 
 def judge(rows: list[dict], floor: float | None = None) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   mono = m["monolith_energy_distance"]
   floor = energy_floor() if floor is None else floor
   checks = {
@@ -74,9 +75,7 @@ def judge(rows: list[dict], floor: float | None = None) -> dict:
            f"monolith {m['monolith_modes_covered']:.1f} of 8.",
            f"Router accuracy at t = 0.05 / 0.5 / 0.95: {m['router_acc_t0.05']:.3f} / {m['router_acc_t0.5']:.3f} / "
            f"{m['router_acc_t0.95']:.3f} (chance {m['router_chance']:.3f})."]
-  failed = [k for k, v in checks.items() if not v]
-  if failed:
-    lines.append(f"Not met: {failed}.")
+  lines += claims.not_met(checks)
   ex_ens, ex_mono = m["ensemble_energy_distance"] - floor, mono - floor
   lines.append(f"Estimator floor (1,000 real training points vs the same held-out points): {floor:.4f}; above it the "
                f"ensemble's excess is {ex_ens:.4f} and the monolith's {ex_mono:.4f} "

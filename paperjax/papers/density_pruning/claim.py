@@ -24,6 +24,8 @@ import os
 
 import numpy as np
 
+from paperjax import claims
+
 CLAIM = ("Keeping 30% of a 7,000-image shapes pool (varied concepts, 8 over-represented concepts, planted near-copies) "
          "by Density-Based Pruning trains a CLIP whose zero-shot shape × colour accuracy beats equal per-cluster quotas "
          "(SSP) by ≥2 points, which beat random pruning by ≥2 points, and the clusters' complexity d_inter·d_intra "
@@ -55,7 +57,6 @@ def complexity_stats(config) -> dict:
 
 def run(seeds, workdir: str) -> dict:
   from configs import density_pruning as cfg_lib
-  from paperjax import claims
 
   rows = []
   for seed in seeds:
@@ -76,7 +77,7 @@ def run(seeds, workdir: str) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   acc = lambda n: m[f"{n}/{METRIC}"]
   checks = {
       "i_dbp_beats_ssp_by_2pts": acc("dbp") >= acc("ssp") + 0.02,
@@ -97,8 +98,6 @@ def judge(rows: list[dict]) -> dict:
                  f"quotas keeping each cluster's most prototypical (\"easy\") members score {acc('dbp_easy'):.3f} "
                  f"({'above' if acc('dbp_easy') > acc('dbp') else 'not above'} keep-hard's {acc('dbp'):.3f}; Sorscher et al. "
                  "find keep-hard pays off only when data is plentiful).")
-  failed = [k for k, v in checks.items() if not v]
-  if failed:
-    lines.append(f"Not met: {failed}.")
+  lines += claims.not_met(checks)
   return {"passed": all(checks.values()), "metrics": {"mean": m, "per_seed": rows, "checks": checks},
           "analysis": " ".join(lines)}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
+from paperjax import claims
 
 CLAIM = ("Pruning 75% of a 40-class source by label-mapping votes of the target (digits) keeps the transfer accuracy "
          "of full-source pretraining (within 1 point), beats random class pruning by ≥5 points, keeps ≥9 of the 10 "
@@ -31,12 +31,11 @@ NAMES = {"tiny": "lm", "random_classes": "random", "full": "full", "scratch": "s
 
 def run(seeds, workdir: str) -> dict:
   from configs import dp4tl as cfg_lib
-  from paperjax import selection
 
   rows = []
   for seed in seeds:
     r = {}
-    runs = selection.run_presets(cfg_lib.get_config, VARIANTS, seed, lambda p: os.path.join(workdir, f"seed{seed}"))
+    runs = claims.run_variants(cfg_lib.get_config, VARIANTS, seed, lambda p: os.path.join(workdir, f"seed{seed}"))
     batch = cfg_lib.get_config("tiny").data.batch_size
     for preset, s in runs.items():
       name = NAMES[preset]
@@ -52,7 +51,7 @@ def run(seeds, workdir: str) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   flops_ratio = m["full/pretrain_examples"] / m["lm/pretrain_examples"]
   checks = {
       "i_lm_within_1pt_of_full": m["lm/accuracy"] >= m["full/accuracy"] - 0.01,
@@ -70,8 +69,6 @@ def judge(rows: list[dict]) -> dict:
                  f"(≈70 labelled digits already give {m['scratch/accuracy']:.3f} from scratch), so (ii)'s 5-point gap "
                  "between two pretrainings cannot show here; a harder target (fewer labels, or a target farther "
                  "from the glyph classes) would be needed to test it.")
-  failed = [k for k, v in checks.items() if not v]
-  if failed:
-    lines.append(f"Not met: {failed}.")
+  lines += claims.not_met(checks)
   return {"passed": all(checks.values()), "metrics": {"mean": m, "per_seed": rows, "checks": checks,
                                                       "flops_ratio": flops_ratio}, "analysis": " ".join(lines)}

@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from paperjax import claims
+
 CLAIM = ("On long-tailed digits (ρ=20), pseudo-labelled balanced unlabelled data raises balanced accuracy by ≥5 points "
          "over CE with most of the gain on the tail classes, and rotation self-supervised pre-training raises it by "
          "≥3 points.")
@@ -54,7 +56,7 @@ def run(seeds, workdir: str) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   g1, g20, gs = m["pl_rhoU1"] - m["ce"], m["pl_rhoU20"] - m["ce"], m["ssp"] - m["ce"]
   tail_gain, head_gain = m["pl_rhoU1_tail"] - m["ce_tail"], m["pl_rhoU1_head"] - m["ce_head"]
   checks = {"i_pseudo_labels_ge_ce_plus_5pts": g1 >= 0.05, "i_tail_gain_gt_head_gain": tail_gain > head_gain,

@@ -20,6 +20,8 @@ import os
 
 import numpy as np
 
+from paperjax import claims
+
 CLAIM = ("On a 5,800-example procedural instruction pool (16 imbalanced templates, 4 with corrupted gold answers) "
          "at a 10% budget and equal steps, iterative kMQ beats static kMQ by ≥2 points of held-out exact match, "
          "static kMQ beats random selection by ≥3 points, and iterative kMQ's selection holds at most half of "
@@ -41,7 +43,6 @@ def mean_reward_diff(history: list[dict]) -> float:
 
 def run(seeds, workdir: str) -> dict:
   from configs import kmq_diversify as cfg_lib
-  from paperjax import claims
   from paperjax.data import instructions
 
   bad = [instructions.NAMES.index(t) for t in cfg_lib.CORRUPTED]
@@ -62,7 +63,7 @@ def run(seeds, workdir: str) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   acc = lambda n: m[f"{n}/accuracy"]
   checks = {
       "i_iterative_beats_static_kmq_by_2pts": acc("kmq_iter") >= acc("kmq") + 0.02,
@@ -82,8 +83,6 @@ def judge(rows: list[dict]) -> dict:
                    "either), the same as a learnt clean cluster, so corrupted clusters are down-weighted only "
                    "against clean clusters the model still gets wrong; the paper's reward model instead scores "
                    "bad gold answers below the model's own (s < 0).")
-  failed = [k for k, v in checks.items() if not v]
-  if failed:
-    lines.append(f"Not met: {failed}.")
+  lines += claims.not_met(checks)
   return {"passed": all(checks.values()), "metrics": {"mean": m, "per_seed": rows, "checks": checks},
           "analysis": " ".join(lines)}

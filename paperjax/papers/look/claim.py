@@ -11,7 +11,7 @@ coarse kNN accuracy within 3 pts of CE's. The fine kNN gap is recorded as well.
 
 from __future__ import annotations
 
-import numpy as np
+from paperjax import claims
 
 CLAIM = ("Pretrained on 3 coarse digit super-classes, LOOK's backbone features give a ≥5-point higher fine 10-class "
          "linear-probe accuracy than cross-entropy features, at similar coarse accuracy.")
@@ -20,7 +20,6 @@ KEYS = ("fine_linear_probe", "coarse_linear_probe", "fine_knn", "coarse_knn")
 
 def run(seeds, workdir: str, steps: int | None = None) -> dict:
   from configs import look as look_config
-  from paperjax import claims
   rows = []
   for seed in seeds:
     runs = claims.run_variants(look_config.get_config, ("tiny,mode=look", "tiny,mode=ce"), seed, workdir, steps=steps)
@@ -31,7 +30,7 @@ def run(seeds, workdir: str, steps: int | None = None) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   gap_lp = m["look_fine_linear_probe"] - m["ce_fine_linear_probe"]
   gap_knn = m["look_fine_knn"] - m["ce_fine_knn"]
   checks = {"fine_linear_probe_gain_ge_5pts": gap_lp >= 0.05,

@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from paperjax import claims
+
 CLAIM = ("On digits at 10% of the data per round and equal steps, RS2 (a fresh random subset per round, without "
          "replacement) beats a static random 10% subset by ≥5 points and the best static coreset (EL2N, k-center) by "
          "≥3 points, and reaches 90% test accuracy sooner than every static method with selection cost included.")
@@ -53,12 +55,11 @@ def _tta_seconds(summary, name) -> float:
 
 def run(seeds, workdir: str) -> dict:
   from configs import rs2 as cfg_lib
-  from paperjax import selection
 
   rows = []
   for seed in seeds:
     r = {}
-    runs = selection.run_presets(cfg_lib.get_config, VARIANTS, seed, lambda p: os.path.join(workdir, f"{p}-seed{seed}"))
+    runs = claims.run_variants(cfg_lib.get_config, VARIANTS, seed, lambda p: os.path.join(workdir, f"{p}-seed{seed}"))
     for preset, s in runs.items():
       name = NAMES[preset]
       tt = s.get("time_to_target") or {}
@@ -73,7 +74,7 @@ def run(seeds, workdir: str) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   acc = lambda n: m[f"{n}/accuracy"]
   best_coreset = max(acc("el2n"), acc("kcenter"))
   static_tta = min(m[f"{n}/seconds_to_90"] for n in STATIC)
@@ -89,8 +90,6 @@ def judge(rows: list[dict]) -> dict:
   lines.append("Steps to 90% are counted at the 15-step evaluation granularity, and the seconds are a few hundred "
                "milliseconds dominated by the first steps' compilation, so (iii) separates methods only when one "
                "reaches 90% an evaluation or more earlier.")
-  failed = [k for k, v in checks.items() if not v]
-  if failed:
-    lines.append(f"Not met: {failed}.")
+  lines += claims.not_met(checks)
   return {"passed": all(checks.values()), "metrics": {"mean": m, "per_seed": rows, "checks": checks},
           "analysis": " ".join(lines)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
+from paperjax import claims
 
 CLAIM = ("With 20 labels per class on digits, SLA's aggregated prediction over rotation-joint labels beats the "
          "cross-entropy baseline by ≥2 points and beats the multi-task rotation baseline.")
@@ -21,7 +21,6 @@ MODES = ("ce", "sla", "sla_sd", "mt")
 
 def run(seeds, workdir: str, steps: int | None = None) -> dict:
   from configs import sla as sla_config
-  from paperjax import claims
   rows = []
   for seed in seeds:
     r = {}
@@ -41,7 +40,7 @@ def run(seeds, workdir: str, steps: int | None = None) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   checks = {"sla_aggregated_ge_ce_plus_2pts": m["sla_aggregated"] >= m["ce"] + 0.02,
             "sla_aggregated_ge_multitask": m["sla_aggregated"] >= m["mt"],
             "sla_sd_single_ge_ce_plus_1pt": m["sla_sd_single"] >= m["ce"] + 0.01}

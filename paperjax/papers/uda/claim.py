@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
+from paperjax import claims
 
 CLAIM = ("With 5 labels per class on digits, UDA (RandAugment consistency on the unlabelled images) beats "
          "supervised-only training on every seed and by ≥3 points on average, and Gaussian-noise consistency "
@@ -27,7 +27,6 @@ MODES = ("supervised", "uda", "noise")
 
 def run(seeds, workdir: str, steps: int | None = None) -> dict:
   from configs import uda as uda_config
-  from paperjax import claims
   rows = []
   for seed in seeds:
     r = {}
@@ -43,7 +42,7 @@ def run(seeds, workdir: str, steps: int | None = None) -> dict:
 
 
 def judge(rows: list[dict]) -> dict:
-  m = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+  m = claims.mean_over_seeds(rows)
   gain = m["uda"] - m["supervised"]
   noise_gain = m["noise"] - m["supervised"]
   checks = {"uda_beats_supervised_by_3pts": gain >= 0.03,
