@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 
@@ -241,12 +242,17 @@ def run(args) -> dict:
   if args.compile_only:
     if args.compilation_cache:  # warm the cache with the state's init program too (same HLO as init_sharded's)
       rng = jax.random.PRNGKey(args.seed)  # made outside the mesh context, as in the real run
+      t0 = time.perf_counter()
       with step_lib.mesh_context(mesh, rules):
         jax.jit(lambda r: nn.meta.unbox(init_state(r)), out_shardings=state_shardings).lower(rng).compile()
+      result["init_compile_s"] = round(time.perf_counter() - t0, 2)
     _report(result)
     return _write(result, args)
 
+  t0 = time.perf_counter()
   state, _ = step_lib.init_sharded(init_state, jax.random.PRNGKey(args.seed), mesh, rules, tx)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - t0  # the init program's compile (or cache load) and run
   assert count_params(state.params) == n_params
   if args.data != "synthetic":
     put = lambda b: sharding.host_to_global(b, mesh, rules)  # the train loop's own host → device path
@@ -255,9 +261,14 @@ def run(args) -> dict:
     device_batch = jax.device_put(example, batch_shardings)
     next_batch = lambda: device_batch
 
-  for _ in range(args.warmup):
+  t0 = time.perf_counter()
+  for i in range(args.warmup):
     state, m = compiled(state, next_batch())
+    if i == 0:  # the first run of a loaded program also builds what its kernels build lazily (cuDNN graphs)
+      jax.block_until_ready(state)
+      first_step_s = time.perf_counter() - t0
   jax.block_until_ready(state)
+  result.update(init_s=round(init_s, 2), first_step_s=round(first_step_s, 2) if args.warmup else None)
   host0 = host_seconds() if args.data != "synthetic" else 0.0
   windows = []
   per_window = max(1, args.steps // 2)
@@ -295,7 +306,10 @@ def run(args) -> dict:
     result["profile"] = args.profile
     try:  # where the time went, by kernel category (paperjax.profile_summary), printed with the figures
       from paperjax import profile_summary
-      summary = profile_summary.summarize(args.profile, steps=3, top=25)
+      hlo = compiled.as_text()  # the optimized module: result shapes for the top kernels
+      with open(os.path.join(args.profile, "step.hlo.txt"), "w") as f:
+        f.write(hlo)
+      summary = profile_summary.summarize(args.profile, steps=3, top=25, hlo_text=hlo)
       result["profile_summary"] = summary
       print(profile_summary.format_summary(summary), flush=True)
     except Exception as e:  # a trace this reader does not understand must not lose the timing above
@@ -343,7 +357,10 @@ def _report(r: dict) -> None:
   head = (f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} {r['params'] / 1e6:.1f}M params on {r['device']}: "
           f"attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} dtype={r['dtype']} remat={r['remat']} "
           f"scan={r['scan']} loss={r['loss_impl']}{'/' + str(r['loss_chunk']) if r['loss_chunk'] else ''} "
-          f"data={r['data']} xla={r['xla_flags']} compile {r['compile_s']:.1f}s")
+          f"data={r['data']} xla={r['xla_flags']} compile {r['compile_s']:.1f}s"
+          + (f", init compile {r['init_compile_s']:.1f}s" if r.get("init_compile_s") is not None else "")
+          + (f", init {r['init_s']:.1f}s" if r.get("init_s") is not None else "")
+          + (f", first step {r['first_step_s']:.1f}s" if r.get("first_step_s") is not None else ""))
   if "ms_per_step" not in r:
     print(f"{head}\n  compile only: {r['flops_per_step_full'] / 1e12:.3f} TFLOP/step (full), {mem_s}", flush=True)
     return
@@ -364,7 +381,6 @@ def _write(r: dict, args) -> dict:
 
 
 def main(argv=None) -> None:
-  import os
   from paperjax import errors
   args = parse_args(argv)
   with errors.one_sentence(debug=bool(os.environ.get("PAPERJAX_DEBUG"))):

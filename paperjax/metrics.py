@@ -100,7 +100,8 @@ class Writer:
       return
     done = step - start_step
     elapsed = time.time() - self.t0
-    eta = elapsed / max(done, 1) * (self.total - step)
+    # The last window's step time when there is one (the mean since the start includes compilation).
+    eta = metrics.get("step_time_s", elapsed / max(done, 1)) * (self.total - step)
     width = 24
     filled = int(width * step / max(self.total, 1))
     bar = "█" * filled + "·" * (width - filled)

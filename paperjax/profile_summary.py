@@ -36,6 +36,18 @@ _RULES = (  # (category, pattern over "kernel name | hlo op name"), first match 
 
 
 _SUFFIX = re.compile(r"([._]\d+)+$")
+_HLO_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\([^()]*\)|[\w\[\],]+)")
+
+
+def hlo_shapes(hlo_text: str) -> dict[str, str]:
+  """{instruction name: its result shape} from an HLO module's text (`compiled.as_text()`), layouts
+  dropped: `fusion.12 = bf16[32,1024,768]{2,1,0} fusion(...)` → {"fusion.12": "bf16[32,1024,768]"}."""
+  shapes = {}
+  for line in hlo_text.splitlines():
+    m = _HLO_INSTR.match(line)
+    if m:
+      shapes.setdefault(m.group(1), re.sub(r"\{[^{}]*\}", "", m.group(2)))
+  return shapes
 
 
 def category(kernel: str, op: str = "") -> str:
@@ -74,15 +86,20 @@ def op_events(path: str) -> tuple[list[tuple[str, str, float, float]], str]:
   return events, ("device" if device else "host") + ": " + ", ".join(p.name for p in chosen)
 
 
-def summarize(path: str, steps: int = 1, top: int = 20) -> dict:
+def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = None) -> dict:
   """{"source", "span_ms", "total_ms", "categories": {cat: {"ms", "share", "count"}}, "top": [...]},
-  times per step (the trace's totals divided by `steps`)."""
+  times per step (the trace's totals divided by `steps`). With the step's optimized HLO text, each
+  top row also names its costliest instance and that instance's result shape, so a kernel row maps
+  to the tensor it writes (which activation a copy or convert moves)."""
   events, source = op_events(path)
+  shapes = hlo_shapes(hlo_text) if hlo_text else {}
   if not events:
     raise ValueError(f"The trace at {path!r} holds no XLA-op events; was a jitted step run inside the trace?")
   per_cat = collections.defaultdict(lambda: [0.0, 0])
   per_op = collections.defaultdict(lambda: [0.0, 0, ""])
+  per_instance = collections.defaultdict(float)
   for kernel, op, _, dur in events:
+    per_instance[(_SUFFIX.sub("", kernel), op)] += dur
     c = category(kernel, op)
     per_cat[c][0] += dur
     per_cat[c][1] += 1
@@ -99,9 +116,17 @@ def summarize(path: str, steps: int = 1, top: int = 20) -> dict:
       "busy_ms": round(ms(busy), 3), "idle_ms": round(ms(span - busy), 3),
       "categories": {c: {"ms": round(ms(per_cat[c][0]), 3), "share": round(per_cat[c][0] / total, 4),
                          "count": per_cat[c][1] // steps} for c in CATEGORIES if c in per_cat},
-      "top": [{"name": k, "category": v[2], "ms": round(ms(v[0]), 3), "count": v[1] // steps}
+      "top": [_top_row(k, v, per_instance, shapes, ms, steps)
               for k, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])[:top]],
   }
+
+
+def _top_row(key, v, per_instance, shapes, ms, steps) -> dict:
+  row = {"name": key, "category": v[2], "ms": round(ms(v[0]), 3), "count": v[1] // steps}
+  if shapes:
+    op = max((op for (k, op) in per_instance if k == key), key=lambda op: per_instance[(key, op)])
+    row.update(instance=op, shape=shapes.get(op, "?"))
+  return row
 
 
 def union_ns(intervals) -> float:
@@ -123,7 +148,8 @@ def format_summary(s: dict) -> str:
     lines.append(f"  {c:<12} {v['ms']:>9.3f} {100 * v['share']:>6.1f}% {v['count']:>8}")
   lines.append(f"  top {len(s['top'])}:")
   for t in s["top"]:
-    lines.append(f"  {t['ms']:>9.3f} ms  x{t['count']:<4} {t['category']:<11} {t['name'][:110]}")
+    lines.append(f"  {t['ms']:>9.3f} ms  x{t['count']:<4} {t['category']:<11} {t['name'][:110]}"
+                 + (f"  → {t['shape'][:90]} ({t['instance']})" if "shape" in t else ""))
   return "\n".join(lines)
 
 
@@ -132,8 +158,10 @@ def main(argv=None) -> None:
   p.add_argument("trace", help="a jax.profiler trace folder or .xplane.pb file")
   p.add_argument("--steps", type=int, default=1, help="steps the trace holds (times are divided by it)")
   p.add_argument("--top", type=int, default=20)
+  p.add_argument("--hlo", default="", help="the step's optimized HLO text: shapes for the top kernels")
   args = p.parse_args(argv)
-  print(format_summary(summarize(args.trace, args.steps, args.top)))
+  hlo = open(args.hlo).read() if args.hlo else None
+  print(format_summary(summarize(args.trace, args.steps, args.top, hlo_text=hlo)))
 
 
 if __name__ == "__main__":

@@ -250,11 +250,18 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
   last_train: dict = {}
   eval_results: dict = {}
   pending = None  # (step_number_after, metrics on device)
+  # Host time per step, logged with the step time: producing the batch (next + placement) and waiting
+  # for the device's metrics. One step is in flight, so the input path costs step time only when
+  # input_time_s exceeds what the device needs; device_wait_s near zero means the host is the bottleneck.
+  host_time = {"input": 0.0, "wait": 0.0, "steps": 0}
+  first_step_s = None
 
   def fetch(pending_item):
-    nonlocal window_t, window_steps
+    nonlocal window_t, window_steps, first_step_s
     step_no, m = pending_item
+    t_wait = time.perf_counter()
     m = jax.device_get(m)
+    host_time["wait"] += time.perf_counter() - t_wait
     loss = float(m["loss"])
     if not math.isfinite(loss):
       raise NonFiniteLossError(
@@ -264,6 +271,8 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
       window.setdefault(k, []).append(np.asarray(v, np.float64))
     if window_t is None:  # the first fetched step includes compilation: time from here
       window_t, window_steps = time.time(), 0
+      first_step_s = first_step_s or round(time.time() - t_start, 2)
+      host_time.update(input=0.0, wait=0.0, steps=0)
       for k in window:
         window[k] = window[k][-1:]
     else:
@@ -286,6 +295,9 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     if window_steps:
       dt = (now - window_t) / window_steps
       out["step_time_s"] = dt
+      if host_time["steps"]:
+        out["input_time_s"] = host_time["input"] / host_time["steps"]
+        out["device_wait_s"] = host_time["wait"] / host_time["steps"]
       if tokens_per_step:
         out["tokens_per_s"] = tokens_per_step / dt
       if flops_per_step:
@@ -300,6 +312,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     last_train = out
     window.clear()
     window_t, window_steps = now, 0
+    host_time.update(input=0.0, wait=0.0, steps=0)
 
   # Time to a target (e.g. `train.target_metric="val_accuracy"`, `train.target_value=0.9`): the first
   # evaluation that reaches it, in steps and in loop seconds *without* the evaluations themselves
@@ -339,7 +352,10 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     while step_no < min(total, stop_at):
       if profile and step_no == profile[0] and workdir and is_main:
         jax.profiler.start_trace(os.path.join(workdir, "profile"))
+      t_input = time.perf_counter()
       batch = sharding.host_to_global(next(data_iter), mesh, rules, method.batch_axis)
+      host_time["input"] += time.perf_counter() - t_input
+      host_time["steps"] += 1
       state, m = p_step(state, batch)
       step_no += 1
       if pending is not None:
@@ -388,7 +404,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
   summary = {
       "method": config.method, "stage": stage_name, "step": step_no, "total_steps": total,
       "params": n_params, "opt_state_bytes": opt_state_bytes, "tokens_seen": tokens_per_step * step_no,
-      "wall_s": round(time.time() - t_start, 2), "preempted": stopped_by_signal,
+      "wall_s": round(time.time() - t_start, 2), "first_step_s": first_step_s, "preempted": stopped_by_signal,
       "train": last_train, "eval": eval_results,
       "workdir": workdir, "metrics_file": os.path.join(workdir, "metrics.jsonl") if workdir else None,
       "checkpoints": os.path.join(workdir, "checkpoints") if workdir else None,
@@ -431,6 +447,7 @@ def print_summary(summary: dict, keys=()) -> None:
   lines = [f"── summary: {summary['method']}{'/' + summary['stage'] if summary.get('stage') else ''} ──",
            f"steps {summary['step']}/{summary['total_steps']}   params {summary['params'] / 1e6:.2f}M   "
            f"tokens seen {summary['tokens_seen']:,}   wall {summary['wall_s']:.1f}s"
+           + (f" (first step {summary['first_step_s']:.1f}s)" if summary.get("first_step_s") else "")
            + (f"   optimizer state {summary['opt_state_bytes'] / 2**20:,.2f} MiB" if "opt_state_bytes" in summary else "")]
   if tr:
     extra = f"   tokens/s {tr['tokens_per_s']:,.0f}" if "tokens_per_s" in tr else ""

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paperjax import bench, losses, metrics, xla_flags
+from paperjax import bench, losses, metrics, profile_summary, xla_flags
 from paperjax.models import lm
 from paperjax.models import transformer as T
 
@@ -62,6 +62,7 @@ def test_bench_runs_the_step(argv, tmp_path):
   assert r["mfu_full"] == pytest.approx(r["flops_per_step_full"] / (r["ms_per_step"] / 1e3) / 1e12, rel=1e-2)
   assert r["mfu_causal"] <= r["mfu_full"]
   assert out.read_text().count("\n") == 1
+  assert r["init_s"] > 0 and r["first_step_s"] > 0  # where a cold start goes, beside compile_s
   if r["data"] != "synthetic":
     assert r["host_ms_per_step"] >= 0
   if "profile" in r:
@@ -71,6 +72,28 @@ def test_bench_runs_the_step(argv, tmp_path):
     ps = r["profile_summary"]
     assert ps["total_ms"] > 0 and ps["top"] and 0 < ps["busy_ms"] <= ps["span_ms"] + 1e-6
     assert ps["idle_ms"] == pytest.approx(ps["span_ms"] - ps["busy_ms"], abs=2e-3)
+    # Every top kernel is mapped to an instruction of the step's optimized HLO and its result shape.
+    assert all(t["shape"] != "?" and "[" in t["shape"] for t in ps["top"]), ps["top"]
+
+
+def test_hlo_shapes_from_module_text():
+  text = """HloModule jit_step, entry_computation_layout={(f32[4]{0})->f32[4]{0}}
+
+fused_computation.3 {
+  param_0 = f32[32,1024,768]{2,1,0} parameter(0)
+  ROOT convert.1 = bf16[32,1024,768]{2,1,0} convert(param_0)
+}
+
+ENTRY main {
+  %p = f32[32,1024,768]{2,1,0} parameter(0)
+  loop_convert_fusion.12 = bf16[32,1024,768]{2,1,0} fusion(%p), kind=kLoop, calls=fused_computation.3
+  ROOT input_reduce_fusion = (f32[32]{0}, bf16[32,768]{1,0}) fusion(loop_convert_fusion.12), kind=kInput
+}
+"""
+  got = profile_summary.hlo_shapes(text)
+  assert got["loop_convert_fusion.12"] == "bf16[32,1024,768]"
+  assert got["convert.1"] == "bf16[32,1024,768]" and got["p"] == "f32[32,1024,768]"
+  assert got["input_reduce_fusion"] == "(f32[32], bf16[32,768])"
 
 
 def test_profile_busy_time_is_the_union_of_kernel_intervals():
