@@ -79,10 +79,13 @@ def parse_args(argv=None):
   p.add_argument("--loss_impl", default="fused", choices=["fused", "remat"],
                  help="fused: losses.fused_linear_cross_entropy (no recompute); remat: lm.loss_sums(chunk=N)")
   p.add_argument("--optimizer", default="adamw")
-  p.add_argument("--data", default="synthetic", choices=["synthetic", "ul2", "ul2_pipeline"],
-                 help="synthetic: one device-resident batch; ul2: the UL2 host transform (MixtureOfDenoisers.batch) "
-                      "called in the loop; ul2_pipeline: the trainer's own grain iterator with that transform "
-                      "(data/pipeline.py, background reader threads; needs grain)")
+  p.add_argument("--data", default=("synthetic",), type=_data_list,
+                 help="synthetic: one device-resident batch of random tokens; ul2_resident: one real UL2 batch, "
+                      "device-resident (the real sequence lengths, no host work); ul2: the UL2 host transform "
+                      "(MixtureOfDenoisers.batch) called in the loop; ul2_pipeline: the trainer's own grain iterator "
+                      "with that transform (data/pipeline.py, background threads; needs grain). A comma list "
+                      "(ul2_resident,ul2_pipeline) times each source in interleaved windows of one process, the "
+                      "same compiled step, so clock drift between runs cannot pass for a pipeline cost")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--xla_flags", default="none", choices=sorted(xla_flags.FLAG_SETS))
@@ -95,6 +98,18 @@ def parse_args(argv=None):
   p.add_argument("--tag", default="", help="a label carried into the JSON line")
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args(argv)
+
+
+DATA_SOURCES = ("synthetic", "ul2_resident", "ul2", "ul2_pipeline")
+
+
+def _data_list(text: str) -> tuple[str, ...]:
+  names = tuple(n.strip() for n in text.split(",") if n.strip())
+  bad = [n for n in names if n not in DATA_SOURCES]
+  if bad or not names or len(set(names)) != len(names):
+    raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct data sources; use names from "
+                                     f"{', '.join(DATA_SOURCES)}, comma-separated")
+  return names
 
 
 def model_config(args):
@@ -197,12 +212,17 @@ def run(args) -> dict:
   model = Transformer(cfg)
   rng_np = np.random.default_rng(args.seed)
   example = synthetic_batch(cfg, lengths, batch_size, rng_np)
-  if args.data in ("ul2", "ul2_pipeline"):
-    next_host_batch, host_seconds = ul2_source(cfg, shape, batch_size, rng_np, pipeline=args.data == "ul2_pipeline")
-    example = next_host_batch()
+  host_sources = {}  # data name → (next host batch, host seconds so far)
+  for name in args.data:
+    if name.startswith("ul2"):
+      host_sources[name] = ul2_source(cfg, shape, batch_size, rng_np, pipeline=name == "ul2_pipeline")
+  if host_sources:  # the program is compiled for a real batch (the same structure as the synthetic one)
+    example = next(iter(host_sources.values()))[0]()
 
   opt = AttrDict(name=args.optimizer, lr=3e-4, warmup_steps=100, schedule="cosine", end_lr_frac=0.1,
                  b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0)
+  if args.optimizer == "adafactor":  # as configs/ul2.py's base and large presets: no clipping, no decay
+    opt.update(schedule="rsqrt", weight_decay=0.0, clip_norm=0.0, lr=1e-2)
   tx, lr_schedule = optim.build(opt, total_steps=10_000)
   mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, -1, 1))  # FSDP over every device
   rules = sharding.DEFAULT_RULES
@@ -236,7 +256,7 @@ def run(args) -> dict:
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
       fused=args.fused,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
-      data=args.data, xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
+      data=",".join(args.data), optimizer=args.optimizer, xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=_hlo_flops(compiled))
   if args.compile_only:
@@ -254,50 +274,72 @@ def run(args) -> dict:
   jax.block_until_ready(state)
   init_s = time.perf_counter() - t0  # the init program's compile (or cache load) and run
   assert count_params(state.params) == n_params
-  if args.data != "synthetic":
-    put = lambda b: sharding.host_to_global(b, mesh, rules)  # the train loop's own host → device path
-    next_batch = lambda: put(next_host_batch())
-  else:
-    device_batch = jax.device_put(example, batch_shardings)
-    next_batch = lambda: device_batch
+  put = lambda b: sharding.host_to_global(b, mesh, rules)  # the train loop's own host → device path
+  feeds = {}  # data name → (next device batch, host seconds so far)
+  for name in args.data:
+    if name == "synthetic":
+      fake = synthetic_batch(cfg, lengths, batch_size, rng_np)
+      if jax.tree.map(np.shape, fake) != jax.tree.map(np.shape, example):
+        raise ValueError(f"--data={','.join(args.data)} mixes batches of different structure on shape "
+                         f"{args.shape!r}; compare ul2_resident with the UL2 sources instead of synthetic.")
+      resident = jax.device_put(fake, batch_shardings)
+      feeds[name] = (lambda b=resident: b, lambda: 0.0)
+    elif name == "ul2_resident":
+      resident = put(host_sources[name][0]())
+      feeds[name] = (lambda b=resident: b, lambda: 0.0)
+    else:
+      next_host, host_seconds = host_sources[name]
+      feeds[name] = (lambda f=next_host: put(f()), host_seconds)
 
   t0 = time.perf_counter()
-  for i in range(args.warmup):
-    state, m = compiled(state, next_batch())
+  for i in range(max(args.warmup, len(feeds))):  # every source at least once (a pipeline spins up)
+    state, m = compiled(state, feeds[args.data[i % len(feeds)]][0]())
     if i == 0:  # the first run of a loaded program also builds what its kernels build lazily (cuDNN graphs)
       jax.block_until_ready(state)
       first_step_s = time.perf_counter() - t0
   jax.block_until_ready(state)
-  result.update(init_s=round(init_s, 2), first_step_s=round(first_step_s, 2) if args.warmup else None)
-  host0 = host_seconds() if args.data != "synthetic" else 0.0
-  windows = []
+  result.update(init_s=round(init_s, 2), first_step_s=round(first_step_s, 2))
+  host0 = {name: f[1]() for name, f in feeds.items()}
+  windows = {name: [] for name in feeds}
   per_window = max(1, args.steps // 2)
-  for _ in range(2):  # two timed windows: their spread is the noise floor of this measurement
-    t0 = time.perf_counter()
-    for _ in range(per_window):
-      state, m = compiled(state, next_batch())  # no host sync inside the window
-    jax.block_until_ready((state, m))
-    windows.append((time.perf_counter() - t0) / per_window)
-  dt = float(np.mean(windows))
+  for _ in range(2):  # two timed windows per source, interleaved: their spread is this measurement's noise floor
+    for name, (next_batch, _) in feeds.items():
+      t0 = time.perf_counter()
+      for _ in range(per_window):
+        state, m = compiled(state, next_batch())  # no host sync inside the window
+      jax.block_until_ready((state, m))
+      windows[name].append((time.perf_counter() - t0) / per_window)
   loss = float(m["loss"])
   if not math.isfinite(loss):
     from paperjax.errors import NonFiniteLossError
-    raise NonFiniteLossError(f"The loss is {loss} after {args.warmup + 2 * per_window} steps, so the timing is void; "
-                             "check --dtype and the shape.")
+    raise NonFiniteLossError(f"The loss is {loss} after {args.warmup + 2 * per_window * len(feeds)} steps, so the "
+                             "timing is void; check --dtype and the shape.")
   stats = _memory_stats(device)
-  result.update(
-      ms_per_step=round(1e3 * dt, 3), window_ms=[round(1e3 * w, 3) for w in windows],
-      tokens_per_s=result["tokens_per_step"] / dt, tflops_full=result["flops_per_step_full"] / dt / 1e12 / jax.device_count(),
-      tflops_causal=result["flops_per_step_causal"] / dt / 1e12 / jax.device_count(), loss=loss,
-      peak_mem_gb=stats.get("peak_bytes_in_use", 0) / 2**30 if stats else None,
-      mem_limit_gb=stats.get("bytes_limit", 0) / 2**30 if stats else None)
+  by_data = {}
+  for name in feeds:
+    dt = float(np.mean(windows[name]))
+    row = dict(ms_per_step=round(1e3 * dt, 3), window_ms=[round(1e3 * w, 3) for w in windows[name]],
+               tokens_per_s=result["tokens_per_step"] / dt,
+               tflops_full=result["flops_per_step_full"] / dt / 1e12 / jax.device_count(),
+               tflops_causal=result["flops_per_step_causal"] / dt / 1e12 / jax.device_count())
+    if peak:
+      row.update(mfu_full=row["tflops_full"] * 1e12 / peak, mfu_causal=row["tflops_causal"] * 1e12 / peak)
+    if name not in ("synthetic", "ul2_resident"):
+      host_s = (feeds[name][1]() - host0[name]) / (2 * per_window)
+      row.update(host_ms_per_step=round(1e3 * host_s, 3),
+                 host_tokens_per_s=result["tokens_per_step"] / host_s if host_s else None)
+    by_data[name] = row
+  result.update(by_data[args.data[0]])  # the first source is the row's figure
+  result.update(loss=loss, peak_mem_gb=stats.get("peak_bytes_in_use", 0) / 2**30 if stats else None,
+                mem_limit_gb=stats.get("bytes_limit", 0) / 2**30 if stats else None)
   if peak:
-    result.update(mfu_full=result["tflops_full"] * 1e12 / peak, mfu_causal=result["tflops_causal"] * 1e12 / peak,
-                  peak_flops=peak)
-  if args.data != "synthetic":
-    host_s = (host_seconds() - host0) / (2 * per_window)
-    result.update(host_ms_per_step=round(1e3 * host_s, 3),
-                  host_tokens_per_s=result["tokens_per_step"] / host_s if host_s else None)
+    result["peak_flops"] = peak
+  if len(feeds) > 1:
+    base = by_data[args.data[0]]["ms_per_step"]
+    for row in by_data.values():
+      row["vs_first"] = round(row["ms_per_step"] / base - 1, 4)
+    result["by_data"] = by_data
+  next_batch = feeds[args.data[0]][0]
   if args.profile:  # outside the timed windows, so tracing never slows the figures above
     with jax.profiler.trace(args.profile):
       for _ in range(3):
@@ -366,11 +408,20 @@ def _report(r: dict) -> None:
     return
   mfu = (f"MFU {100 * r['mfu_full']:.1f}% full / {100 * r['mfu_causal']:.1f}% causal" if "mfu_full" in r
          else "MFU n/a (unknown peak; pass --peak_flops)")
-  host = (f"; host {'wait for the grain iterator' if r['data'] == 'ul2_pipeline' else 'UL2 transform'} "
-          f"{r['host_ms_per_step']:.2f} ms/step" if "host_ms_per_step" in r else "")
+  first = r["data"].split(",")[0]
   print(f"{head}\n  {r['ms_per_step']:.2f} ms/step (windows {r['window_ms']}), {r['tokens_per_s'] / 1e3:,.1f}K tokens/s, "
         f"{r['tflops_full']:.1f} TFLOP/s full ({r['tflops_causal']:.1f} causal), {mfu}, {mem_s}, "
-        f"loss {r['loss']:.3f}{host}", flush=True)
+        f"loss {r['loss']:.3f}{_host_note(first, r)}", flush=True)
+  for name, row in list(r.get("by_data", {}).items())[1:]:
+    print(f"  data={name}: {row['ms_per_step']:.2f} ms/step (windows {row['window_ms']}), "
+          f"{100 * row['vs_first']:+.2f}% vs {first}{_host_note(name, row)}", flush=True)
+
+
+def _host_note(name: str, row: dict) -> str:
+  if "host_ms_per_step" not in row:
+    return ""
+  what = "wait for the grain iterator" if name == "ul2_pipeline" else "UL2 transform"
+  return f"; host {what} {row['host_ms_per_step']:.2f} ms/step"
 
 
 def _write(r: dict, args) -> dict:

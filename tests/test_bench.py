@@ -45,8 +45,10 @@ def test_encdec_flops_by_hand():
 @pytest.mark.parametrize("argv", [
     ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE"],
     ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96", "--fused"],
-    # The same program as the row above (a compilation-cache hit), fed by the trainer's grain iterator.
-    ["--shape=tiny_encdec", "--batch=8", "--data=ul2_pipeline", "--padding_lengths", "--loss_chunk=96", "--fused"],
+    # The same program as the row above (a compilation-cache hit): one real batch kept on the device, and
+    # the trainer's grain iterator, timed in interleaved windows; Adafactor as in the UL2 presets.
+    ["--shape=tiny_encdec", "--batch=8", "--data=ul2_resident,ul2_pipeline", "--padding_lengths", "--loss_chunk=96",
+     "--fused", "--optimizer=adafactor"],
 ])
 def test_bench_runs_the_step(argv, tmp_path):
   out = tmp_path / "r.jsonl"
@@ -63,8 +65,15 @@ def test_bench_runs_the_step(argv, tmp_path):
   assert r["mfu_causal"] <= r["mfu_full"]
   assert out.read_text().count("\n") == 1
   assert r["init_s"] > 0 and r["first_step_s"] > 0  # where a cold start goes, beside compile_s
-  if r["data"] != "synthetic":
+  if r["data"] == "ul2":
     assert r["host_ms_per_step"] >= 0
+  if "," in r["data"]:
+    first, second = r["data"].split(",")
+    rows = r["by_data"]
+    assert set(rows) == {first, second} and rows[first]["vs_first"] == 0.0
+    assert r["ms_per_step"] == rows[first]["ms_per_step"] and len(rows[second]["window_ms"]) == 2
+    assert rows[second]["vs_first"] == pytest.approx(rows[second]["ms_per_step"] / rows[first]["ms_per_step"] - 1, abs=1e-4)
+    assert rows["ul2_pipeline"]["host_ms_per_step"] >= 0 and "host_ms_per_step" not in rows["ul2_resident"]
   if "profile" in r:
     assert any(f.name.endswith(".xplane.pb") for f in (tmp_path / "trace").rglob("*"))
     cats = r["profile_summary"]["categories"]
