@@ -96,6 +96,9 @@ def parse_args(argv=None):
                  help="after timing, write a jax.profiler trace of 3 more steps to this folder (TensorBoard/Perfetto)")
   p.add_argument("--json", default="", help="append the result as one JSON line to this file")
   p.add_argument("--tag", default="", help="a label carried into the JSON line")
+  p.add_argument("--progress", action="store_true",
+                 help="print each stage as it ends (compile, init, first step), so a run cut off by a time "
+                      "limit still shows where its time went")
   p.add_argument("--seed", type=int, default=0)
   return p.parse_args(argv)
 
@@ -206,6 +209,9 @@ def run(args) -> dict:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
+  t_run = time.perf_counter()
+  stage = lambda what: args.progress and print(f"  · [{args.tag or args.shape}] t={time.perf_counter() - t_run:.1f}s: {what}",
+                                               flush=True)
   cfg, shape = model_config(args)
   batch_size = args.batch or shape["batch"]
   lengths = shape["lengths"]
@@ -244,6 +250,7 @@ def run(args) -> dict:
   with step_lib.mesh_context(mesh, rules):
     compiled = p_step.lower(abstract_state, abstract_batch).compile()
   compile_s = time.perf_counter() - t0
+  stage(f"step compiled (or loaded from the cache) in {compile_s:.1f}s")
 
   flops = lm.flops_per_example(cfg, lengths)
   tokens_per_example = sum(lengths.values())
@@ -266,6 +273,7 @@ def run(args) -> dict:
       with step_lib.mesh_context(mesh, rules):
         jax.jit(lambda r: nn.meta.unbox(init_state(r)), out_shardings=state_shardings).lower(rng).compile()
       result["init_compile_s"] = round(time.perf_counter() - t0, 2)
+      stage(f"init program compiled in {result['init_compile_s']:.1f}s")
     _report(result)
     return _write(result, args)
 
@@ -273,6 +281,7 @@ def run(args) -> dict:
   state, _ = step_lib.init_sharded(init_state, jax.random.PRNGKey(args.seed), mesh, rules, tx)
   jax.block_until_ready(state)
   init_s = time.perf_counter() - t0  # the init program's compile (or cache load) and run
+  stage(f"state initialised in {init_s:.1f}s")
   assert count_params(state.params) == n_params
   put = lambda b: sharding.host_to_global(b, mesh, rules)  # the train loop's own host → device path
   feeds = {}  # data name → (next device batch, host seconds so far)
@@ -297,6 +306,7 @@ def run(args) -> dict:
     if i == 0:  # the first run of a loaded program also builds what its kernels build lazily (cuDNN graphs)
       jax.block_until_ready(state)
       first_step_s = time.perf_counter() - t0
+      stage(f"first step ran in {first_step_s:.1f}s")
   jax.block_until_ready(state)
   result.update(init_s=round(init_s, 2), first_step_s=round(first_step_s, 2))
   host0 = {name: f[1]() for name, f in feeds.items()}
