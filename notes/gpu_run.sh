@@ -54,13 +54,17 @@ fi
 #    windows of one real UL2 batch kept on the device, the trainer's grain iterator and random
 #    tokens, with a profile and the stage times of its cold start (the fourth run lost ~115 s per
 #    T5 process somewhere after compilation);
-#  - then the trainer row, then the 1B B=16 profile while time is left.
+#  - then the trainer row; then, while time is left, GPT-2 with XLA's GEMM fusions compiled by cuDNN
+#    too (`--xla_flags=gemm_fusion`, profiled: does element-wise work move into the GEMMs?) and with
+#    XLA's default flags (Triton GEMM fusions on), and the 1B B=16 profile.
 VARIANTS=(
   "1b_b20|$B2 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2"
   "gpt2_best|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --profile=$OUT/trace_gpt2"
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
 )
 EXTRA=(
+  "gpt2_gemm_fusion|$G --attention=cudnn --loss_chunk=8192 --xla_flags=gemm_fusion --profile=/tmp/trace_gpt2_gf"
+  "gpt2_xla_default|$G --attention=cudnn --loss_chunk=8192 --xla_flags=none"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2 --profile=/tmp/trace_1b"
 )
 echo "== phase 1: compile every program in parallel (timeout ${COMPILE_TIMEOUT}s), t=$(el)s"

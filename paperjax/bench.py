@@ -256,7 +256,9 @@ def run(args) -> dict:
   tokens_per_example = sum(lengths.values())
   device = jax.devices()[0]
   peak = args.peak_flops or metrics.device_peak_flops(device)
-  mem = _memory_analysis(compiled)
+  t0 = time.perf_counter()
+  mem, hlo_flops = _memory_analysis(compiled), _hlo_flops(compiled)
+  stage(f"memory and cost analysis of the compiled step in {time.perf_counter() - t0:.1f}s")
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
@@ -265,7 +267,7 @@ def run(args) -> dict:
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
       data=",".join(args.data), optimizer=args.optimizer, xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
-      tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=_hlo_flops(compiled))
+      tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=hlo_flops)
   if args.compile_only:
     if args.compilation_cache:  # warm the cache with the state's init program too (same HLO as init_sharded's)
       rng = jax.random.PRNGKey(args.seed)  # made outside the mesh context, as in the real run

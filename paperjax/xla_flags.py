@@ -15,6 +15,15 @@ Sets (measured on one H100 in notes/perf.md; pick with `paperjax.bench --xla_fla
                                                on multi-GPU) with compute;
           --xla_gpu_enable_while_loop_double_buffering=true   lets a scanned layer stack
                                                (`scan_layers`) prefetch the next layer's weights.
+  gemm_fusion   --xla_gpu_cudnn_gemm_fusion_level=2   XLA's GEMM fusions (a GEMM with the element-wise
+                                               producers of its operands, e.g. casts, pulled into its
+                                               loads) may also be compiled by cuDNN, autotuned against
+                                               Triton and cuBLAS; Triton GEMMs stay on (XLA's default)
+                                               so those fusions are formed at all. Experimental: the
+                                               candidate for the element-wise traffic between GEMMs
+                                               that GPT-2's profile shows (notes/perf.md); unmeasured
+                                               until the fifth H100 run;
+                --xla_gpu_enable_latency_hiding_scheduler=true   as in `tuned`.
 Environment (not XLA_FLAGS):
   XLA_PYTHON_CLIENT_MEM_FRACTION   the share of GPU memory JAX's allocator takes up front (default
                                    0.75); raised so a ~1B model with AdamW states fits with room.
@@ -30,6 +39,10 @@ FLAG_SETS: dict[str, tuple[str, ...]] = {
         "--xla_gpu_enable_triton_gemm=false",
         "--xla_gpu_enable_latency_hiding_scheduler=true",
         "--xla_gpu_enable_while_loop_double_buffering=true",
+    ),
+    "gemm_fusion": (
+        "--xla_gpu_cudnn_gemm_fusion_level=2",
+        "--xla_gpu_enable_latency_hiding_scheduler=true",
     ),
 }
 ENV_DEFAULTS = {"XLA_PYTHON_CLIENT_MEM_FRACTION": "0.92"}

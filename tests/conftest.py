@@ -35,6 +35,8 @@ def shrink(config, steps: int = 4):
     c.density_pruning.update(n_varied=120, n_simple=60, n_dups=30, clusters=6, num_neighbors=3)
   if "codegen2" in c:     # a few infill examples and small held-out batches
     c.codegen2.update(infill_examples=4, eval_batch_size=8)
+  if "dcc" in c:          # dataset condensation: its evaluation trains fewer, shorter networks
+    c.dcc.update(eval_steps=20, eval_nets=2)
   if "kmq" in c:          # a 580-example instruction pool, few held-out instructions
     c.kmq.update(clusters=16, test_per_task=2, sizes={k: max(1, int(v) // 10) for k, v in dict(c.kmq.sizes).items()})
   if c.get("stages"):     # every stage runs the test's few steps

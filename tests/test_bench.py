@@ -176,6 +176,18 @@ def test_xla_flag_sets(monkeypatch):
   assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]
 
 
+@pytest.mark.parametrize("name", [n for n, flags in xla_flags.FLAG_SETS.items() if flags])
+def test_xla_flag_set_parses_on_this_jaxlib(name):
+  # An unknown flag aborts the backend at start, so each set must parse on the jaxlib we test with
+  # (XLA registers its GPU flags on every backend, so a CPU process checks them too).
+  import subprocess
+  import sys
+  env = dict(os.environ, XLA_FLAGS=" ".join(xla_flags.FLAG_SETS[name]), JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+                       env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0, out.stderr[-500:]
+
+
 def test_bench_bad_input_is_one_sentence(capsys):
   with pytest.raises(SystemExit) as e:
     bench.main(["--shape=tiny", "--data=ul2"])

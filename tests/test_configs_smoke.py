@@ -10,9 +10,31 @@ from tests.conftest import shrink
 
 CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "configs").glob("*.py")
                  if not p.stem.startswith("_") and p.stem not in ("common",))
+# Configs whose own paper test already runs the tiny (default) preset end to end through train.run,
+# with more assertions than this smoke test: running it twice would only cost compile time.
+RUN_BY_PAPER_TESTS = {
+    "codegen2": "test_tiny_config_trains_and_evaluates",
+    "d2nwg": "test_stages_run_end_to_end",
+    "ddm": "test_two_stages_run_and_write_sample_grids",
+    "density_pruning": "test_tiny_config_trains_on_the_pruned_pool",
+    "fira": "test_tiny_config_smoke",
+    "ict": "test_tiny_config_runs_and_writes_sample_grids",
+    "kmq_diversify": "test_iterative_rounds_grow_the_selection_by_the_round_budgets",
+}
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+def test_configs_left_to_paper_tests_are_run_there():
+  root = pathlib.Path(__file__).parent
+  for name, test in RUN_BY_PAPER_TESTS.items():
+    text = (root / "papers" / f"test_{name}.py").read_text()
+    body = text.split(f"def {test}(", 1)
+    assert len(body) == 2, f"tests/papers/test_{name}.py has no {test}"
+    fn = body[1].split("\ndef ", 1)[0]
+    assert "train.run(" in fn and "get_config(" in fn and "@pytest.mark.slow" not in body[0][-80:], (name, test)
+    assert importlib.import_module(f"configs.{name}").PRESETS[0] == "tiny"
+
+
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in RUN_BY_PAPER_TESTS])
 def test_tiny_preset_runs(name, tmp_path):
   config = importlib.import_module(f"configs.{name}").get_config()
   assert config.method in registry.slugs()

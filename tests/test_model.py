@@ -99,7 +99,9 @@ def test_scan_and_remat_give_the_same_function():
                              scanned.apply({"params": stacked}, {"tokens": tokens}), rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("kind,scan", [("decoder", False), ("encdec", False), ("encdec", True)])
+# The scanned (stacked) layout on the decoder, cross-attention's fused k/v on the encoder-decoder:
+# each fusion path once (the scanned encoder-decoder adds 20 s of compile on 2 cores and no new path).
+@pytest.mark.parametrize("kind,scan", [("decoder", True), ("encdec", False)])
 def test_fused_projections_give_the_same_function(kind, scan):
   """fused_projections only changes the parameter layout: fuse_params(unfused) → identical logits,
   and a freshly initialised fused model has the fused kernels (and the same parameter count)."""
