@@ -12,7 +12,11 @@ step, its share of the summed kernel time and its count, then the top kernels by
 instances of one kernel, `fusion.12`, `fusion.40`, summed into one row). Times are sums
 of kernel durations, so kernels overlapping on several streams count twice; `span` is the wall
 time from the first to the last kernel, `busy` the part of it with at least one kernel running and
-`idle` the rest — gaps where the device waited (for the host, the input pipeline, a sync). `paperjax.bench --profile=DIR` prints this after timing.
+`idle` the rest — gaps where the device waited (for the host, the input pipeline, a sync). Given the
+step's optimized HLO (`--hlo`, or `hlo_text=`), each top row also names its costliest instance, the
+shape it writes and the bandwidth it reached ((operand + result bytes) / time per call), so the
+memory-bound passes that stream far below the card's bandwidth stand out. `paperjax.bench
+--profile=DIR` prints this after timing (and saves the HLO there as step.hlo.txt).
 """
 
 from __future__ import annotations
@@ -39,15 +43,43 @@ _SUFFIX = re.compile(r"([._]\d+)+$")
 _HLO_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\([^()]*\)|[\w\[\],]+)")
 
 
-def hlo_shapes(hlo_text: str) -> dict[str, str]:
-  """{instruction name: its result shape} from an HLO module's text (`compiled.as_text()`), layouts
-  dropped: `fusion.12 = bf16[32,1024,768]{2,1,0} fusion(...)` → {"fusion.12": "bf16[32,1024,768]"}."""
-  shapes = {}
+_OPERANDS = re.compile(r"(?:\{[^{}]*\})?\s*[\w\-]+\(([^()]*)\)")  # [layout] opcode(operands)
+_ARRAY = re.compile(r"([a-z]\w*)\[([\d,]*)\]")
+_ARRAY_WITH_LAYOUT = re.compile(r"[a-z]\w*\[[\d,]*\](\{[^{}]*\})?")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+
+
+def hlo_instructions(hlo_text: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+  """{instruction name: (result shape without layouts, operand names)} from an HLO module's text
+  (`compiled.as_text()`): `%fusion.12 = bf16[32,1024,768]{2,1,0} fusion(%p.1, %p.2), kind=kLoop`
+  → {"fusion.12": ("bf16[32,1024,768]", ("p.1", "p.2"))}. The first definition of a name wins."""
+  out = {}
   for line in hlo_text.splitlines():
     m = _HLO_INSTR.match(line)
-    if m:
-      shapes.setdefault(m.group(1), re.sub(r"\{[^{}]*\}", "", m.group(2)))
-  return shapes
+    if m and m.group(1) not in out:
+      ops = _OPERANDS.match(line, m.end())
+      # Operands are names, with or without %, optionally after their shape ("bf16[8,16]{1,0} %p.1").
+      bare = _ARRAY_WITH_LAYOUT.sub("", ops.group(1)) if ops else ""
+      names = tuple(n.strip().lstrip("%") for n in bare.split(",") if n.strip())
+      out[m.group(1)] = (re.sub(r"\{[^{}]*\}", "", m.group(2)), names)
+  return out
+
+
+def hlo_shapes(hlo_text: str) -> dict[str, str]:
+  """{instruction name: its result shape}, layouts dropped (see `hlo_instructions`)."""
+  return {k: v[0] for k, v in hlo_instructions(hlo_text).items()}
+
+
+def shape_bytes(shape: str) -> int:
+  """Bytes of an HLO shape string, tuples summed: "(f32[32], bf16[32,768])" → 128 + 49152."""
+  total = 0
+  for dtype, dims in _ARRAY.findall(shape):
+    n = 1
+    for d in filter(None, dims.split(",")):
+      n *= int(d)
+    total += _DTYPE_BYTES.get(dtype, 0) * n
+  return total
 
 
 def category(kernel: str, op: str = "") -> str:
@@ -92,14 +124,15 @@ def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = N
   top row also names its costliest instance and that instance's result shape, so a kernel row maps
   to the tensor it writes (which activation a copy or convert moves)."""
   events, source = op_events(path)
-  shapes = hlo_shapes(hlo_text) if hlo_text else {}
+  instrs = hlo_instructions(hlo_text) if hlo_text else {}
   if not events:
     raise ValueError(f"The trace at {path!r} holds no XLA-op events; was a jitted step run inside the trace?")
   per_cat = collections.defaultdict(lambda: [0.0, 0])
   per_op = collections.defaultdict(lambda: [0.0, 0, ""])
-  per_instance = collections.defaultdict(float)
+  per_instance = collections.defaultdict(lambda: [0.0, 0])  # (kernel row, hlo instance) → [ns, calls]
   for kernel, op, _, dur in events:
-    per_instance[(_SUFFIX.sub("", kernel), op)] += dur
+    per_instance[(_SUFFIX.sub("", kernel), op)][0] += dur
+    per_instance[(_SUFFIX.sub("", kernel), op)][1] += 1
     c = category(kernel, op)
     per_cat[c][0] += dur
     per_cat[c][1] += 1
@@ -116,16 +149,25 @@ def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = N
       "busy_ms": round(ms(busy), 3), "idle_ms": round(ms(span - busy), 3),
       "categories": {c: {"ms": round(ms(per_cat[c][0]), 3), "share": round(per_cat[c][0] / total, 4),
                          "count": per_cat[c][1] // steps} for c in CATEGORIES if c in per_cat},
-      "top": [_top_row(k, v, per_instance, shapes, ms, steps)
+      "top": [_top_row(k, v, per_instance, instrs, ms, steps)
               for k, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])[:top]],
   }
 
 
-def _top_row(key, v, per_instance, shapes, ms, steps) -> dict:
+def _top_row(key, v, per_instance, instrs, ms, steps) -> dict:
+  """A top-kernel row; with the HLO, its costliest instance, that instance's result shape and the
+  bandwidth it reached: (operand + result bytes) / time per call — a lower bound on the traffic
+  (an operand read twice counts once), so far under the card's ~3 TB/s means a kernel that is not
+  streaming at full speed, which is what to look at among the copies and element-wise passes."""
   row = {"name": key, "category": v[2], "ms": round(ms(v[0]), 3), "count": v[1] // steps}
-  if shapes:
-    op = max((op for (k, op) in per_instance if k == key), key=lambda op: per_instance[(key, op)])
-    row.update(instance=op, shape=shapes.get(op, "?"))
+  if instrs:
+    op = max((op for (k, op) in per_instance if k == key), key=lambda op: per_instance[(key, op)][0])
+    shape, operands = instrs.get(op, ("?", ()))
+    row.update(instance=op, shape=shape)
+    nbytes = shape_bytes(shape) + sum(shape_bytes(instrs[o][0]) for o in operands if o in instrs)
+    ns, calls = per_instance[(key, op)]
+    if nbytes and ns > 0:
+      row.update(bytes=nbytes, gb_per_s=nbytes / (ns / calls))  # bytes per ns = GB/s
   return row
 
 
@@ -149,7 +191,9 @@ def format_summary(s: dict) -> str:
   lines.append(f"  top {len(s['top'])}:")
   for t in s["top"]:
     lines.append(f"  {t['ms']:>9.3f} ms  x{t['count']:<4} {t['category']:<11} {t['name'][:110]}"
-                 + (f"  → {t['shape'][:90]} ({t['instance']})" if "shape" in t else ""))
+                 + (f"  → {t['shape'][:90]} ({t['instance']}"
+                    + (f", {t['gb_per_s']:,.0f} GB/s" if "gb_per_s" in t and t["category"] not in ("gemm", "attention") else "")
+                    + ")" if "shape" in t else ""))
   return "\n".join(lines)
 
 

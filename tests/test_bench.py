@@ -83,6 +83,7 @@ def test_bench_runs_the_step(argv, tmp_path):
     assert ps["idle_ms"] == pytest.approx(ps["span_ms"] - ps["busy_ms"], abs=2e-3)
     # Every top kernel is mapped to an instruction of the step's optimized HLO and its result shape.
     assert all(t["shape"] != "?" and "[" in t["shape"] for t in ps["top"]), ps["top"]
+    assert all(t["gb_per_s"] > 0 for t in ps["top"] if "gb_per_s" in t) and any("gb_per_s" in t for t in ps["top"])
 
 
 def test_hlo_shapes_from_module_text():
@@ -103,6 +104,25 @@ ENTRY main {
   assert got["loop_convert_fusion.12"] == "bf16[32,1024,768]"
   assert got["convert.1"] == "bf16[32,1024,768]" and got["p"] == "f32[32,1024,768]"
   assert got["input_reduce_fusion"] == "(f32[32], bf16[32,768])"
+  instrs = profile_summary.hlo_instructions(text)
+  assert instrs["loop_convert_fusion.12"] == ("bf16[32,1024,768]", ("p",))
+  assert instrs["input_reduce_fusion"][1] == ("loop_convert_fusion.12",)
+  assert profile_summary.shape_bytes("bf16[32,1024,768]") == 2 * 32 * 1024 * 768
+  assert profile_summary.shape_bytes("(f32[32], bf16[32,768])") == 4 * 32 + 2 * 32 * 768
+  assert profile_summary.shape_bytes("f32[]") == 4  # a scalar
+
+
+def test_top_kernel_bandwidth_is_operand_and_result_bytes_over_time_per_call():
+  text = """ENTRY main {
+  %p = f32[1000]{0} parameter(0)
+  %loop_convert_fusion.1 = bf16[1000]{0} fusion(%p), kind=kLoop, calls=%c
+}
+"""
+  # Two calls of 6,000 bytes each (4,000 read + 2,000 written), 2 µs and 4 µs: 6,000 B / 3,000 ns = 2 GB/s.
+  per_instance = {("loop_convert_fusion", "loop_convert_fusion.1"): [6000.0, 2]}
+  row = profile_summary._top_row("loop_convert_fusion", [6000.0, 2, "elementwise"], per_instance,
+                                 profile_summary.hlo_instructions(text), lambda ns: ns / 1e6, 1)
+  assert row["bytes"] == 6000 and row["gb_per_s"] == pytest.approx(2.0)
 
 
 def test_profile_busy_time_is_the_union_of_kernel_intervals():
