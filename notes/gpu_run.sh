@@ -24,7 +24,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 CACHE=${CACHE:-/tmp/paperjax_jit_cache}
 LOGS=/tmp/paperjax_logs
-DEADLINE=${DEADLINE:-330}          # seconds from start after which no main row starts
+DEADLINE=${DEADLINE:-300}          # seconds from start after which no main row starts (the T5 row, ~150 s,
+                                   # must start by then to leave the trainer row its 150 s)
 CALL_LIMIT=${CALL_LIMIT:-580}      # the script ends by then: device call timeout_s=600. One long call: the
                                    # fourth run's second call, on a fresh machine with ~4 minutes left,
                                    # measured nothing (every T5 process needs ~2 minutes cold)
@@ -83,12 +84,14 @@ grep -h "compile only\|Error\|error" "$LOGS"/compile_*.log | cut -c1-200 | head 
 echo "== phase 1 done, t=$(el)s"
 
 run_rows() {  # each row its own process (XLA flags are per process), loading its program from the cache
-  local end=$1; shift
+  local start_by=$1; shift   # no row starts after this; a started row may run to the call's end
   for v in "$@"; do
     tag=${v%%|*}; args=${v#*|}
     [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
-    left=$(( end - $(el) ))
-    if (( left < 25 )); then echo "-- skip $tag: ${left}s left before its deadline"; continue; fi
+    left=$(( start_by - $(el) ))
+    if (( left < 0 )); then echo "-- skip $tag: past its start deadline"; continue; fi
+    left=$(( CALL_LIMIT - 30 - $(el) ))
+    if (( left < 25 )); then echo "-- skip $tag: ${left}s left in the call"; continue; fi
     lim=$(( left < 240 ? left : 240 ))   # a T5 process needed ~130 s after its cached compile (run 4)
     echo "-- $tag (limit ${lim}s, t=$(el)s): $args"
     timeout -k 5 "$lim" $PY -m paperjax.bench $args --progress --compilation_cache="$CACHE" --tag="$tag" \
