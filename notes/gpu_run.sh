@@ -69,6 +69,21 @@ EXTRA=(
   "gpt2_xla_default|$G --attention=cudnn --loss_chunk=8192 --xla_flags=none"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2 --profile=/tmp/trace_1b"
 )
+# The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
+# configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, Adafactor, unfused projections) at
+# B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
+# base's 32K vocab). Its metrics.jsonl logs step time, tokens/s, MFU and the host's input and
+# device-wait time per 10-step window; the first window starts after the compiled first step.
+# Stops at step 30 (no final eval).
+TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
+ --config.data.max_chars=20000000 --config.data.batch_size=256
+ --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
+ --config.train.ckpt_every_s=0 --xla_flags=tuned"   # paperjax.launch.preflight takes the same flags
+if [[ ${SMOKE:-0} == 1 ]]; then
+  TR="$TR --config.data.batch_size=8 --config.train.stop_at=6 --config.train.log_every=2 --config.model.d_model=64
+ --config.model.num_heads=2 --config.model.head_dim=32 --config.model.d_ff=128 --config.model.num_layers=1
+ --config.model.num_encoder_layers=1"
+fi
 echo "== phase 1: compile every program in parallel (timeout ${COMPILE_TIMEOUT}s), t=$(el)s"
 pids=()
 for v in "${VARIANTS[@]}" "${EXTRA[@]}"; do
@@ -78,9 +93,17 @@ for v in "${VARIANTS[@]}" "${EXTRA[@]}"; do
     --compilation_cache="$CACHE" --tag="$tag" --json="$OUT/compile.jsonl" > "$LOGS/compile_$tag.log" 2>&1 &
   pids+=($!)
 done
+# The trainer's own step too: `paperjax.launch.preflight --topology=local` with the trainer's config
+# and flags compiles the step the trainer will run into the same cache (same key: tests/test_preflight.py),
+# so the trainer row starts from a cache hit instead of its own compile.
+if $PY -c "import ml_collections, grain" 2>/dev/null; then
+  XLA_PYTHON_CLIENT_PREALLOCATE=false PAPERJAX_COMPILATION_CACHE="$CACHE" timeout -k 5 "$COMPILE_TIMEOUT" \
+    $PY -m paperjax.launch.preflight $TR --topology=local > "$LOGS/compile_trainer.log" 2>&1 &
+  pids+=($!)
+fi
 for p in "${pids[@]}"; do wait "$p"; done
 for f in "$LOGS"/compile_*.log; do echo "--- $f"; tail -4 "$f"; done > "$OUT/compile.log"
-grep -h "compile only\|Error\|error" "$LOGS"/compile_*.log | cut -c1-200 | head -30
+grep -h "compile only\|preflight:\|estimated peak\|Error\|error" "$LOGS"/compile_*.log | cut -c1-200 | head -30
 echo "== phase 1 done, t=$(el)s"
 
 run_rows() {  # each row its own process (XLA flags are per process), loading its program from the cache
@@ -104,21 +127,6 @@ echo "== phase 2: timed runs, one at a time"
 run_rows "$DEADLINE" "${VARIANTS[@]}"
 echo "== phase 2 done, t=$(el)s"
 
-# The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
-# configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, Adafactor, unfused projections) at
-# B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
-# base's 32K vocab). Its metrics.jsonl logs step time, tokens/s, MFU and the host's input and
-# device-wait time per 10-step window; the first window starts after the compiled first step.
-# Stops at step 30 (no final eval).
-TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
- --config.data.max_chars=20000000 --config.data.batch_size=256
- --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
- --config.train.ckpt_every_s=0 --xla_flags=tuned"
-if [[ ${SMOKE:-0} == 1 ]]; then
-  TR="$TR --config.data.batch_size=8 --config.train.stop_at=6 --config.train.log_every=2 --config.model.d_model=64
- --config.model.num_heads=2 --config.model.head_dim=32 --config.model.d_ff=128 --config.model.num_layers=1
- --config.model.num_encoder_layers=1"
-fi
 left=$(( CALL_LIMIT - 60 - $(el) ))   # keep a minute for the extra rows and the table
 if ! $PY -c "import ml_collections, grain" 2>/dev/null; then
   echo "-- skip trainer_ul2_base: ml_collections or grain missing (bash notes/fetch_wheels.sh, carry .whl)"
@@ -127,7 +135,7 @@ elif (( left < 150 )); then
 else
   echo "-- trainer_ul2_base (limit $(( left - 10 ))s, t=$(el)s)"
   rm -rf /tmp/trainer_ul2
-  timeout -k 5 $(( left - 10 )) $PY -m paperjax.main $TR --workdir=/tmp/trainer_ul2 2>&1 | grep -v "^[IW][0-9]" | tail -12
+  PAPERJAX_COMPILATION_CACHE="$CACHE" timeout -k 5 $(( left - 10 )) $PY -m paperjax.main $TR --workdir=/tmp/trainer_ul2 2>&1 | grep -v "^[IW][0-9]" | tail -12
   cp /tmp/trainer_ul2/metrics.jsonl "$OUT/trainer_ul2_metrics.jsonl" 2>/dev/null
   $PY - /tmp/trainer_ul2/metrics.jsonl <<'PYEOF' 2>&1 | tee -a "$OUT/table.txt"
 import json, sys

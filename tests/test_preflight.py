@@ -62,3 +62,30 @@ def test_compiles_for_a_tpu_slice_without_a_tpu():
   out = _preflight("--config=configs/ul2.py", "--topology=tpu:v5e:2x4")
   assert out.returncode == 0, out.stderr[-2000:]
   assert "8 × TPU v5 lite" in out.stdout and "estimated peak per device" in out.stdout
+
+
+def test_preflight_compiles_the_trainers_own_step(tmp_path):
+  # Same persistent-cache key for `jit_step` from the preflight and from the trainer on the same devices:
+  # the preflight's memory figure is the real step's, and a preflight warms the cache a run then loads.
+  code = """
+import logging, re
+from configs import ul2
+from paperjax import train
+from paperjax.launch import preflight
+records = []
+class Keep(logging.Handler):
+  def emit(self, r):
+    m = re.search(r"for 'jit_step' with key '([^']+)'", r.getMessage())
+    if m: records.append(m.group(1))
+logging.getLogger("jax._src.compiler").addHandler(Keep()); logging.getLogger("jax._src.compiler").setLevel(logging.DEBUG)
+c = ul2.get_config()
+c.data.max_chars = 100_000
+preflight.preflight(c, "local")
+c.train.stop_at = 1           # the schedule still spans train.steps, as in a run stopped early
+train.run(c, WORKDIR)
+print("KEYS", records)
+"""
+  out = run_python(code.replace("WORKDIR", repr(str(tmp_path))), env={"PAPERJAX_COMPILATION_CACHE": str(tmp_path / "cache")})
+  assert out.returncode == 0, out.stderr[-3000:]
+  keys = eval(out.stdout.split("KEYS", 1)[1].strip())  # noqa: S307 — a list literal printed above
+  assert len(keys) >= 2 and len(set(keys)) == 1, keys

@@ -4,6 +4,12 @@ shows up before a pod is booked.
 
   python -m paperjax.launch.preflight --config=configs/ul2.py:large --topology=tpu:v5e-256
   python -m paperjax.launch.preflight --config=configs/ul2.py:base --topology=cpu:8 --config.mesh.shape='(2,4,1)'
+  python -m paperjax.launch.preflight --config=configs/ul2.py:base --topology=local --xla_flags=tuned
+
+With --topology=local the step is compiled exactly as `paperjax.main` with the same config and
+--xla_flags compiles it (tests/test_preflight.py checks the persistent-cache key), into the same
+persistent compilation cache: the preflight's memory figure is the real step's, and a run started
+after it loads its step instead of compiling it.
 
 Topologies:
   cpu:N        N fake CPU devices (the process re-executes itself with the XLA flag); compiles for real.
@@ -27,6 +33,8 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A paper's config, e.g. configs/ul2.py:base.")
 _TOPOLOGY = flags.DEFINE_string("topology", "local", "cpu:N, tpu:NAME (e.g. tpu:v5e-8) or local.")
+_XLA_FLAGS = flags.DEFINE_string("xla_flags", "none", "A named XLA flag set from paperjax/xla_flags.py, as "
+                                 "`paperjax.main --xla_flags` takes it: the step compiled as that run compiles it.")
 
 
 def _reexec_with_cpu_devices(n: int) -> None:
@@ -65,7 +73,8 @@ def preflight(config, topology: str) -> dict:
   from paperjax.state import TrainState
 
   train.validate(config)
-  devices = devices_for(topology)
+  train.setup_runtime(config)  # the persistent compilation cache: a later run of the same config on the
+  devices = devices_for(topology)  # same devices (`--topology=local`) loads this step instead of compiling it
   mesh = sharding.make_mesh(tuple(config.mesh.axes), tuple(config.mesh.shape), devices=devices)
   rules = sharding.rules_from_config(config.get("axis_rules", None))
   tok = None
@@ -117,11 +126,13 @@ def preflight(config, topology: str) -> dict:
 
 def main(argv):
   del argv
+  from paperjax import errors, xla_flags
+  with errors.one_sentence():
+    xla_flags.apply(_XLA_FLAGS.value)  # before the backend starts (and before a cpu:N re-exec, which inherits it)
   topo = _TOPOLOGY.value
   m = re.fullmatch(r"cpu:(\d+)", topo)
   if m:
     _reexec_with_cpu_devices(int(m.group(1)))
-  from paperjax import errors
   with errors.one_sentence():
     out = preflight(_CONFIG.value, topo)
   gib = lambda b: f"{b / 2**30:.3f} GiB"
