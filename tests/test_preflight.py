@@ -2,6 +2,7 @@
 optimizer moments are sharded like their parameters (FSDP), also for Adafactor's factored state."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def test_preflight_compiles_the_trainers_own_step(tmp_path):
   # Same persistent-cache key for `jit_step` from the preflight and from the trainer on the same devices:
   # the preflight's memory figure is the real step's, and a preflight warms the cache a run then loads.
   code = """
-import logging, re
+import json, logging, re
 from configs import ul2
 from paperjax import train
 from paperjax.launch import preflight
@@ -83,9 +84,9 @@ c.data.max_chars = 100_000
 preflight.preflight(c, "local")
 c.train.stop_at = 1           # the schedule still spans train.steps, as in a run stopped early
 train.run(c, WORKDIR)
-print("KEYS", records)
+print("KEYS" + json.dumps(records))
 """
   out = run_python(code.replace("WORKDIR", repr(str(tmp_path))), env={"PAPERJAX_COMPILATION_CACHE": str(tmp_path / "cache")})
   assert out.returncode == 0, out.stderr[-3000:]
-  keys = eval(out.stdout.split("KEYS", 1)[1].strip())  # noqa: S307 — a list literal printed above
+  keys = json.loads(out.stdout.split("KEYS", 1)[1].splitlines()[0])
   assert len(keys) >= 2 and len(set(keys)) == 1, keys

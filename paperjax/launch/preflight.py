@@ -73,8 +73,9 @@ def preflight(config, topology: str) -> dict:
   from paperjax.state import TrainState
 
   train.validate(config)
-  train.setup_runtime(config)  # the persistent compilation cache: a later run of the same config on the
-  devices = devices_for(topology)  # same devices (`--topology=local`) loads this step instead of compiling it
+  if topology == "local":  # the persistent compilation cache: a later run of the same config on these
+    train.setup_runtime(config)  # devices loads this step instead of compiling it (a cpu:N or TPU-topology
+  devices = devices_for(topology)  # compile is for another machine, so it stays out of this one's cache)
   mesh = sharding.make_mesh(tuple(config.mesh.axes), tuple(config.mesh.shape), devices=devices)
   rules = sharding.rules_from_config(config.get("axis_rules", None))
   tok = None
