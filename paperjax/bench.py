@@ -24,6 +24,7 @@ import math
 import os
 import sys
 import time
+import types
 
 import numpy as np
 
@@ -194,24 +195,16 @@ def make_loss(model, cfg, args):
   return loss_fn
 
 
-def run(args) -> dict:
-  used_flags = xla_flags.apply(args.xla_flags)  # before the first JAX computation
-  import flax.linen as nn
+def build(args):
+  """The benchmark's model, optimizer, sources and jitted step, nothing compiled or run yet: `run`
+  times it and `lower(args)` gives its lowered program (which tests compare with the trainer's own)."""
   import jax
-  from paperjax import metrics, optim, sharding
+  from paperjax import optim, sharding
   from paperjax import step as step_lib
   from paperjax.models import lm
-  from paperjax.models.transformer import Transformer, count_params
+  from paperjax.models.transformer import Transformer
   from paperjax.state import TrainState
 
-  if args.compilation_cache:
-    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-  t_run = time.perf_counter()
-  stage = lambda what: args.progress and print(f"  · [{args.tag or args.shape}] t={time.perf_counter() - t_run:.1f}s: {what}",
-                                               flush=True)
   cfg, shape = model_config(args)
   batch_size = args.batch or shape["batch"]
   lengths = shape["lengths"]
@@ -246,6 +239,45 @@ def run(args) -> dict:
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))
 
   p_step = step_lib.jit_step(step_fn, state_shardings, batch_shardings, mesh, rules)
+  return types.SimpleNamespace(
+      cfg=cfg, shape=shape, batch_size=batch_size, lengths=lengths, rng_np=rng_np, example=example,
+      host_sources=host_sources, tx=tx, mesh=mesh, rules=rules, batch_shardings=batch_shardings,
+      init_state=init_state, abstract_state=abstract_state, state_shardings=state_shardings,
+      abstract_batch=abstract_batch, n_params=n_params, p_step=p_step)
+
+
+def lower(args):
+  """The benchmark's step lowered for its abstract state and batch (StableHLO via `.as_text()`)."""
+  from paperjax import step as step_lib
+  xla_flags.apply(args.xla_flags)
+  b = build(args)
+  with step_lib.mesh_context(b.mesh, b.rules):
+    return b.p_step.lower(b.abstract_state, b.abstract_batch)
+
+
+def run(args) -> dict:
+  used_flags = xla_flags.apply(args.xla_flags)  # before the first JAX computation
+  import flax.linen as nn
+  import jax
+  from paperjax import metrics, sharding
+  from paperjax import step as step_lib
+  from paperjax.models import lm
+  from paperjax.models.transformer import count_params
+
+  if args.compilation_cache:
+    jax.config.update("jax_compilation_cache_dir", args.compilation_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+  t_run = time.perf_counter()
+  stage = lambda what: args.progress and print(f"  · [{args.tag or args.shape}] t={time.perf_counter() - t_run:.1f}s: {what}",
+                                               flush=True)
+  b = build(args)
+  cfg, batch_size, lengths, rng_np, example = b.cfg, b.batch_size, b.lengths, b.rng_np, b.example
+  host_sources, mesh, rules, batch_shardings = b.host_sources, b.mesh, b.rules, b.batch_shardings
+  init_state, abstract_state, state_shardings, abstract_batch = (b.init_state, b.abstract_state, b.state_shardings,
+                                                                 b.abstract_batch)
+  n_params, p_step, tx = b.n_params, b.p_step, b.tx
   t0 = time.perf_counter()
   with step_lib.mesh_context(mesh, rules):
     compiled = p_step.lower(abstract_state, abstract_batch).compile()

@@ -86,6 +86,31 @@ def test_bench_runs_the_step(argv, tmp_path):
     assert all(t["gb_per_s"] > 0 for t in ps["top"] if "gb_per_s" in t) and any("gb_per_s" in t for t in ps["top"])
 
 
+def test_bench_times_the_trainers_own_step():
+  """The bench's UL2 row and `paperjax.main --config=configs/ul2.py` with the same shape, batch and
+  optimizer lower to the same program, text for text: what the bench times is the trainer's step
+  (its loss, metrics, optimizer, shardings), not a benchmark model. A change to either path that
+  the other does not make fails here."""
+  import importlib
+  from paperjax.launch import preflight
+  c = importlib.import_module("configs.ul2").get_config("tiny")
+  c.model.update(d_model=64, num_heads=4, head_dim=16, d_ff=128, num_layers=1, num_encoder_layers=1,
+                 dtype="bfloat16", tie_embeddings=False, padding_as_lengths=True, loss_chunk=96)
+  c.data.update(vocab_size=512, raw_length=62, batch_size=8)
+  c.ul2.update(inputs_length=64, targets_length=32)
+  c.optimizer.update(name="adafactor", lr=1e-2, warmup_steps=100, schedule="rsqrt", clip_norm=0.0, weight_decay=0.0)
+  c.train.steps = 10_000  # the bench's schedule length
+  trainer, _ = preflight.lower_step(c, "local")
+  timed = bench.lower(bench.parse_args(["--shape=tiny_encdec", "--batch=8", "--padding_lengths", "--loss_chunk=96",
+                                        "--optimizer=adafactor", "--data=ul2_resident", "--dtype=bfloat16"]))
+  a, b = trainer.as_text().splitlines(), timed.as_text().splitlines()
+  diff = [(i, x, y) for i, (x, y) in enumerate(zip(a, b)) if x != y]
+  assert len(a) == len(b) and not diff, (len(a), len(b), [(i, x[:200], y[:200]) for i, x, y in diff[:3]])
+  # And the comparison can fail: another batch size is another program.
+  c.data.batch_size = 16
+  assert preflight.lower_step(c, "local")[0].as_text() != timed.as_text()
+
+
 def test_hlo_shapes_from_module_text():
   text = """HloModule jit_step, entry_computation_layout={(f32[4]{0})->f32[4]{0}}
 

@@ -64,7 +64,10 @@ def devices_for(topology: str):
   raise ValueError(f"Unknown --topology={topology!r}; use cpu:N, tpu:NAME or local.")
 
 
-def preflight(config, topology: str) -> dict:
+def lower_step(config, topology: str = "local"):
+  """The trainer's step for `config`, lowered (not compiled) for `topology`'s devices, as
+  `paperjax.main` builds it. Returns (lowered, info): info has the device count, mesh, parameter
+  count and global batch."""
   import jax
   import numpy as np
   from paperjax import data as data_lib, optim, registry, sharding, step as step_lib, train
@@ -110,11 +113,15 @@ def preflight(config, topology: str) -> dict:
   batch = {k: jax.ShapeDtypeStruct((gbs, *v.shape[1:]), v.dtype, sharding=bsh) for k, v in one.items()}
   p_step = step_lib.jit_step(train.make_step(method, tx, lr, ctx), shardings, jax.tree.map(lambda _: bsh, batch), mesh, rules)
   with step_lib.mesh_context(mesh, rules):
-    compiled = p_step.lower(abstract, batch).compile()
-  mem = compiled.memory_analysis()
+    lowered = p_step.lower(abstract, batch)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
-  out = {"devices": len(devices), "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
-         "params": n_params, "global_batch": gbs}
+  return lowered, {"devices": len(devices), "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
+                   "params": n_params, "global_batch": gbs}
+
+
+def preflight(config, topology: str) -> dict:
+  lowered, out = lower_step(config, topology)
+  mem = lowered.compile().memory_analysis()
   if mem is not None:
     for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
                   "generated_code_size_in_bytes", "alias_size_in_bytes"):
