@@ -5,7 +5,7 @@
 #   carry [".whl"] after `bash notes/fetch_wheels.sh`; rows in priority order, then the trainer row,
 #   then the extra rows while time is left)
 #
-# Phase 1 compiles every distinct program at once, in parallel processes, into a persistent
+# Phase 1 compiles the main rows' programs at once, in parallel processes, into a persistent
 # compilation cache (XLA's autotuner then runs them on a shared GPU, so its picks may be a little
 # noisier than alone). Phase 2 runs the variants one at a time, each its own process (XLA flags
 # are per process), in priority order, loading its program from the cache; each has a timeout
@@ -84,9 +84,13 @@ if [[ ${SMOKE:-0} == 1 ]]; then
  --config.model.num_heads=2 --config.model.head_dim=32 --config.model.d_ff=128 --config.model.num_layers=1
  --config.model.num_encoder_layers=1"
 fi
-echo "== phase 1: compile every program in parallel (timeout ${COMPILE_TIMEOUT}s), t=$(el)s"
+# Only the main rows' programs and the trainer's step: the extra rows compile in their own rows (a
+# cache miss costs them 15-60 s), so phase 1's T5 compiles share the CPU and the GPU's autotuner with
+# three processes instead of seven (run 4: both T5 compiles were still running at 120 s while the
+# decoders' took 10-18 s; a T5 step not in the cache by then costs its row a cold compile).
+echo "== phase 1: compile the main rows' programs and the trainer's step in parallel (timeout ${COMPILE_TIMEOUT}s), t=$(el)s"
 pids=()
-for v in "${VARIANTS[@]}" "${EXTRA[@]}"; do
+for v in "${VARIANTS[@]}"; do
   tag=${v%%|*}; args=${v#*|}
   [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
   XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -k 5 "$COMPILE_TIMEOUT" $PY -m paperjax.bench $args --compile_only --progress \
