@@ -8,6 +8,7 @@ import pytest
 
 from paperjax import losses
 from paperjax.models import lm
+from paperjax.models import transformer as T
 from paperjax.models.transformer import Transformer, TransformerConfig
 
 
@@ -158,3 +159,37 @@ def test_greedy_completions_match_a_step_by_step_argmax_and_stop_at_eos():
   out = np.asarray(decode.greedy_decoder(m, p, buf, np.asarray([3], np.int32), length=6, eos_id=int(
       np.argmax(m.apply({"params": p}, {"tokens": buf[:, :3]})[0, -1]))))
   assert np.all(out[0, 4:9] == 0) and out[0, 3] != 0
+
+
+def test_rotary_is_a_rotation_of_each_pair_by_position_times_frequency():
+  """Su et al. (2021): dims (i, i + K/2) of a head rotate by the angle pos * theta^(-i / (K/2)), so
+  a query-key dot product depends on the positions only through their difference."""
+  K, theta = 8, 10_000.0
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(1, 3, 2, K)).astype(np.float32)
+  pos = np.array([[0, 5, 17]])
+  got = np.asarray(T.rotary(jnp.asarray(x), T.rope_tables(jnp.asarray(pos), K, theta)))
+  ang = pos[..., None, None] * theta ** (-np.arange(K // 2) / (K // 2))        # by hand, as complex numbers
+  z = (x[..., :K // 2] + 1j * x[..., K // 2:]) * np.exp(1j * ang)
+  np.testing.assert_allclose(got, np.concatenate([z.real, z.imag], -1), rtol=1e-5, atol=1e-5)
+  q, k = rng.normal(size=(2, 1, 1, 1, K)).astype(np.float32)
+  dot = lambda m, n: float(jnp.sum(T.rotary(jnp.asarray(q), T.rope_tables(jnp.array([[m]]), K, theta))
+                                   * T.rotary(jnp.asarray(k), T.rope_tables(jnp.array([[n]]), K, theta))))
+  assert dot(7, 3) == pytest.approx(dot(104, 100), rel=1e-4) and dot(7, 3) != pytest.approx(dot(7, 4), rel=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encdec"])
+def test_rotary_tables_are_computed_once_per_stack_behind_a_barrier(kind):
+  """The step's program evaluates sin/cos once per layer stack, not once per layer, and behind an
+  optimization barrier, so the GPU compiler (which removes barriers only after fusion) cannot fuse
+  them back into every layer's rotary kernel and evaluate them per head and element there."""
+  m = Transformer(TransformerConfig(vocab_size=128, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=3,
+                                    num_encoder_layers=2, kind=kind))
+  batch = ({"tokens": np.ones((2, 8), np.int32)} if kind == "decoder"
+           else {"inputs": np.ones((2, 8), np.int32), "targets": np.ones((2, 8), np.int32)})
+  p = _init(m, batch)
+  loss = lambda p: m.apply({"params": p}, batch).sum()
+  text = jax.jit(jax.grad(loss)).lower(p).as_text()
+  stacks = 2 if kind == "encdec" else 1
+  assert text.count("stablehlo.sine") == stacks and text.count("stablehlo.cosine") == stacks
+  assert text.count("stablehlo.optimization_barrier") == stacks

@@ -124,12 +124,24 @@ class RMSNorm(nn.Module):
     return (x32 * scale.astype(jnp.float32)).astype(self.cfg.dtype)
 
 
-def rotary(x_BLHK: Array, positions_BL: Array, theta: float) -> Array:
-  """Rotary position embedding (Su et al. 2021) on the last axis, computed in fp32."""
-  half = x_BLHK.shape[-1] // 2
+def rope_tables(positions_BL: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+  """sin and cos of the rotary angles (Su et al. 2021), each [B, L, 1, K/2] fp32, for `rotary`.
+
+  Computed once per layer stack (`Stack`), not per layer, and behind an optimization barrier: XLA
+  otherwise fuses the sin/cos into every layer's rotary kernel, forward and backward, where they
+  are evaluated again for every head and element — a transcendental with range reduction per
+  element turns a memory-bound pass compute-bound (the GPT-2 step on an H100 spent ~5 ms per step
+  in those passes, about 3x their memory time; notes/perf.md). Behind the barrier every rotary pass
+  reads the small table instead. Same values, same gradients."""
+  half = head_dim // 2
   freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angles = positions_BL[..., None, None].astype(jnp.float32) * freqs       # B L 1 K/2
-  sin, cos = jnp.sin(angles), jnp.cos(angles)
+  return jax.lax.optimization_barrier((jnp.sin(angles), jnp.cos(angles)))
+
+
+def rotary(x_BLHK: Array, sin_cos: tuple[Array, Array]) -> Array:
+  """Rotary position embedding on the last axis, computed in fp32, from `rope_tables`."""
+  sin, cos = sin_cos
   x1, x2 = jnp.split(x_BLHK.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BLHK.dtype)
@@ -141,7 +153,8 @@ class Attention(nn.Module):
   cross: bool = False   # keys/values from another sequence (kv_BSD), queries from x_BLD
 
   @nn.compact
-  def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_pos_BL, k_pos_BL, is_causal: bool, q_len_B=None, kv_len_B=None):
+  def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_rope, k_rope, is_causal: bool, q_len_B=None, kv_len_B=None):
+    """q_rope / k_rope: `rope_tables` of the query / key positions (unused when `use_rope` is off)."""
     cfg = self.cfg
     shape, axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv")
     stacked = lambda n: (cfg.d_model, n, cfg.num_heads, cfg.head_dim)
@@ -156,7 +169,7 @@ class Attention(nn.Module):
       k = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="key")(kv_BSD)
       v = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="value")(kv_BSD)
     if self.use_rope:
-      q, k = rotary(q, q_pos_BL, cfg.rope_theta), rotary(k, k_pos_BL, cfg.rope_theta)
+      q, k = rotary(q, q_rope), rotary(k, k_rope)
     q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "length", "act_heads", "kv"))
     v = nn.with_logical_constraint(v, ("batch", "length", "act_heads", "kv"))
@@ -203,12 +216,12 @@ class Block(nn.Module):
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
     h = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
     x_BLD = x_BLD + drop(Attention(cfg, name="self_attn")(
-        h, h, aux["self_mask"], aux["positions"], aux["positions"], self.causal,
+        h, h, aux["self_mask"], aux["rope"], aux["rope"], self.causal,
         aux.get("self_len"), aux.get("self_len")))
     if self.cross:
       h = RMSNorm(cfg, name="pre_cross_norm")(x_BLD)
       x_BLD = x_BLD + drop(Attention(cfg, use_rope=False, cross=True, name="cross_attn")(
-          h, aux["encoded"], aux["cross_mask"], aux["positions"], aux["enc_positions"], False,
+          h, aux["encoded"], aux["cross_mask"], None, None, False,
           None if aux.get("enc_len") is None else jnp.full_like(aux["enc_len"], x_BLD.shape[1]),
           aux.get("enc_len")))
     h = RMSNorm(cfg, name="pre_mlp_norm")(x_BLD)
@@ -226,6 +239,8 @@ class Stack(nn.Module):
   @nn.compact
   def __call__(self, x_BLD, aux, deterministic: bool = True):
     cfg = self.cfg
+    # The rotary sin/cos of the stack's positions, once for all its layers (see `rope_tables`).
+    aux = dict(aux, rope=rope_tables(aux["positions"], cfg.head_dim, cfg.rope_theta))
     block = Block
     if cfg.remat != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
@@ -290,8 +305,7 @@ class Transformer(nn.Module):
       L = dec_in.shape[1]
       positions = jnp.broadcast_to(jnp.arange(L), dec_in.shape)
       enc_valid = _pad_mask(inputs_BS)
-      aux = dict(self_mask=None, positions=positions, encoded=encoded,
-                 enc_positions=jnp.broadcast_to(jnp.arange(inputs_BS.shape[1]), inputs_BS.shape))
+      aux = dict(self_mask=None, positions=positions, encoded=encoded)
       if cfg.padding_as_lengths:
         aux.update(cross_mask=None, enc_len=enc_valid.sum(-1, dtype=jnp.int32))
       else:
