@@ -13,7 +13,6 @@ import importlib
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 

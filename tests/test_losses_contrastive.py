@@ -6,7 +6,6 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from paperjax import losses_contrastive as lc
 from tests.conftest import run_python

@@ -4,8 +4,6 @@ import json
 import math
 import os
 
-import jax
-import numpy as np
 import pytest
 
 from configs import ul2 as ul2_config

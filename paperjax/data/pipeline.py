@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import logging
 import os
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import grain
 import numpy as np

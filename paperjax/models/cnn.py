@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 CONV_AXES = (None, None, "embed", "mlp")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import flax.linen as nn
-import jax.numpy as jnp
 
 from paperjax.models.cnn import dense
 

@@ -36,7 +36,7 @@ class TextEncoder(nn.Module):
                  embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))(tokens_BL)
     B, L = tokens_BL.shape
     aux = dict(self_mask=valid[:, None, :, None] & valid[:, None, None, :],
-               positions=jnp.broadcast_to(jnp.arange(L), (B, L)))
+               positions=jnp.arange(L)[None])
     h = Stack(cfg, self.num_layers, causal=False, name="encoder")(x, aux)
     if self.pool == "eos":
       last = jnp.maximum(valid.sum(-1) - 1, 0)

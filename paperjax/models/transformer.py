@@ -126,6 +126,7 @@ class RMSNorm(nn.Module):
 
 def rope_tables(positions_BL: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
   """sin and cos of the rotary angles (Su et al. 2021), each [B, L, 1, K/2] fp32, for `rotary`.
+  Positions shared by every row come as [1, L] (the model's own), so the tables are B times smaller.
 
   Computed once per layer stack (`Stack`), not per layer, and behind an optimization barrier: XLA
   otherwise fuses the sin/cos into every layer's rotary kernel, forward and backward, where they
@@ -287,7 +288,7 @@ class Transformer(nn.Module):
     return nn.with_logical_constraint(out.astype(self.cfg.logits_dtype), ("batch", "length", "act_vocab"))
 
   def encode(self, inputs_BS, deterministic=True):
-    positions = jnp.broadcast_to(jnp.arange(inputs_BS.shape[1]), inputs_BS.shape)
+    positions = jnp.arange(inputs_BS.shape[1])[None]  # [1, S]: one rotary table for every row
     valid = _pad_mask(inputs_BS)
     x = self.embed(inputs_BS)
     if self.cfg.padding_as_lengths:
@@ -303,7 +304,7 @@ class Transformer(nn.Module):
       encoded = self.encode(inputs_BS, deterministic)
       dec_in = shift_right(targets_BL)
       L = dec_in.shape[1]
-      positions = jnp.broadcast_to(jnp.arange(L), dec_in.shape)
+      positions = jnp.arange(L)[None]
       enc_valid = _pad_mask(inputs_BS)
       aux = dict(self_mask=None, positions=positions, encoded=encoded)
       if cfg.padding_as_lengths:
@@ -314,7 +315,7 @@ class Transformer(nn.Module):
       tokens_BL = batch["tokens"]
       dec_in = tokens_BL
       L = dec_in.shape[1]
-      positions = jnp.broadcast_to(jnp.arange(L), dec_in.shape)
+      positions = jnp.arange(L)[None]
       self_mask = None
       if cfg.kind == "prefix_lm":
         q = jnp.arange(L)[:, None]

@@ -52,7 +52,7 @@ class ViT(nn.Module):
       cls = self.param("cls", nn.with_logical_partitioning(nn.initializers.zeros, (None, None, "embed")), (1, 1, self.d_model))
       x = jnp.concatenate([jnp.broadcast_to(cls, (B, 1, self.d_model)).astype(x.dtype), x], axis=1)
     L = x.shape[1]
-    aux = dict(self_mask=None, positions=jnp.broadcast_to(jnp.arange(L), (B, L)))
+    aux = dict(self_mask=None, positions=jnp.arange(L)[None])
     h = Stack(cfg, self.num_layers, causal=False, name="encoder")(x, aux)
     out = h[:, 0] if self.pool == "token" else jnp.mean(h, axis=1)
     return out.astype(jnp.float32)

@@ -3,7 +3,6 @@ through the trainer's checkpoints)."""
 
 import json
 
-import ml_collections
 import numpy as np
 import pytest
 

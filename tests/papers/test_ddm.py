@@ -7,7 +7,6 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax import enable_x64
 
 from configs import ddm as ddm_config

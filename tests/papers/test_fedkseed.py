@@ -5,7 +5,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import pytest
 
 from paperjax import comm, population, sharding
 from paperjax.method import Context

@@ -1,7 +1,6 @@
 """kMQ's selection rules against hand computations, the verifier, and a smoke run of the iterative hook."""
 
 import numpy as np
-import pytest
 
 from paperjax.data import instructions
 from paperjax.papers.kmq_diversify import claim

@@ -1,13 +1,11 @@
 """SimCLRv2: fine-tuning starts from the projection head's first layer, distillation trains the
 student only, and the claim's judge."""
 
-import types
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from configs import simclr_v2 as simclr_config

@@ -25,7 +25,6 @@ from __future__ import annotations
 import itertools
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 

@@ -99,7 +99,6 @@ def dpsgd_step(loss_fn, inner_tx, config, neighbours):
   """Every live node trains H local steps, then θ_i ← mean of θ_j over i and its live neighbours."""
   local = population.local_sgd(loss_fn, inner_tx)
   nbrs = jnp.asarray(neighbours)
-  n = nbrs.shape[0]
 
   def step(state, batch, ctx):
     data, client, _ = population.split_batch(batch)
@@ -153,8 +152,9 @@ def make(config, ctx) -> Method:
     a = int(m.aggregators) if m.variant == "modest" else 1   # FedAvg: one upload to the server
     step = population.fedopt_step(t.loss, inner, config, keep_inner_state=False, messages=(a, 1))
     init_extras = population.fedopt_extras(inner, config, keep_inner_state=False)
-  streams = lambda ctx: partition.client_streams(config, ctx, example_fn=t.example_fn, sampler=sampler(config))
-  if m.variant == "dpsgd":
+  if m.variant != "dpsgd":
+    streams = lambda ctx: partition.client_streams(config, ctx, example_fn=t.example_fn, sampler=sampler(config))
+  else:
     def streams(ctx):  # every node is a slot
       p = config.population
       src, labels = partition.population_source(config, ctx)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from paperjax.data import augment, sources, subsets
+from paperjax.data import augment, sources
 from paperjax.evals import classification
 from paperjax.method import Method, PaperInfo
 from paperjax.models import heads, vision
