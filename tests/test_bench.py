@@ -111,6 +111,28 @@ def test_bench_times_the_trainers_own_step():
   assert preflight.lower_step(c, "local")[0].as_text() != timed.as_text()
 
 
+def test_bench_runs_without_grain_tfds_or_ml_collections():
+  """The GPU image has jax, flax, optax, orbax and chex only: the bench's synthetic and in-loop UL2
+  rows must run with grain, tensorflow_datasets and ml_collections unimportable."""
+  from tests.conftest import run_python
+  code = """
+import sys
+class Block:
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] in ("grain", "tensorflow_datasets", "ml_collections", "tensorflow"):
+      raise ImportError(f"{name} is not on the GPU image")
+sys.meta_path.insert(0, Block())
+from paperjax import bench
+for data in ("synthetic", "ul2"):
+  shape = "tiny" if data == "synthetic" else "tiny_encdec"
+  r = bench.run(bench.parse_args([f"--shape={shape}", f"--data={data}", "--steps=2", "--warmup=1"]))
+  assert r["ms_per_step"] > 0
+print("ok")
+"""
+  out = run_python(code)
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
 def test_hlo_shapes_from_module_text():
   text = """HloModule jit_step, entry_computation_layout={(f32[4]{0})->f32[4]{0}}
 
