@@ -14,7 +14,8 @@ not), which is what "low-quality clusters" means in instruction-selection papers
   encode(record, tok, length)     {tokens, loss_mask}: "<instruction>\\n<answer><eos>", loss on the
                                   answer and its eos (the usual instruction-tuning mask)
   greedy_answers(...)             decoded answers (models/decode.py's greedy decoder, cut at eos)
-  ExactMatch                      evaluator: verifier accuracy per task and the macro mean
+  VerifierAccuracy                evaluator: verifier accuracy per task and the macro mean (answers
+                                  checked by each task's verifier, unlike evals/lm.ExactMatch's string match)
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def greedy_answers(model, params, tok, instructions: Sequence[str], *, length: i
 
 
 @dataclasses.dataclass
-class ExactMatch:
+class VerifierAccuracy:
   """Verifier accuracy of greedy answers on held-out records: `<name>` (macro mean over tasks) and
   `<name>/<task>` per task."""
   records: Sequence[dict]

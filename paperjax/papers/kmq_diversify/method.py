@@ -210,7 +210,7 @@ def make(config, ctx) -> Method:
   evaluators = []
   if not ctx.abstract:
     test = instructions.test_set(clean_tasks(config), int(k.test_per_task), seed=int(k.pool_seed) + 1)
-    evaluators = [instructions.ExactMatch(test, model, tok, L)]
+    evaluators = [instructions.VerifierAccuracy(test, model, tok, L)]
 
   def make_iterator(ctx_):
     recs = toy_pool(config)
