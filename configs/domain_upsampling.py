@@ -12,6 +12,10 @@ Presets (`--config=configs/domain_upsampling.py:<preset>[,f=<fraction>][,drop=<d
          the end), eval/val/<domain> the held-out loss per domain and eval/em/math the addition exact
          match. f=0 is the baseline (no upsampling), f=1 the upsampled mix throughout; drop=code
          removes code from the final phase (the paper's cheap dataset-utility measurement).
+  toy    the digest's toy scale, which the recorded claim runs (`python -m paperjax.reproduce
+         domain_upsampling`): the same data and mixes, a 2-layer d=128 decoder (4 heads of 32), 1,500
+         steps; ~3 min per run on 2 CPU cores:
+           python -m paperjax.main --config=configs/domain_upsampling.py:toy,f=0.15
   base   a 7B-class decoder (32 layers, d=4096, SentencePiece 32K, 2,048-token rows) on prepared tfds
          corpora: web = tfds:c4/en, academic = tfds:scientific_papers/arxiv, books = tfds:pg19,
          math = tfds:math_dataset/arithmetic__add_or_sub (field question); base mix 85/5/5/5, final 20%
@@ -22,7 +26,7 @@ Presets (`--config=configs/domain_upsampling.py:<preset>[,f=<fraction>][,drop=<d
 
 from paperjax import mixture_lm
 
-PRESETS = ("tiny", "base")
+PRESETS = ("tiny", "toy", "base")
 
 
 def get_config(arg: str | None = None):
@@ -37,6 +41,9 @@ def get_config(arg: str | None = None):
   c.train.update(steps=400, log_every=50)
   c.eval.em_examples = 200
 
+  if preset == "toy":   # the digest's toy: 2 layers, d=128, 128-token context, 1,500 steps
+    c.model.update(d_model=128, num_heads=4, head_dim=32, d_ff=384)
+    c.train.update(steps=1500, log_every=100)
   if preset == "base":
     c.model.update(d_model=4096, num_heads=32, head_dim=128, d_ff=11008, num_layers=32, activation="silu",
                    dtype="bfloat16", tie_embeddings=False, scan_layers=True, remat="dots_no_batch")

@@ -1,8 +1,9 @@
 """Domain upsampling's toy claim: upsampling the domain data for the last ~15% of training helps the
 domain tasks at a small cost to the general (web) loss; upsampling throughout costs the most web loss.
 
-Per seed, the same tiny decoder for 400 steps (16 × 128-byte rows per step, equal tokens for every
-variant) on web prose / stdlib code / two-digit addition, base mix 90/5/5, upsampled mix 40/30/30:
+Per seed, the digest's toy decoder (`configs/domain_upsampling.py:toy`: 2 layers, d=128) for 1,500
+steps (16 × 128-byte rows per step, equal tokens for every variant) on web prose / stdlib code /
+two-digit addition, base mix 90/5/5, upsampled mix 40/30/30:
   f=0      no upsampling (the baseline)
   f=0.15   the upsampled mix for the last 15% of steps (the paper's 10–20% sweet spot)
   f=1      the upsampled mix throughout
@@ -24,7 +25,7 @@ import numpy as np
 CLAIM = ("Upsampling code and math for the last 15% of training (f=0.15) raises addition exact match by ≥5 points and "
          "lowers code loss by ≥5% vs no upsampling, at ≤3% higher web loss; upsampling throughout (f=1) costs the most "
          "web loss; dropping math from the final phase raises the math loss.")
-VARIANTS = {"f0": "tiny,f=0", "f0.15": "tiny,f=0.15", "f1": "tiny,f=1", "drop_math": "tiny,f=0.15,drop=math"}
+VARIANTS = {"f0": "toy,f=0", "f0.15": "toy,f=0.15", "f1": "toy,f=1", "drop_math": "toy,f=0.15,drop=math"}
 KEYS = ("val/web", "val/code", "val/math", "em/math")
 
 
@@ -39,10 +40,11 @@ def run(seeds, workdir: str, steps: int | None = None) -> dict:
     for name in VARIANTS:
       print(f"domain_upsampling claim: seed {seed} {name}: " + ", ".join(f"{k} {res[name][k][-1]:.4f}" for k in KEYS),
             flush=True)
-  return judge(res)
+  from configs import domain_upsampling as cfg_lib
+  return judge(res, steps or int(cfg_lib.get_config("toy").train.steps))
 
 
-def judge(res: dict) -> dict:
+def judge(res: dict, steps: int | None = None) -> dict:
   m = {v: {k: float(np.mean(x)) for k, x in r.items()} for v, r in res.items()}
   f0, fu, f1, dr = m["f0"], m["f0.15"], m["f1"], m["drop_math"]
   checks = {
@@ -61,9 +63,13 @@ def judge(res: dict) -> dict:
                f"{dr['val/math'] - fu['val/math']:+.4f} nats/byte), EM {dr['em/math']:.3f}.")
   if f1["em/math"] < 0.2:
     lines.append(f"Exact match is near its floor for every variant (per seed f=0 {res['f0']['em/math']}, f=0.15 "
-                 f"{res['f0.15']['em/math']}; even the upsampled mix throughout reaches {f1['em/math']:.3f}): 400 steps do not "
+                 f"{res['f0.15']['em/math']}; even the upsampled mix throughout reaches {f1['em/math']:.3f}): {steps or 'these'} steps do not "
                  "teach this model two-digit addition, so the EM check cannot separate the schedules at this scale; the "
                  "answer loss moves in the claimed direction.")
+  if not checks["web_loss_within_3pct"]:
+    lines.append(f"The web cost is {fu['val/web'] / f0['val/web'] - 1:+.1%} where the check allows +3%: the final phase cuts "
+                 "web from 90% to 40% of the rows while the learning rate is still high, and a model this small has no "
+                 "spare capacity, so what it gains on code and math it gives up on web (f=1 pays the most, as claimed).")
   failed = [k for k, v in checks.items() if not v]
   if failed:
     lines.append(f"Not met: {', '.join(failed)}.")
