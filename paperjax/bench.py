@@ -220,7 +220,7 @@ def build(args):
 
   opt = AttrDict(name=args.optimizer, lr=3e-4, warmup_steps=100, schedule="cosine", end_lr_frac=0.1,
                  b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0)
-  if args.optimizer == "adafactor":  # as configs/ul2.py's base and large presets: no clipping, no decay
+  if args.optimizer == "adafactor":  # as configs/ul2.py's base and large presets (a test keeps them equal)
     opt.update(schedule="rsqrt", weight_decay=0.0, clip_norm=0.0, lr=1e-2)
   tx, lr_schedule = optim.build(opt, total_steps=10_000)
   mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, -1, 1))  # FSDP over every device

@@ -93,13 +93,19 @@ def test_bench_times_the_trainers_own_step():
   the other does not make fails here."""
   import importlib
   from paperjax.launch import preflight
-  c = importlib.import_module("configs.ul2").get_config("tiny")
-  c.model.update(d_model=64, num_heads=4, head_dim=16, d_ff=128, num_layers=1, num_encoder_layers=1,
-                 dtype="bfloat16", tie_embeddings=False, padding_as_lengths=True, loss_chunk=96)
-  c.data.update(vocab_size=512, raw_length=62, batch_size=8)
-  c.ul2.update(inputs_length=64, targets_length=32)
-  c.optimizer.update(name="adafactor", lr=1e-2, warmup_steps=100, schedule="rsqrt", clip_norm=0.0, weight_decay=0.0)
-  c.train.steps = 10_000  # the bench's schedule length
+  ul2 = importlib.import_module("configs.ul2")
+  shape = bench.SHAPES["tiny_encdec"]
+  c = ul2.get_config("tiny")
+  c.model.update({k: shape[k] for k in ("d_model", "num_heads", "head_dim", "d_ff", "num_layers",
+                                        "num_encoder_layers", "tie_embeddings")},
+                 dtype="bfloat16", padding_as_lengths=True, loss_chunk=96)
+  c.data.update(vocab_size=shape["vocab_size"], raw_length=shape["raw_length"], batch_size=8)
+  c.ul2.update(inputs_length=shape["lengths"]["inputs"], targets_length=shape["lengths"]["targets"])
+  # The UL2 presets' own Adafactor (the bench's --optimizer=adafactor copies it: the bench cannot
+  # import ml_collections), over the bench's schedule: 100 warm-up steps of 10,000.
+  base = ul2.get_config("base").optimizer
+  c.optimizer.update({k: base[k] for k in ("name", "lr", "schedule", "clip_norm", "weight_decay")}, warmup_steps=100)
+  c.train.steps = 10_000
   trainer, _ = preflight.lower_step(c, "local")
   timed = bench.lower(bench.parse_args(["--shape=tiny_encdec", "--batch=8", "--padding_lengths", "--loss_chunk=96",
                                         "--optimizer=adafactor", "--data=ul2_resident", "--dtype=bfloat16"]))
