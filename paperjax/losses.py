@@ -80,9 +80,28 @@ def fused_linear_cross_entropy(h_ND, w_VD, targets_N, mask_N, chunk: int, z_loss
   return _flce(h, w_VD, t, m, chunk, float(z_loss)), m.sum()
 
 
+def online_logsumexp(x, axis: int = -1):
+  """log Σ exp(x) along `axis` in one pass over x: a variadic reduction of (running max, sum of
+  exp(x − running max)) pairs, combined as in online softmax. `jax.nn.logsumexp` reads x twice (the
+  max, then the sum); this reads it once, which is what the fused cross-entropy's logits chunks (the
+  largest tensors of an LM step) want. Not differentiable (a general `lax.reduce`): for use where
+  the gradient is written by hand, as in `fused_linear_cross_entropy`. Finite inputs assumed."""
+  x = jnp.asarray(x, jnp.float32)
+  axis = axis % x.ndim
+  lowest = jnp.finfo(jnp.float32).min  # a finite start: exp(lowest − lowest) = 1 times a sum of 0, never NaN
+
+  def combine(a, b):  # one exponential per combine: the smaller max's sum is rescaled to the larger
+    a_larger = a[0] >= b[0]
+    d = jnp.exp(-jnp.abs(a[0] - b[0]))
+    return jnp.maximum(a[0], b[0]), jnp.where(a_larger, a[1] + b[1] * d, a[1] * d + b[1])
+
+  m, s = jax.lax.reduce((x, jnp.ones_like(x)), (lowest, jnp.float32(0.0)), combine, (axis,))
+  return m + jnp.log(s)
+
+
 def _chunk_loss(h_cD, w_VD, t_c, m_c, z_loss, with_grads):
   logits = jnp.einsum("cd,vd->cv", h_cD, w_VD).astype(jnp.float32)
-  lse = jax.nn.logsumexp(logits, axis=-1)
+  lse = online_logsumexp(logits, axis=-1)
   target_logit = jnp.take_along_axis(logits, t_c[:, None], axis=-1)[:, 0]
   nll = lse - target_logit
   if z_loss:

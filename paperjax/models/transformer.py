@@ -127,17 +127,14 @@ class RMSNorm(nn.Module):
 def rope_tables(positions_BL: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
   """sin and cos of the rotary angles (Su et al. 2021), each [B, L, 1, K/2] fp32, for `rotary`.
   Positions shared by every row come as [1, L] (the model's own), so the tables are B times smaller.
-
-  Computed once per layer stack (`Stack`), not per layer, and behind an optimization barrier: XLA
-  otherwise fuses the sin/cos into every layer's rotary kernel, forward and backward, where they
-  are evaluated again for every head and element — a transcendental with range reduction per
-  element turns a memory-bound pass compute-bound (the GPT-2 step on an H100 spent ~5 ms per step
-  in those passes, about 3x their memory time; notes/perf.md). Behind the barrier every rotary pass
-  reads the small table instead. Same values, same gradients."""
+  Computed once per layer stack (`Stack`) and read by every layer's rotary pass. (XLA's GPU compiler
+  already hoists the per-layer sin/cos into one small kernel when each layer computes them itself:
+  the H100 program of the older per-layer code, compiled by `paperjax.bench --target=h100`, holds
+  one sine; so this is structure, not speed.)"""
   half = head_dim // 2
   freqs = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
   angles = positions_BL[..., None, None].astype(jnp.float32) * freqs       # B L 1 K/2
-  return jax.lax.optimization_barrier((jnp.sin(angles), jnp.cos(angles)))
+  return jnp.sin(angles), jnp.cos(angles)
 
 
 def rotary(x_BLHK: Array, sin_cos: tuple[Array, Array]) -> Array:
@@ -185,19 +182,35 @@ class Attention(nn.Module):
                 name="out")(out_BLHK)
 
 
+ACTIVATIONS = {"gelu": functools.partial(nn.gelu, approximate=True), "silu": nn.silu, "relu": nn.relu}
+
+
+@functools.lru_cache(maxsize=None)
+def gated_activation(name: str):
+  """`act(h0) * h1`, differentiated by recomputing `act` from h0 in the backward pass.
+
+  Plain autodiff of the tanh GELU saves tanh(...) as an extra [B, L, F] residual: XLA's GPU fusion
+  will not duplicate a transcendental, so the forward kernel writes it and the backward kernel reads
+  it back — two extra passes over the largest activation per layer (4 + 6 tensor passes instead of
+  3 + 5; seen in the H100 program by `paperjax.roofline`). Rematerialised, the backward kernel reads
+  h0, h1 and the incoming gradient and recomputes the activation in registers. Values and gradients
+  are the same computation."""
+  act = ACTIVATIONS[name]
+  return jax.checkpoint(lambda h0, h1: act(h0) * h1)
+
+
 class GatedMLP(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
   def __call__(self, x_BLD, deterministic: bool):
     cfg = self.cfg
-    act = {"gelu": functools.partial(nn.gelu, approximate=True), "silu": nn.silu, "relu": nn.relu}[cfg.activation]
     if cfg.fused_projections:
       h0, h1 = Proj("BLD,DCF->CBLF", (cfg.d_model, 2, cfg.d_ff), ("embed", "stack", "mlp"), cfg, name="wi")(x_BLD)
     else:
       h0 = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi_0")(x_BLD)
       h1 = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi_1")(x_BLD)
-    h_BLF = nn.with_logical_constraint(act(h0) * h1, ("batch", "length", "act_mlp"))
+    h_BLF = nn.with_logical_constraint(gated_activation(cfg.activation)(h0, h1), ("batch", "length", "act_mlp"))
     h_BLF = nn.Dropout(cfg.dropout)(h_BLF, deterministic=deterministic)
     out = Proj("BLF,FD->BLD", (cfg.d_ff, cfg.d_model), ("mlp", "embed"), cfg, name="wo")(h_BLF)
     return checkpoint_name(out, "mlp_out")
