@@ -28,7 +28,7 @@ import types
 
 import numpy as np
 
-from paperjax import xla_flags
+from paperjax import roofline, xla_flags
 
 # Shapes. d_ff of a gated MLP is 8/3·d where a GPT-2/T5 MLP has 4·d (or T5.1.1's own 2048): three
 # matrices of d×d_ff hold as many weights as two of d×4d, so the FLOPs match the reference models.
@@ -91,6 +91,11 @@ def parse_args(argv=None):
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--xla_flags", default="none", choices=sorted(xla_flags.FLAG_SETS))
   p.add_argument("--compile_only", action="store_true", help="lower + compile, report memory, run nothing")
+  p.add_argument("--target", default="", choices=["", *sorted(roofline.GPU_TARGETS)],
+                 help="compile the step for this GPU without one (XLA's deviceless compile; needs the CUDA plugin, "
+                      "`pip install jax[cuda12]`, not a GPU) and report its compiled memory and its roofline "
+                      "(paperjax.roofline: every kernel's bytes and FLOPs at the card's measured rates); runs nothing")
+  p.add_argument("--hlo_out", default="", help="with --target: also write the compiled program's HLO text here")
   p.add_argument("--compilation_cache", default="", help="persistent compilation cache directory")
   p.add_argument("--peak_flops", type=float, default=0.0, help="override the detected bf16 peak FLOP/s")
   p.add_argument("--profile", default="",
@@ -195,9 +200,10 @@ def make_loss(model, cfg, args):
   return loss_fn
 
 
-def build(args):
+def build(args, devices=None):
   """The benchmark's model, optimizer, sources and jitted step, nothing compiled or run yet: `run`
-  times it and `lower(args)` gives its lowered program (which tests compare with the trainer's own)."""
+  times it and `lower(args)` gives its lowered program (which tests compare with the trainer's own).
+  `devices`: the mesh's devices (default: all of this process's); `target` passes a topology's."""
   import jax
   from paperjax import optim, sharding
   from paperjax import step as step_lib
@@ -223,7 +229,7 @@ def build(args):
   if args.optimizer == "adafactor":  # as configs/ul2.py's base and large presets (a test keeps them equal)
     opt.update(schedule="rsqrt", weight_decay=0.0, clip_norm=0.0, lr=1e-2)
   tx, lr_schedule = optim.build(opt, total_steps=10_000)
-  mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, -1, 1))  # FSDP over every device
+  mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, -1, 1), devices=devices)  # FSDP over every device
   rules = sharding.DEFAULT_RULES
   data_sharding = sharding.batch_sharding(mesh, rules)
   batch_shardings = jax.tree.map(lambda _: data_sharding, example)
@@ -246,13 +252,80 @@ def build(args):
       abstract_batch=abstract_batch, n_params=n_params, p_step=p_step)
 
 
-def lower(args):
+def lower(args, devices=None):
   """The benchmark's step lowered for its abstract state and batch (StableHLO via `.as_text()`)."""
   from paperjax import step as step_lib
   xla_flags.apply(args.xla_flags)
-  b = build(args)
+  b = build(args, devices)
   with step_lib.mesh_context(b.mesh, b.rules):
     return b.p_step.lower(b.abstract_state, b.abstract_batch)
+
+
+def target(args) -> dict:
+  """`--target=h100`: the step compiled by XLA's GPU compiler for that card on this machine (no GPU:
+  a deviceless compile against the card's description), its compiled memory, and its roofline.
+  The program is the one the card would run, save GEMM algorithm choices (no autotuning without the
+  card); notes/perf.md compares the roofline with measured H100 steps."""
+  os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")  # no driver here: skip the plugin's version probe
+  used_flags = xla_flags.apply(args.xla_flags)
+  import jax
+  from jax.experimental import topologies
+  from paperjax import metrics
+  from paperjax.models import lm
+  try:
+    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS[args.target],
+                                        topology="1x1x1")
+  except Exception as e:  # no CUDA plugin installed
+    raise SystemExit(f"--target={args.target} needs JAX's CUDA plugin to compile for a GPU ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0] if str(e) else ''}); install it with `pip install 'jax[cuda12]'` "
+                     "(no GPU needed), or drop --target.") from e
+  if args.attention == "auto":  # what a GPU run of these shapes uses (bf16 compute)
+    args.attention = "cudnn" if args.dtype in ("bfloat16", "float16") else "xla"
+  t0 = time.perf_counter()
+  lowered = lower(args, devices=list(topo.devices))
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  text = compiled.as_text()
+  if args.hlo_out:
+    with open(args.hlo_out, "w") as f:
+      f.write(text)
+  cfg, shape = model_config(args)
+  batch_size = args.batch or shape["batch"]
+  lengths = shape["lengths"]
+  flops = lm.flops_per_example(cfg, lengths)
+  card = roofline.CARDS[args.target]
+  summ = roofline.summary(roofline.kernels(text, card))
+  step_s = summ["total_ms"] / 1e3
+  peak = args.peak_flops or metrics.PEAK_FLOPS[args.target]
+  result = dict(
+      tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
+      attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
+      fused=args.fused, loss_chunk=args.loss_chunk, optimizer=args.optimizer, xla_flags=args.xla_flags,
+      xla_flags_str=used_flags, compile_s=round(compile_s, 2),
+      flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
+      tokens_per_step=sum(lengths.values()) * batch_size, compiled_mem_gb=_memory_analysis(compiled),
+      roofline=summ, roofline_ms=summ["total_ms"],
+      roofline_mfu_full=flops["full"] * batch_size / step_s / peak,
+      roofline_mfu_causal=flops["causal"] * batch_size / step_s / peak, peak_flops=peak)
+  _report_target(result)
+  return _write(result, args)
+
+
+def _report_target(r: dict) -> None:
+  mem = r["compiled_mem_gb"]
+  print(f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} compiled for {r['device']} (deviceless, "
+        f"{r['compile_s']:.1f}s): attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} "
+        f"loss_chunk={r['loss_chunk']} optimizer={r['optimizer']} xla={r['xla_flags']}\n"
+        f"  compiled memory ≈{mem['peak_estimate']:.2f} GiB (arguments {mem['arguments']:.2f}, temporaries "
+        f"{mem['temp']:.2f}); roofline {r['roofline_ms']:.2f} ms/step → MFU ≤ {100 * r['roofline_mfu_full']:.1f}% "
+        f"full / {100 * r['roofline_mfu_causal']:.1f}% causal", flush=True)
+  print(f"  {'category':14s} {'ms':>8s} {'GB':>8s} {'TFLOP':>7s} {'kernels':>8s}")
+  for name, c in r["roofline"]["categories"].items():
+    print(f"  {name:14s} {c['ms']:8.2f} {c['gb']:8.2f} {c['tflop']:7.2f} {c['count']:8d}")
+  print("  costliest passes (ms per step at the floor, GB, launches; layer numbers folded):")
+  for k in r["roofline"]["top"]:
+    print(f"    {k['ms']:7.2f} ms {k['gb']:6.2f} GB ×{k['count']:<3d} {k['category']:13s} {k['bound']:7s} "
+          f"{k['result'][:40]:40s} {k['op'].removeprefix('jit(step)/')[-70:]}")
 
 
 def run(args) -> dict:
@@ -479,7 +552,7 @@ def main(argv=None) -> None:
   from paperjax import errors
   args = parse_args(argv)
   with errors.one_sentence(debug=bool(os.environ.get("PAPERJAX_DEBUG"))):
-    run(args)
+    target(args) if args.target else run(args)
 
 
 if __name__ == "__main__":

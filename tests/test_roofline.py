@@ -1,0 +1,100 @@
+"""paperjax.roofline: kernels, bytes and FLOPs read from compiled HLO, checked by hand.
+
+tests/data/h100_fixture.hlo is XLA's H100 program (compiled deviceless by
+tests/data/make_h100_fixture.py, metadata stripped) of: a bf16 [256,512]@[512,1024] GEMM followed by a tanh, cuDNN
+causal flash attention forward and backward on [2,128,4,64], and a 5-step scan that adds one
+4096-float row of an [8,4096] table per step."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from paperjax import bench, roofline
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "h100_fixture.hlo")
+
+
+def _by_name(ks):
+  return {k.name: k for k in ks}
+
+
+def test_h100_program_kernels_by_hand():
+  card = roofline.H100_SXM
+  ks = roofline.kernels(open(FIXTURE).read(), card)
+  by = _by_name(ks)
+  gemm = by["custom-call.1"]  # cuBLAS: x [256,512] bf16 @ w [512,1024] bf16 -> [256,1024] bf16 (+ workspace, not traffic)
+  assert gemm.category == "gemm" and gemm.flops == 2 * 256 * 1024 * 512
+  assert gemm.bytes == 2 * (256 * 512 + 512 * 1024 + 256 * 1024)
+  fwd, bwd = by["dot_product_attention_fwd.5"], by["dot_product_attention_bwd.8"]
+  causal_fwd = 4 * 2 * 4 * 128 * 128 * 64 / 2  # two matmuls of B·H·T·S·K, half of them masked
+  assert fwd.category == "attention_fwd" and fwd.flops == causal_fwd and fwd.head_dim == 64
+  assert bwd.category == "attention_bwd" and bwd.flops == 2.5 * causal_fwd
+  assert fwd.bytes == 2 * 3 * 65536 + 2 * 65536 + 4 * 2 * 4 * 128  # q, k, v in; out and the f32 log-sum-exp
+  step = by["loop_add_fusion"]  # the scan body: reads one table row (not the table) and the carry, writes the carry
+  assert step.count == 5 and step.category == "elementwise"
+  assert 3 * 4096 * 4 <= step.bytes <= 3 * 4096 * 4 + 16
+  for k in ks:  # each kernel at its floor: the slower of its traffic and its arithmetic, plus a launch
+    rate = {"gemm": card.gemm_flops, "attention_fwd": card.attention_rate(64, False),
+            "attention_bwd": card.attention_rate(64, True)}.get(k.category)
+    want = max(k.bytes / card.bandwidth, k.flops / rate if rate else 0.0) + card.launch_s
+    assert k.time_s == pytest.approx(want)
+  s = roofline.summary(ks)
+  assert s["total_ms"] == pytest.approx(1e3 * sum(k.time_s * k.count for k in ks), abs=1e-3)
+  assert s["categories"]["gemm"]["tflop"] == pytest.approx(gemm.flops / 1e12, abs=1e-3)
+
+
+def test_cpu_program_dot_and_slice_by_hand():
+  f = lambda a, b, t: (jnp.tanh(a @ b) + 1.0, jax.lax.dynamic_slice_in_dim(t, 3, 2).sum())
+  text = jax.jit(f).lower(jnp.ones((64, 32)), jnp.ones((32, 16)), jnp.ones((100, 50))).compile().as_text()
+  ks = roofline.kernels(text)
+  gemms = [k for k in ks if k.category == "gemm"]
+  assert len(gemms) == 1 and gemms[0].flops == 2 * 64 * 16 * 32
+  assert sum(k.flops for k in ks) == 2 * 64 * 16 * 32
+  # the 100×50 table is read only where sliced: no kernel is charged for all of it
+  assert max(k.bytes for k in ks if k.category != "gemm") < 100 * 50 * 4
+
+
+def test_card_attention_rate_by_head_dim():
+  card = roofline.H100_SXM
+  assert card.attention_rate(64, False) > card.attention_rate(64, True)
+  assert card.attention_rate(128, True) > card.attention_rate(64, True) == card.attention_rate(80, True)
+
+
+def test_bench_target_without_the_cuda_plugin_says_how_to_get_it(monkeypatch, capsys):
+  from jax.experimental import topologies
+
+  def no_plugin(**kw):
+    raise NotImplementedError("topology not implemented for cuda")
+  monkeypatch.setattr(topologies, "get_topology_desc", no_plugin)
+  with pytest.raises(SystemExit) as e:
+    bench.target(bench.parse_args(["--shape=tiny", "--target=h100"]))
+  msg = str(e.value)
+  assert "pip install 'jax[cuda12]'" in msg and "no GPU needed" in msg and msg.count("\n") == 0
+
+
+def _has_cuda_plugin() -> bool:
+  try:
+    return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
+  except ImportError:
+    return False
+
+
+@pytest.mark.skipif(not _has_cuda_plugin(),
+                    reason="JAX's CUDA plugin is not installed (the deviceless H100 compile needs it, not a GPU)")
+def test_bench_target_compiles_for_an_h100_without_one(tmp_path):
+  # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
+  out, hlo = tmp_path / "r.jsonl", tmp_path / "s.hlo"
+  subprocess.run([sys.executable, "-m", "paperjax.bench", "--shape=tiny", "--target=h100", f"--json={out}",
+                  f"--hlo_out={hlo}"], check=True, capture_output=True, env={**os.environ, "JAX_PLATFORMS": ""})
+  r = json.loads(out.read_text())
+  assert r["roofline_ms"] > 0 and r["compiled_mem_gb"]["peak_estimate"] > 0
+  assert "__cudnn$fmha" in hlo.read_text()  # the GPU's program: cuDNN attention
+  # the matmul and attention FLOPs the roofline finds in the program are the model's own count
+  found = sum(k.flops * k.count for k in roofline.kernels(hlo.read_text()))
+  assert found == pytest.approx(r["flops_per_step_causal"], rel=0.05)
