@@ -51,7 +51,9 @@ fi
 # run measured fused projections slower on every shape, so every row is unfused):
 #  - the 1B decoder at B=16, profiled (B=16 and not B=20: compiled for an H100 here, the unfused
 #    B=20 step is rematerialised by XLA to fit the card, 120 kernels / ~22 ms of recomputed MLP work
-#    by paperjax.roofline, so per sample it is predicted ~2.6% slower than B=16; B=20 is an extra row);
+#    by paperjax.roofline, so per sample it is predicted ~2.6% slower than B=16; B=20 is an extra row),
+#    then the same with the fused residual-add + RMSNorm kernels (--norm=pallas, models/fused_norm.py:
+#    built and tested on CPU, compiled for an H100 here, never run on a GPU; T5 and GPT-2 follow as extras);
 #  - GPT-2 with a profile whose top kernels carry their HLO result shapes (what the ~24 ms of
 #    non-GEMM, non-attention time per step is made of);
 #  - T5 UL2 at B=256 with Adafactor (the trainer's optimizer), one process timing interleaved
@@ -63,10 +65,13 @@ fi
 #    XLA's default flags (Triton GEMM fusions on), and the 1B at B=20 (does the remat cost appear?).
 VARIANTS=(
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2 --profile=/tmp/trace_1b"
+  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2 --norm=pallas --profile=/tmp/trace_1b_fn"
   "gpt2_best|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --profile=$OUT/trace_gpt2"
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
 )
 EXTRA=(
+  "t5_b256_fusednorm|$TB --optimizer=adafactor --steps=10 --warmup=3 --norm=pallas"
+  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=pallas"
   "gpt2_gemm_fusion|$G --attention=cudnn --loss_chunk=8192 --xla_flags=gemm_fusion --profile=/tmp/trace_gpt2_gf"
   "gpt2_xla_default|$G --attention=cudnn --loss_chunk=8192 --xla_flags=none"
   "1b_b20|$B2 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2"

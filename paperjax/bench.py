@@ -74,6 +74,8 @@ def parse_args(argv=None):
   p.add_argument("--scan", action="store_true", help="layers as one nn.scan")
   p.add_argument("--fused", action="store_true",
                  help="fused projections: one q/k/v kernel and one wi_0/wi_1 kernel (TransformerConfig.fused_projections)")
+  p.add_argument("--norm", default="xla", choices=["xla", "pallas"],
+                 help="pallas: each residual add + RMSNorm as one fused GPU kernel each way (TransformerConfig.norm_impl)")
   p.add_argument("--loss_chunk", type=int, default=0,
                  help="0: full logits (fp32, as lm.loss_sums); N: chunked cross-entropy, N tokens (rows "
                       "of batch·length) per chunk with --loss_impl=fused, N positions with =remat")
@@ -129,7 +131,7 @@ def model_config(args):
   kw = {k: v for k, v in shape.items() if k in fields}
   kw.update(dtype=jnp.dtype(args.dtype), param_dtype=jnp.dtype(args.param_dtype),
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
-            fused_projections=args.fused,
+            fused_projections=args.fused, norm_impl=args.norm,
             attention_impl=None if args.attention == "auto" else args.attention)
   return TransformerConfig(**kw), shape
 
@@ -300,7 +302,7 @@ def target(args) -> dict:
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused, loss_chunk=args.loss_chunk, optimizer=args.optimizer, xla_flags=args.xla_flags,
+      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, optimizer=args.optimizer, xla_flags=args.xla_flags,
       xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=sum(lengths.values()) * batch_size, compiled_mem_gb=_memory_analysis(compiled),
@@ -314,7 +316,7 @@ def target(args) -> dict:
 def _report_target(r: dict) -> None:
   mem = r["compiled_mem_gb"]
   print(f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} compiled for {r['device']} (deviceless, "
-        f"{r['compile_s']:.1f}s): attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} "
+        f"{r['compile_s']:.1f}s): attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} norm={r['norm']} "
         f"loss_chunk={r['loss_chunk']} optimizer={r['optimizer']} xla={r['xla_flags']}\n"
         f"  compiled memory ≈{mem['peak_estimate']:.2f} GiB (arguments {mem['arguments']:.2f}, temporaries "
         f"{mem['temp']:.2f}); roofline {r['roofline_ms']:.2f} ms/step → MFU ≤ {100 * r['roofline_mfu_full']:.1f}% "
@@ -368,7 +370,7 @@ def run(args) -> dict:
       tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused,
+      fused=args.fused, norm=args.norm,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
       data=",".join(args.data), optimizer=args.optimizer, xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,

@@ -109,7 +109,7 @@ class Instr:
 @dataclasses.dataclass
 class Kernel:
   name: str
-  category: str  # gemm, attention, copy, reduce, elementwise, collective, other
+  category: str  # gemm, attention_fwd/_bwd, copy, reduce, elementwise, pallas, collective, other
   bytes: float
   flops: float
   result: str  # the result type, for the reader
@@ -344,6 +344,8 @@ class _Module:
             flops = 4.0 * b * h * t * k[0][1] * head_dim * (2.5 if backward else 1.0)
             if cfg.get("cudnn_fmha_backend_config", {}).get("mask_type") == "CAUSAL":
               flops /= 2
+        elif "triton" in target:  # a Pallas kernel (e.g. models/fused_norm.py): memory-bound by its operands
+          category = "pallas"
       elif op in ("dot", "convolution"):  # an unfused dot (CPU programs)
         category = "gemm"
         nbytes = sum(shape_bytes(self.shapes.get(o, "")) for o in set(ins.operands)) + shape_bytes(ins.shape)

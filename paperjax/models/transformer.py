@@ -68,8 +68,13 @@ class TransformerConfig:
   # on accelerators (notes/perf.md). The same function and the same init; a different parameter
   # layout, so checkpoints of one layout do not load into the other (see `fuse_params`).
   fused_projections: bool = False
+  # "pallas": each block's residual add and the RMSNorm after it run as one fused GPU kernel each way
+  # (models/fused_norm.py; Triton, GPUs only). "xla": plain JAX. The same function and parameters.
+  norm_impl: str = "xla"
 
   def __post_init__(self):
+    if self.norm_impl not in ("xla", "pallas"):
+      raise ValueError(f"model.norm_impl={self.norm_impl!r} is not 'xla' or 'pallas' (the fused GPU kernel).")
     if self.kind not in KINDS:
       raise ValueError(f"model.kind={self.kind!r} is not one of {KINDS}; pick one of them in the config.")
     if self.remat not in REMAT_POLICIES:
@@ -112,16 +117,39 @@ class Proj(nn.Module):
     return jnp.einsum(self.equation, x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype))
 
 
+def _norm_scale(module: nn.Module, d: int):
+  return module.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (d,),
+                      module.cfg.param_dtype)
+
+
+def _rmsnorm(x, scale, dtype):
+  x32 = x.astype(jnp.float32)
+  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
+  return (x32 * scale.astype(jnp.float32)).astype(dtype)
+
+
 class RMSNorm(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
   def __call__(self, x):
-    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
-                       (x.shape[-1],), self.cfg.param_dtype)
-    x32 = x.astype(jnp.float32)
-    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
-    return (x32 * scale.astype(jnp.float32)).astype(self.cfg.dtype)
+    return _rmsnorm(x, _norm_scale(self, x.shape[-1]), self.cfg.dtype)
+
+
+class AddRMSNorm(nn.Module):
+  """(x + delta, RMSNorm(x + delta)): a residual add and the norm after it, with RMSNorm's own
+  parameter (so a block's parameters are the same whichever runs). With `norm_impl="pallas"` both
+  run as one fused kernel each way (models/fused_norm.py)."""
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x, delta):
+    scale = _norm_scale(self, x.shape[-1])
+    if self.cfg.norm_impl == "pallas":
+      from paperjax.models import fused_norm
+      return fused_norm.add_rmsnorm(x, delta.astype(x.dtype), scale, self.cfg.dtype, impl="pallas")
+    h = x + delta
+    return h, _rmsnorm(h, scale, self.cfg.dtype)
 
 
 def rope_tables(positions_BL: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -229,16 +257,19 @@ class Block(nn.Module):
     deterministic = self.deterministic
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
     h = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
-    x_BLD = x_BLD + drop(Attention(cfg, name="self_attn")(
+    delta = drop(Attention(cfg, name="self_attn")(
         h, h, aux["self_mask"], aux["rope"], aux["rope"], self.causal,
         aux.get("self_len"), aux.get("self_len")))
-    if self.cross:
-      h = RMSNorm(cfg, name="pre_cross_norm")(x_BLD)
-      x_BLD = x_BLD + drop(Attention(cfg, use_rope=False, cross=True, name="cross_attn")(
+    if self.cross:  # each residual add and the norm after it as one op (one fused kernel with norm_impl="pallas")
+      x_BLD, h = AddRMSNorm(cfg, name="pre_cross_norm")(x_BLD, delta)
+      delta = drop(Attention(cfg, use_rope=False, cross=True, name="cross_attn")(
           h, aux["encoded"], aux["cross_mask"], None, None, False,
           None if aux.get("enc_len") is None else jnp.full_like(aux["enc_len"], x_BLD.shape[1]),
           aux.get("enc_len")))
-    h = RMSNorm(cfg, name="pre_mlp_norm")(x_BLD)
+    x_BLD, h = AddRMSNorm(cfg, name="pre_mlp_norm")(x_BLD, delta)
+    # (The MLP's residual add stays outside the next block's first norm: fused there, the kernel needs
+    # the sum of the q/k/v projections' input gradients materialised first, an extra pass that cancels
+    # the gain — paperjax.roofline on the H100 program, notes/perf.md.)
     x_BLD = x_BLD + drop(GatedMLP(cfg, name="mlp")(h, deterministic))
     return nn.with_logical_constraint(x_BLD, ("batch", "length", "act_embed")), None
 

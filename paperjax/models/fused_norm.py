@@ -1,0 +1,157 @@
+"""Residual add fused with the RMSNorm that follows it: `h = x + delta; y = rmsnorm(h) * scale`, as
+one GPU kernel each way (Pallas on Triton), the "fused add + norm" of Apex / flash-attention.
+
+Why: in a pre-norm block, XLA runs the residual add and the norm after it as separate passes over
+the [rows, D] activations — forward: the add (in the previous GEMM's epilogue, plus a copy of the
+residual it overwrites), the norm's row reduction, the normalisation; backward: the row reduction
+of the incoming gradient, then the gradient with the residual's own gradient added. That is ~6
+tensor passes each way where one kernel holding a row needs 4 (read x, delta; write h, y) and 4
+(read h, dy, dh; write dx). `paperjax.roofline` on the H100 program counts what this saves per step.
+
+Semantics: exactly the unfused `x + delta` (rounded to x's dtype) followed by `RMSNorm` (fp32 math,
+output in `out_dtype`). The backward recomputes each row's rsqrt (the row is in registers), returns
+the same dx for x and delta (the sum's gradient), and dscale from per-program partial sums.
+
+`impl="xla"` is the same function in plain JAX (the reference); `impl="pallas"` runs the kernels on
+GPUs and their interpreter elsewhere (CPU tests).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+EPS = 1e-6
+_ROW_BYTES = 8192  # fp32 elements a forward program holds per input (rows × padded D)
+
+
+def add_rmsnorm_reference(x, delta, scale, out_dtype, eps: float = EPS):
+  h = (x + delta).astype(x.dtype)
+  h32 = h.astype(jnp.float32)
+  y = h32 * jax.lax.rsqrt(jnp.mean(h32 * h32, axis=-1, keepdims=True) + eps) * scale.astype(jnp.float32)
+  return h, y.astype(out_dtype)
+
+
+def _geometry(d: int) -> tuple[int, int]:
+  from jax.experimental import pallas as pl
+  dp = pl.next_power_of_2(d)
+  return dp, max(1, _ROW_BYTES // dp)
+
+
+def _fwd_kernel(x_ref, d_ref, s_ref, h_ref, y_ref, *, n, d, dp, rows, eps):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  r = pl.program_id(0) * rows + jnp.arange(rows)
+  c = jnp.arange(dp)
+  mask = (r < n)[:, None] & (c < d)[None, :]
+  at = (r[:, None], c[None, :])
+  x = plgpu.load(x_ref.at[at], mask=mask, other=0.0)
+  delta = plgpu.load(d_ref.at[at], mask=mask, other=0.0)
+  h = (x.astype(jnp.float32) + delta.astype(jnp.float32)).astype(h_ref.dtype)
+  plgpu.store(h_ref.at[at], h, mask=mask)
+  h32 = h.astype(jnp.float32)
+  rstd = jax.lax.rsqrt(jnp.sum(h32 * h32, axis=1) / d + eps)
+  scale = plgpu.load(s_ref.at[c], mask=c < d, other=0.0).astype(jnp.float32)
+  plgpu.store(y_ref.at[at], (h32 * rstd[:, None] * scale[None, :]).astype(y_ref.dtype), mask=mask)
+
+
+def _bwd_kernel(h_ref, s_ref, dy_ref, dh_ref, dx_ref, ds_ref, *, n, d, dp, rows, steps, eps):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  p = pl.program_id(0)
+  c = jnp.arange(dp)
+  scale = plgpu.load(s_ref.at[c], mask=c < d, other=0.0).astype(jnp.float32)
+
+  def body(i, dscale):
+    r = (p * steps + i) * rows + jnp.arange(rows)
+    mask = (r < n)[:, None] & (c < d)[None, :]
+    at = (r[:, None], c[None, :])
+    h = plgpu.load(h_ref.at[at], mask=mask, other=0.0).astype(jnp.float32)
+    dy = plgpu.load(dy_ref.at[at], mask=mask, other=0.0).astype(jnp.float32)
+    dh = plgpu.load(dh_ref.at[at], mask=mask, other=0.0).astype(jnp.float32)
+    rstd = jax.lax.rsqrt(jnp.sum(h * h, axis=1) / d + eps)
+    xhat = h * rstd[:, None]
+    g = dy * scale[None, :]
+    mean_gx = jnp.sum(g * xhat, axis=1) / d
+    dx = dh + rstd[:, None] * (g - xhat * mean_gx[:, None])
+    plgpu.store(dx_ref.at[at], dx.astype(dx_ref.dtype), mask=mask)
+    return dscale + jnp.sum(dy * xhat, axis=0)
+
+  dscale = jax.lax.fori_loop(0, steps, body, jnp.zeros((dp,), jnp.float32))
+  plgpu.store(ds_ref.at[p, c], dscale, mask=c < d)
+
+
+def _pallas_fwd(x2, delta2, scale, out_dtype, eps, interpret):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  n, d = x2.shape
+  dp, rows = _geometry(d)
+  kernel = functools.partial(_fwd_kernel, n=n, d=d, dp=dp, rows=rows, eps=eps)
+  return pl.pallas_call(
+      kernel, grid=(pl.cdiv(n, rows),),
+      out_shape=(jax.ShapeDtypeStruct((n, d), x2.dtype), jax.ShapeDtypeStruct((n, d), out_dtype)),
+      compiler_params=plgpu.CompilerParams(num_warps=min(8, max(1, rows * dp // 1024))),
+      interpret=interpret, name="add_rmsnorm_fwd")(x2, delta2, scale)
+
+
+def _pallas_bwd(h2, scale, dy2, dh2, eps, interpret):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  n, d = h2.shape
+  dp, rows = _geometry(d)
+  rows = max(1, rows // 2)  # three inputs in flight instead of two
+  steps = 16  # row groups per program: the dscale partial sums are [n / (rows · steps), d]
+  programs = pl.cdiv(n, rows * steps)
+  kernel = functools.partial(_bwd_kernel, n=n, d=d, dp=dp, rows=rows, steps=steps, eps=eps)
+  dx, dscale = pl.pallas_call(
+      kernel, grid=(programs,),
+      out_shape=(jax.ShapeDtypeStruct((n, d), h2.dtype), jax.ShapeDtypeStruct((programs, d), jnp.float32)),
+      compiler_params=plgpu.CompilerParams(num_warps=min(8, max(1, rows * dp // 1024))),
+      interpret=interpret, name="add_rmsnorm_bwd")(h2, scale, dy2, dh2)
+  return dx, dscale.sum(0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _add_rmsnorm_pallas(x, delta, scale, out_dtype, eps, interpret):
+  d = x.shape[-1]
+  h, y = _pallas_fwd(x.reshape(-1, d), delta.reshape(-1, d), scale, out_dtype, eps, interpret)
+  return h.reshape(x.shape), y.reshape(x.shape)
+
+
+def _vjp_fwd(x, delta, scale, out_dtype, eps, interpret):
+  h, y = _add_rmsnorm_pallas(x, delta, scale, out_dtype, eps, interpret)
+  return (h, y), (h, scale)
+
+
+def _vjp_bwd(out_dtype, eps, interpret, res, cotangents):
+  h, scale = res
+  dh, dy = cotangents
+  d = h.shape[-1]
+  dx, dscale = _pallas_bwd(h.reshape(-1, d), scale, dy.reshape(-1, d), dh.reshape(-1, d), eps, interpret)
+  dx = dx.reshape(h.shape)
+  return dx, dx, dscale.astype(scale.dtype)  # the sum's gradient reaches x and delta alike
+
+
+_add_rmsnorm_pallas.defvjp(_vjp_fwd, _vjp_bwd)
+
+
+def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float = EPS, interpret: bool | None = None):
+  """(h, y) = (x + delta, rmsnorm(x + delta) · scale); x and delta [..., D] of one dtype, scale [D].
+  impl "xla": plain JAX; "pallas": one fused GPU kernel each way. `interpret`: True runs the kernels'
+  interpreter (any backend), False the GPU kernels; None (default) picks by the platform the program
+  is lowered for — the kernels for CUDA (also when compiling for a GPU from a CPU machine), the
+  interpreter elsewhere, so a model with `norm_impl="pallas"` still runs (slowly) on CPU."""
+  out_dtype = jnp.dtype(out_dtype or x.dtype)
+  if impl == "xla":
+    return add_rmsnorm_reference(x, delta, scale, out_dtype, eps)
+  if impl != "pallas":
+    raise ValueError(f"add_rmsnorm impl {impl!r} is not one of 'xla', 'pallas'.")
+  if x.shape != delta.shape or x.dtype != delta.dtype:
+    raise ValueError(f"add_rmsnorm needs x and delta of one shape and dtype; got {x.shape} {x.dtype} and "
+                     f"{delta.shape} {delta.dtype}.")
+  run = lambda interp: lambda x, delta, scale: _add_rmsnorm_pallas(x, delta, scale, out_dtype, float(eps), interp)
+  if interpret is not None:
+    return run(bool(interpret))(x, delta, scale)
+  return jax.lax.platform_dependent(x, delta, scale, default=run(True), cuda=run(False))

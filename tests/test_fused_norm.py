@@ -1,0 +1,71 @@
+"""models/fused_norm: the fused residual-add + RMSNorm kernels (run by Pallas's interpreter on CPU)
+against the formula by hand, and a model with norm_impl="pallas" against the plain one."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from paperjax.models import fused_norm as F
+from paperjax.models.transformer import Transformer, TransformerConfig
+
+
+def _by_hand(x, delta, scale, eps=F.EPS):
+  h = x + delta
+  y = h / np.sqrt((h * h).mean(-1, keepdims=True) + eps) * scale
+  return h, y
+
+
+@pytest.mark.parametrize("shape", [(3, 37, 96), (1200, 96)])  # D not a power of 2; (1200, 96): several backward programs
+def test_kernels_match_the_formula_and_its_gradient(shape):
+  rng = np.random.default_rng(0)
+  x, delta, gh, gy = (rng.normal(size=shape).astype(np.float32) for _ in range(4))
+  scale = (1 + 0.1 * rng.normal(size=shape[-1])).astype(np.float32)
+  h, y = F.add_rmsnorm(jnp.asarray(x), jnp.asarray(delta), jnp.asarray(scale), impl="pallas", interpret=True)
+  hh, yy = _by_hand(x.astype(np.float64), delta, scale)
+  np.testing.assert_allclose(h, hh, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(y, yy, rtol=1e-5, atol=1e-5)
+
+  def loss(impl):
+    def f(x, d, s):
+      h, y = F.add_rmsnorm(x, d, s, impl=impl, interpret=True)
+      return (h * gh).sum() + (y * gy).sum()
+    return jax.grad(f, (0, 1, 2))
+  args = (jnp.asarray(x), jnp.asarray(delta), jnp.asarray(scale))
+  ours, plain = loss("pallas")(*args), loss("xla")(*args)
+  np.testing.assert_allclose(ours[0], ours[1])  # the sum's gradient reaches x and delta alike
+  for a, b in zip(ours, plain):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
+
+
+def test_bf16_rounds_like_the_unfused_add_then_norm():
+  rng = np.random.default_rng(1)
+  x, delta = (jnp.asarray(rng.normal(size=(64, 80)), jnp.bfloat16) for _ in range(2))
+  scale = jnp.ones((80,), jnp.float32)
+  h, y = F.add_rmsnorm(x, delta, scale, impl="pallas", interpret=True)
+  h0, y0 = F.add_rmsnorm(x, delta, scale, impl="xla")
+  assert h.dtype == y.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(h, np.float32), np.asarray(h0, np.float32))  # x + delta rounded once
+  np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y0, np.float32), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encdec"])
+def test_model_with_fused_norm_is_the_same_function(kind):
+  batch = ({"tokens": np.arange(24).reshape(2, 12) % 50 + 2} if kind == "decoder"
+           else {"inputs": np.arange(24).reshape(2, 12) % 50 + 2, "targets": np.arange(16).reshape(2, 8) % 50 + 2})
+  out = []
+  for impl in ("xla", "pallas"):
+    m = Transformer(TransformerConfig(vocab_size=64, d_model=48, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
+                                      num_encoder_layers=1, kind=kind, norm_impl=impl))
+    p = m.init(jax.random.PRNGKey(0), batch)["params"]
+    out.append((p, jax.jit(jax.value_and_grad(lambda p: m.apply({"params": p}, batch).sum()))(p)))
+  (p0, (l0, g0)), (p1, (l1, g1)) = out
+  assert jax.tree.structure(p0) == jax.tree.structure(p1)  # same parameters: checkpoints load either way
+  np.testing.assert_allclose(l1, l0, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_unknown_norm_impl_is_one_clear_sentence():
+  with pytest.raises(ValueError, match="norm_impl='triton' is not 'xla' or 'pallas'"):
+    TransformerConfig(vocab_size=8, norm_impl="triton")
