@@ -102,7 +102,7 @@ def _pallas_bwd(h2, scale, dy2, dh2, eps, interpret):
   n, d = h2.shape
   dp, rows = _geometry(d)
   rows = max(1, rows // 2)  # three inputs in flight instead of two
-  steps = 16  # row groups per program: the dscale partial sums are [n / (rows · steps), d]
+  steps = 8  # row groups per program (≥ 7 programs per SM on the 1B shape); dscale partials are [n / (rows · steps), d]
   programs = pl.cdiv(n, rows * steps)
   kernel = functools.partial(_bwd_kernel, n=n, d=d, dp=dp, rows=rows, steps=steps, eps=eps)
   dx, dscale = pl.pallas_call(
