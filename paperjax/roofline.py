@@ -157,8 +157,8 @@ def _parse_instr(line: str) -> Instr | None:
   if not op_m:
     return None
   close = _matching(rest, op_m.end() - 1)
-  operands = re.findall(r"%([\w.\-]+)", rest[op_m.end():close - 1])
   args = rest[op_m.end():close - 1]
+  operands = re.findall(r"%([\w.\-]+)", args)
   return Instr(m.group(2), shape, op_m.group(1), operands, rest[close:], root=bool(m.group(1)), args=args)
 
 

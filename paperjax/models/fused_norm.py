@@ -27,11 +27,16 @@ EPS = 1e-6
 _ROW_BYTES = 8192  # fp32 elements a forward program holds per input (rows × padded D)
 
 
+def rmsnorm(x, scale, out_dtype, eps: float = EPS):
+  """RMSNorm in plain JAX: fp32 math, the result in `out_dtype` (the model's `RMSNorm`)."""
+  x32 = x.astype(jnp.float32)
+  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (x32 * scale.astype(jnp.float32)).astype(out_dtype)
+
+
 def add_rmsnorm_reference(x, delta, scale, out_dtype, eps: float = EPS):
-  h = (x + delta).astype(x.dtype)
-  h32 = h.astype(jnp.float32)
-  y = h32 * jax.lax.rsqrt(jnp.mean(h32 * h32, axis=-1, keepdims=True) + eps) * scale.astype(jnp.float32)
-  return h, y.astype(out_dtype)
+  h = x + delta
+  return h, rmsnorm(h, scale, out_dtype, eps)
 
 
 def _geometry(d: int) -> tuple[int, int]:

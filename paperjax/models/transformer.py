@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from paperjax.models import fused_norm
+
 Array = jax.Array
 KINDS = ("decoder", "prefix_lm", "encdec")
 REMAT_POLICIES = {
@@ -122,18 +124,12 @@ def _norm_scale(module: nn.Module, d: int):
                       module.cfg.param_dtype)
 
 
-def _rmsnorm(x, scale, dtype):
-  x32 = x.astype(jnp.float32)
-  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + 1e-6)
-  return (x32 * scale.astype(jnp.float32)).astype(dtype)
-
-
 class RMSNorm(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
   def __call__(self, x):
-    return _rmsnorm(x, _norm_scale(self, x.shape[-1]), self.cfg.dtype)
+    return fused_norm.rmsnorm(x, _norm_scale(self, x.shape[-1]), self.cfg.dtype)
 
 
 class AddRMSNorm(nn.Module):
@@ -146,10 +142,8 @@ class AddRMSNorm(nn.Module):
   def __call__(self, x, delta):
     scale = _norm_scale(self, x.shape[-1])
     if self.cfg.norm_impl == "pallas":
-      from paperjax.models import fused_norm
       return fused_norm.add_rmsnorm(x, delta.astype(x.dtype), scale, self.cfg.dtype, impl="pallas")
-    h = x + delta
-    return h, _rmsnorm(h, scale, self.cfg.dtype)
+    return fused_norm.add_rmsnorm(x, delta, scale, self.cfg.dtype, impl="xla")
 
 
 def rope_tables(positions_BL: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
