@@ -49,14 +49,17 @@ def test_bf16_rounds_like_the_unfused_add_then_norm():
   np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y0, np.float32), rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("kind", ["decoder", "encdec"])
-def test_model_with_fused_norm_is_the_same_function(kind):
+@pytest.mark.parametrize("kind,scan,remat", [("decoder", False, "none"), ("encdec", False, "none"),
+                                              ("decoder", True, "full")])
+def test_model_with_fused_norm_is_the_same_function(kind, scan, remat):
+  """Same loss, gradients and parameter tree; with norm_impl="pallas" each block hands its MLP
+  output unadded to the next block's first norm (a (x, pending) carry, zeros before a scan's first)."""
   batch = ({"tokens": np.arange(24).reshape(2, 12) % 50 + 2} if kind == "decoder"
            else {"inputs": np.arange(24).reshape(2, 12) % 50 + 2, "targets": np.arange(16).reshape(2, 8) % 50 + 2})
   out = []
   for impl in ("xla", "pallas"):
     m = Transformer(TransformerConfig(vocab_size=64, d_model=48, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
-                                      num_encoder_layers=1, kind=kind, norm_impl=impl))
+                                      num_encoder_layers=1, kind=kind, norm_impl=impl, scan_layers=scan, remat=remat))
     p = m.init(jax.random.PRNGKey(0), batch)["params"]
     out.append((p, jax.jit(jax.value_and_grad(lambda p: m.apply({"params": p}, batch).sum()))(p)))
   (p0, (l0, g0)), (p1, (l1, g1)) = out
@@ -64,6 +67,20 @@ def test_model_with_fused_norm_is_the_same_function(kind):
   np.testing.assert_allclose(l1, l0, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_copies_sum_their_gradients_in_the_kernel():
+  rng = np.random.default_rng(2)
+  x, delta, g1, g2, gh = (jnp.asarray(rng.normal(size=(40, 96)), jnp.float32) for _ in range(5))
+  scale = jnp.asarray(1 + 0.1 * rng.normal(size=96), jnp.float32)
+
+  def loss(impl, copies):
+    def f(x, d, s):
+      h, *ys = F.add_rmsnorm(x, d, s, impl=impl, interpret=True, copies=copies)
+      return (h * gh).sum() + sum((y * g).sum() for y, g in zip(ys, (g1, g2) if copies == 2 else (g1 + g2,)))
+    return jax.grad(f, (0, 1, 2))(x, delta, scale)
+  for a, b in zip(loss("pallas", 2), loss("xla", 1)):  # two uses' gradients == one use of their sum
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
 
 
 def test_unknown_norm_impl_is_one_clear_sentence():

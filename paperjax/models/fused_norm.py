@@ -62,9 +62,11 @@ def _fwd_kernel(x_ref, d_ref, s_ref, h_ref, y_ref, *, n, d, dp, rows, eps):
   plgpu.store(y_ref.at[at], (h32 * rstd[:, None] * scale[None, :]).astype(y_ref.dtype), mask=mask)
 
 
-def _bwd_kernel(h_ref, s_ref, dy_ref, dh_ref, dx_ref, ds_ref, *, n, d, dp, rows, steps, eps):
+def _bwd_kernel(h_ref, s_ref, dh_ref, *refs, n, d, dp, rows, steps, eps):
+  """refs: the gradients of y's uses (summed here), then the outputs dx and the dscale partials."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
+  *dy_refs, dx_ref, ds_ref = refs
   p = pl.program_id(0)
   c = jnp.arange(dp)
   scale = plgpu.load(s_ref.at[c], mask=c < d, other=0.0).astype(jnp.float32)
@@ -74,8 +76,8 @@ def _bwd_kernel(h_ref, s_ref, dy_ref, dh_ref, dx_ref, ds_ref, *, n, d, dp, rows,
     mask = (r < n)[:, None] & (c < d)[None, :]
     at = (r[:, None], c[None, :])
     h = plgpu.load(h_ref.at[at], mask=mask, other=0.0).astype(jnp.float32)
-    dy = plgpu.load(dy_ref.at[at], mask=mask, other=0.0).astype(jnp.float32)
     dh = plgpu.load(dh_ref.at[at], mask=mask, other=0.0).astype(jnp.float32)
+    dy = sum(plgpu.load(ref.at[at], mask=mask, other=0.0).astype(jnp.float32) for ref in dy_refs)
     rstd = jax.lax.rsqrt(jnp.sum(h * h, axis=1) / d + eps)
     xhat = h * rstd[:, None]
     g = dy * scale[None, :]
@@ -101,12 +103,12 @@ def _pallas_fwd(x2, delta2, scale, out_dtype, eps, interpret):
       interpret=interpret, name="add_rmsnorm_fwd")(x2, delta2, scale)
 
 
-def _pallas_bwd(h2, scale, dy2, dh2, eps, interpret):
+def _pallas_bwd(h2, scale, dh2, dys2, eps, interpret):
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
   n, d = h2.shape
   dp, rows = _geometry(d)
-  rows = max(1, rows // 2)  # three inputs in flight instead of two
+  rows = max(1, rows // (1 + len(dys2)))  # 2 + len(dys2) inputs in flight instead of two
   steps = 8  # row groups per program (≥ 7 programs per SM on the 1B shape); dscale partials are [n / (rows · steps), d]
   programs = pl.cdiv(n, rows * steps)
   kernel = functools.partial(_bwd_kernel, n=n, d=d, dp=dp, rows=rows, steps=steps, eps=eps)
@@ -114,27 +116,28 @@ def _pallas_bwd(h2, scale, dy2, dh2, eps, interpret):
       kernel, grid=(programs,),
       out_shape=(jax.ShapeDtypeStruct((n, d), h2.dtype), jax.ShapeDtypeStruct((programs, d), jnp.float32)),
       compiler_params=plgpu.CompilerParams(num_warps=min(8, max(1, rows * dp // 1024))),
-      interpret=interpret, name="add_rmsnorm_bwd")(h2, scale, dy2, dh2)
+      interpret=interpret, name="add_rmsnorm_bwd")(h2, scale, dh2, *dys2)
   return dx, dscale.sum(0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _add_rmsnorm_pallas(x, delta, scale, out_dtype, eps, interpret):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _add_rmsnorm_pallas(x, delta, scale, out_dtype, eps, interpret, copies):
   d = x.shape[-1]
   h, y = _pallas_fwd(x.reshape(-1, d), delta.reshape(-1, d), scale, out_dtype, eps, interpret)
-  return h.reshape(x.shape), y.reshape(x.shape)
+  return (h.reshape(x.shape),) + (y.reshape(x.shape),) * copies
 
 
-def _vjp_fwd(x, delta, scale, out_dtype, eps, interpret):
-  h, y = _add_rmsnorm_pallas(x, delta, scale, out_dtype, eps, interpret)
-  return (h, y), (h, scale)
+def _vjp_fwd(x, delta, scale, out_dtype, eps, interpret, copies):
+  out = _add_rmsnorm_pallas(x, delta, scale, out_dtype, eps, interpret, copies)
+  return out, (out[0], scale)
 
 
-def _vjp_bwd(out_dtype, eps, interpret, res, cotangents):
+def _vjp_bwd(out_dtype, eps, interpret, copies, res, cotangents):
   h, scale = res
-  dh, dy = cotangents
+  dh, *dys = cotangents
   d = h.shape[-1]
-  dx, dscale = _pallas_bwd(h.reshape(-1, d), scale, dy.reshape(-1, d), dh.reshape(-1, d), eps, interpret)
+  dx, dscale = _pallas_bwd(h.reshape(-1, d), scale, dh.reshape(-1, d), [g.reshape(-1, d) for g in dys], eps,
+                           interpret)
   dx = dx.reshape(h.shape)
   return dx, dx, dscale.astype(scale.dtype)  # the sum's gradient reaches x and delta alike
 
@@ -142,21 +145,26 @@ def _vjp_bwd(out_dtype, eps, interpret, res, cotangents):
 _add_rmsnorm_pallas.defvjp(_vjp_fwd, _vjp_bwd)
 
 
-def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float = EPS, interpret: bool | None = None):
+def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float = EPS, interpret: bool | None = None,
+                copies: int = 1):
   """(h, y) = (x + delta, rmsnorm(x + delta) · scale); x and delta [..., D] of one dtype, scale [D].
+  `copies` > 1 returns (h, y, y, ...), one y per use (a query and a key/value projection, say): the
+  backward kernel then sums their gradients itself, where XLA would first write their sum.
   impl "xla": plain JAX; "pallas": one fused GPU kernel each way. `interpret`: True runs the kernels'
   interpreter (any backend), False the GPU kernels; None (default) picks by the platform the program
   is lowered for — the kernels for CUDA (also when compiling for a GPU from a CPU machine), the
   interpreter elsewhere, so a model with `norm_impl="pallas"` still runs (slowly) on CPU."""
   out_dtype = jnp.dtype(out_dtype or x.dtype)
   if impl == "xla":
-    return add_rmsnorm_reference(x, delta, scale, out_dtype, eps)
+    h, y = add_rmsnorm_reference(x, delta, scale, out_dtype, eps)
+    return (h,) + (y,) * copies
   if impl != "pallas":
     raise ValueError(f"add_rmsnorm impl {impl!r} is not one of 'xla', 'pallas'.")
   if x.shape != delta.shape or x.dtype != delta.dtype:
     raise ValueError(f"add_rmsnorm needs x and delta of one shape and dtype; got {x.shape} {x.dtype} and "
                      f"{delta.shape} {delta.dtype}.")
-  run = lambda interp: lambda x, delta, scale: _add_rmsnorm_pallas(x, delta, scale, out_dtype, float(eps), interp)
+  run = lambda interp: lambda x, delta, scale: _add_rmsnorm_pallas(x, delta, scale, out_dtype, float(eps), interp,
+                                                                  int(copies))
   if interpret is not None:
     return run(bool(interpret))(x, delta, scale)
   return jax.lax.platform_dependent(x, delta, scale, default=run(True), cuda=run(False))

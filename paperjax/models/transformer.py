@@ -137,13 +137,15 @@ class AddRMSNorm(nn.Module):
   parameter (so a block's parameters are the same whichever runs). With `norm_impl="pallas"` both
   run as one fused kernel each way (models/fused_norm.py)."""
   cfg: TransformerConfig
+  copies: int = 1  # (h, y, y, ...): one y per use, so the fused backward sums their gradients itself
 
   @nn.compact
   def __call__(self, x, delta):
     scale = _norm_scale(self, x.shape[-1])
     if self.cfg.norm_impl == "pallas":
-      return fused_norm.add_rmsnorm(x, delta.astype(x.dtype), scale, self.cfg.dtype, impl="pallas")
-    return fused_norm.add_rmsnorm(x, delta, scale, self.cfg.dtype, impl="xla")
+      return fused_norm.add_rmsnorm(x, delta.astype(x.dtype), scale, self.cfg.dtype, impl="pallas",
+                                    copies=self.copies)
+    return fused_norm.add_rmsnorm(x, delta, scale, self.cfg.dtype, impl="xla", copies=self.copies)
 
 
 def rope_tables(positions_BL: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -246,13 +248,20 @@ class Block(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x_BLD, aux):
+  def __call__(self, carry, aux):
+    """carry: the residual stream x; with `norm_impl="pallas"`, (x, the previous block's MLP output
+    not yet added) from the second block on: that add runs in this block's first norm kernel, and
+    this block's MLP output is handed on unadded (to the next block or the stack's final norm)."""
     cfg = self.cfg
     deterministic = self.deterministic
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
-    h = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
+    x_BLD, pending = carry if isinstance(carry, tuple) else (carry, None)
+    if pending is None:
+      h_q = h_kv = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
+    else:  # y once for the query projection and once for key/value: the kernel sums their gradients
+      x_BLD, h_q, h_kv = AddRMSNorm(cfg, copies=2, name="pre_attn_norm")(x_BLD, pending)
     delta = drop(Attention(cfg, name="self_attn")(
-        h, h, aux["self_mask"], aux["rope"], aux["rope"], self.causal,
+        h_q, h_kv, aux["self_mask"], aux["rope"], aux["rope"], self.causal,
         aux.get("self_len"), aux.get("self_len")))
     if self.cross:  # each residual add and the norm after it as one op (one fused kernel with norm_impl="pallas")
       x_BLD, h = AddRMSNorm(cfg, name="pre_cross_norm")(x_BLD, delta)
@@ -261,11 +270,11 @@ class Block(nn.Module):
           None if aux.get("enc_len") is None else jnp.full_like(aux["enc_len"], x_BLD.shape[1]),
           aux.get("enc_len")))
     x_BLD, h = AddRMSNorm(cfg, name="pre_mlp_norm")(x_BLD, delta)
-    # (The MLP's residual add stays outside the next block's first norm: fused there, the kernel needs
-    # the sum of the q/k/v projections' input gradients materialised first, an extra pass that cancels
-    # the gain — paperjax.roofline on the H100 program, notes/perf.md.)
-    x_BLD = x_BLD + drop(GatedMLP(cfg, name="mlp")(h, deterministic))
-    return nn.with_logical_constraint(x_BLD, ("batch", "length", "act_embed")), None
+    delta = drop(GatedMLP(cfg, name="mlp")(h, deterministic))
+    constrain = lambda y: nn.with_logical_constraint(y, ("batch", "length", "act_embed"))
+    if cfg.norm_impl == "pallas":
+      return (constrain(x_BLD), constrain(delta)), None
+    return constrain(x_BLD + delta), None
 
 
 class Stack(nn.Module):
@@ -283,15 +292,20 @@ class Stack(nn.Module):
     block = Block
     if cfg.remat != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    carry = x_BLD
     if cfg.scan_layers:
+      if cfg.norm_impl == "pallas":  # one carry structure for every layer: nothing pending before the first
+        carry = (x_BLD, jnp.zeros_like(x_BLD))
       scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                         in_axes=nn.broadcast, length=self.num_layers,
                         metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BLD, _ = scanned(cfg, self.cross, self.causal, deterministic, name="layers")(x_BLD, aux)
+      carry, _ = scanned(cfg, self.cross, self.causal, deterministic, name="layers")(carry, aux)
     else:
       for i in range(self.num_layers):
-        x_BLD, _ = block(cfg, self.cross, self.causal, deterministic, name=f"layer_{i}")(x_BLD, aux)
-    return RMSNorm(cfg, name="final_norm")(x_BLD)
+        carry, _ = block(cfg, self.cross, self.causal, deterministic, name=f"layer_{i}")(carry, aux)
+    if isinstance(carry, tuple):  # the last block's MLP output, added in the final norm's kernel
+      return AddRMSNorm(cfg, name="final_norm")(*carry)[1]
+    return RMSNorm(cfg, name="final_norm")(carry)
 
 
 def _pad_mask(ids_BL: Array) -> Array:
