@@ -49,8 +49,9 @@ def test_bf16_rounds_like_the_unfused_add_then_norm():
   np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(y0, np.float32), rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("kind,scan,remat", [("decoder", False, "none"), ("encdec", False, "none"),
-                                              ("decoder", True, "full")])
+@pytest.mark.parametrize("kind,scan,remat", [  # the interpreted kernels compile slowly: two variants are `slow`
+    ("decoder", False, "none"), pytest.param("encdec", False, "none", marks=pytest.mark.slow),
+    pytest.param("decoder", True, "full", marks=pytest.mark.slow)])
 def test_model_with_fused_norm_is_the_same_function(kind, scan, remat):
   """Same loss, gradients and parameter tree; with norm_impl="pallas" each block hands its MLP
   output unadded to the next block's first norm (a (x, pending) carry, zeros before a scan's first)."""
@@ -83,6 +84,54 @@ def test_copies_sum_their_gradients_in_the_kernel():
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
 
 
+def test_kernel_blocks_are_powers_of_two():  # Triton's rule; Pallas's interpreter does not check it
+  for d in (1, 7, 64, 96, 768, 2048, 5000, 20000):
+    for inputs in (2, 3, 4, 5):
+      dp, rows = F._geometry(d, inputs)
+      assert dp >= d and dp & (dp - 1) == 0 and rows >= 1 and rows & (rows - 1) == 0
+
+
 def test_unknown_norm_impl_is_one_clear_sentence():
   with pytest.raises(ValueError, match="norm_impl='triton' is not 'xla' or 'pallas'"):
     TransformerConfig(vocab_size=8, norm_impl="triton")
+
+
+def test_fused_norm_under_a_batch_sharded_mesh():
+  """Four devices, batch over data × fsdp: the kernels run per device on their rows (shard_map), and
+  loss and gradients (dscale summed across devices) equal the plain model's; activations sharded
+  along their features get one clear sentence instead."""
+  from tests.conftest import run_python
+  code = """
+import numpy as np, jax, jax.numpy as jnp
+from paperjax import sharding, step as step_lib
+from paperjax.models.transformer import Transformer, TransformerConfig
+mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 1))
+batch = {"tokens": jnp.asarray(np.arange(8 * 12).reshape(8, 12) % 50 + 2)}
+out = []
+for impl in ("xla", "pallas"):
+  m = Transformer(TransformerConfig(vocab_size=64, d_model=48, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
+                                    kind="decoder", norm_impl=impl))
+  p = jax.tree.map(lambda a: a.value if hasattr(a, "value") else a, m.init(jax.random.PRNGKey(0), batch)["params"],
+                   is_leaf=lambda a: hasattr(a, "value"))
+  with step_lib.mesh_context(mesh, sharding.DEFAULT_RULES):
+    b = jax.device_put(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
+    f = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))
+    out.append(f(p, b))
+    if impl == "pallas":
+      assert "sdy.manual_computation" in f.lower(p, b).as_text() or "shard_map" in f.lower(p, b).as_text()
+(l0, g0), (l1, g1) = out
+np.testing.assert_allclose(l1, l0, rtol=1e-5)
+for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+  np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-4)
+rules = tuple((k, "tensor") if k == "act_embed" else (k, v) for k, v in sharding.DEFAULT_RULES)
+with step_lib.mesh_context(sharding.make_mesh(("data", "fsdp", "tensor"), (1, 2, 2)), rules):
+  try:
+    jax.jit(lambda p, b: m.apply({"params": p}, b).sum())(p, batch)
+  except ValueError as e:
+    assert "needs whole rows on each device" in str(e), e
+  else:
+    raise AssertionError("feature-sharded activations were accepted")
+print("OK")
+"""
+  r = run_python(code, devices=4)
+  assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

@@ -19,6 +19,7 @@ GPUs and their interpreter elsewhere (CPU tests).
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -39,10 +40,12 @@ def add_rmsnorm_reference(x, delta, scale, out_dtype, eps: float = EPS):
   return h, rmsnorm(h, scale, out_dtype, eps)
 
 
-def _geometry(d: int) -> tuple[int, int]:
-  from jax.experimental import pallas as pl
-  dp = pl.next_power_of_2(d)
-  return dp, max(1, _ROW_BYTES // dp)
+def _geometry(d: int, inputs: int = 2) -> tuple[int, int]:
+  """(padded row length, rows per block) for rows of `d` features and `inputs` row-sized inputs in
+  flight; Triton needs both to be powers of two."""
+  dp = 1 << max(0, d - 1).bit_length()
+  rows = max(1, (_ROW_BYTES // dp) * 2 // inputs)
+  return dp, 1 << (rows.bit_length() - 1)
 
 
 def _fwd_kernel(x_ref, d_ref, s_ref, h_ref, y_ref, *, n, d, dp, rows, eps):
@@ -107,8 +110,7 @@ def _pallas_bwd(h2, scale, dh2, dys2, eps, interpret):
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
   n, d = h2.shape
-  dp, rows = _geometry(d)
-  rows = max(1, rows // (1 + len(dys2)))  # 2 + len(dys2) inputs in flight instead of two
+  dp, rows = _geometry(d, inputs=2 + len(dys2))
   steps = 8  # row groups per program (≥ 7 programs per SM on the 1B shape); dscale partials are [n / (rows · steps), d]
   programs = pl.cdiv(n, rows * steps)
   kernel = functools.partial(_bwd_kernel, n=n, d=d, dp=dp, rows=rows, steps=steps, eps=eps)
@@ -146,14 +148,18 @@ _add_rmsnorm_pallas.defvjp(_vjp_fwd, _vjp_bwd)
 
 
 def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float = EPS, interpret: bool | None = None,
-                copies: int = 1):
+                copies: int = 1, row_spec=None):
   """(h, y) = (x + delta, rmsnorm(x + delta) · scale); x and delta [..., D] of one dtype, scale [D].
   `copies` > 1 returns (h, y, y, ...), one y per use (a query and a key/value projection, say): the
   backward kernel then sums their gradients itself, where XLA would first write their sum.
   impl "xla": plain JAX; "pallas": one fused GPU kernel each way. `interpret`: True runs the kernels'
   interpreter (any backend), False the GPU kernels; None (default) picks by the platform the program
   is lowered for — the kernels for CUDA (also when compiling for a GPU from a CPU machine), the
-  interpreter elsewhere, so a model with `norm_impl="pallas"` still runs (slowly) on CPU."""
+  interpreter elsewhere, so a model with `norm_impl="pallas"` still runs (slowly) on CPU.
+  `row_spec`: x's PartitionSpec when traced under a mesh of several devices (the kernels are custom
+  calls XLA cannot partition: without it a batch-sharded x would be gathered onto every device).
+  With it the kernels run per device on its own rows under `shard_map`, and dscale is summed across
+  devices by shard_map's transpose; the feature axis must not be sharded (a row is normalised whole)."""
   out_dtype = jnp.dtype(out_dtype or x.dtype)
   if impl == "xla":
     h, y = add_rmsnorm_reference(x, delta, scale, out_dtype, eps)
@@ -166,5 +172,20 @@ def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float =
   run = lambda interp: lambda x, delta, scale: _add_rmsnorm_pallas(x, delta, scale, out_dtype, float(eps), interp,
                                                                   int(copies))
   if interpret is not None:
-    return run(bool(interpret))(x, delta, scale)
-  return jax.lax.platform_dependent(x, delta, scale, default=run(True), cuda=run(False))
+    fn = run(bool(interpret))
+  else:
+    fn = lambda x, delta, scale: jax.lax.platform_dependent(x, delta, scale, default=run(True), cuda=run(False))
+  mesh = jax.sharding.get_abstract_mesh()
+  if row_spec is None or mesh.empty or mesh.size == 1:
+    return fn(x, delta, scale)
+  from jax.sharding import PartitionSpec as P
+  row_spec = P(*row_spec)
+  if len(row_spec) == x.ndim and row_spec[-1] is not None:
+    raise ValueError(f"add_rmsnorm with impl='pallas' needs whole rows on each device, but the activations' "
+                     f"feature axis is sharded ({row_spec}); use norm_impl='xla' with this sharding.")
+  ways = [math.prod(mesh.shape[a] for a in ((ax,) if isinstance(ax, str) else ax or ())) for ax in row_spec]
+  if any(n % w for n, w in zip(x.shape, ways)):  # e.g. the one-example batch of an init: not worth splitting
+    return fn(x, delta, scale)
+  return jax.shard_map(fn, mesh=mesh, in_specs=(row_spec, row_spec, P()), out_specs=(row_spec,) * (1 + copies),
+                       check_vma=False)(
+      x, delta, scale)

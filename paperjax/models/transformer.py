@@ -142,9 +142,10 @@ class AddRMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x, delta):
     scale = _norm_scale(self, x.shape[-1])
-    if self.cfg.norm_impl == "pallas":
+    if self.cfg.norm_impl == "pallas":  # rows sharded as the activations are (the kernels run per device)
+      spec = nn.logical_to_mesh_axes(("batch", "length", "act_embed"))
       return fused_norm.add_rmsnorm(x, delta.astype(x.dtype), scale, self.cfg.dtype, impl="pallas",
-                                    copies=self.copies)
+                                    copies=self.copies, row_spec=spec)
     return fused_norm.add_rmsnorm(x, delta, scale, self.cfg.dtype, impl="xla", copies=self.copies)
 
 
