@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 EPS = 1e-6
-_ROW_BYTES = 8192  # fp32 elements a forward program holds per input (rows × padded D)
+_BLOCK_ELEMENTS = 8192  # elements of one input a forward program holds (rows × padded D; fewer rows with more inputs)
 
 
 def rmsnorm(x, scale, out_dtype, eps: float = EPS):
@@ -44,7 +44,7 @@ def _geometry(d: int, inputs: int = 2) -> tuple[int, int]:
   """(padded row length, rows per block) for rows of `d` features and `inputs` row-sized inputs in
   flight; Triton needs both to be powers of two."""
   dp = 1 << max(0, d - 1).bit_length()
-  rows = max(1, (_ROW_BYTES // dp) * 2 // inputs)
+  rows = max(1, (_BLOCK_ELEMENTS // dp) * 2 // inputs)
   return dp, 1 << (rows.bit_length() - 1)
 
 
