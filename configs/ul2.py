@@ -33,7 +33,7 @@ def get_config(arg: str | None = None):
       kind="encdec", d_model=128, num_heads=4, head_dim=32, d_ff=384, num_layers=2, num_encoder_layers=2,
       activation="gelu", dropout=0.0, dtype="float32", param_dtype="float32", logits_dtype="float32",
       tie_embeddings=True, scan_layers=False, remat="none", attention_impl="auto", padding_as_lengths=False,
-      fused_projections=False,
+      fused_projections=False, norm_impl="xla",   # "pallas": fused residual-add + RMSNorm GPU kernels (untimed)
       loss_chunk=0, loss_impl="fused", z_loss=0.0)
 
   # Mixture-of-Denoisers (paper §3.1.2 and the UL2-20B configuration in its appendix):
