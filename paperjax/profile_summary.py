@@ -28,6 +28,8 @@ import os
 import re
 import sys
 
+from paperjax import roofline
+
 CATEGORIES = ("gemm", "attention", "collective", "copy", "reduce", "elementwise", "other")
 _RULES = (  # (category, pattern over "kernel name | hlo op name"), first match wins
     ("attention", re.compile(r"cudnn|sdpa|fmha|flash|attention", re.I)),
@@ -40,29 +42,15 @@ _RULES = (  # (category, pattern over "kernel name | hlo op name"), first match 
 
 
 _SUFFIX = re.compile(r"([._]\d+)+$")
-_HLO_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\([^()]*\)|[\w\[\],]+)")
-
-
-_OPERANDS = re.compile(r"(?:\{[^{}]*\})?\s*[\w\-]+\(([^()]*)\)")  # [layout] opcode(operands)
-_ARRAY = re.compile(r"([a-z]\w*)\[([\d,]*)\]")
-_ARRAY_WITH_LAYOUT = re.compile(r"[a-z]\w*\[[\d,]*\](\{[^{}]*\})?")
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
-
-
 def hlo_instructions(hlo_text: str) -> dict[str, tuple[str, tuple[str, ...]]]:
   """{instruction name: (result shape without layouts, operand names)} from an HLO module's text
-  (`compiled.as_text()`): `%fusion.12 = bf16[32,1024,768]{2,1,0} fusion(%p.1, %p.2), kind=kLoop`
-  → {"fusion.12": ("bf16[32,1024,768]", ("p.1", "p.2"))}. The first definition of a name wins."""
+  (`compiled.as_text()`), read by `paperjax.roofline.parse_module`: `%fusion.12 = bf16[32,1024,768]{2,1,0}
+  fusion(%p.1, %p.2), kind=kLoop` → {"fusion.12": ("bf16[32,1024,768]", ("p.1", "p.2"))}. The first
+  definition of a name wins."""
   out = {}
-  for line in hlo_text.splitlines():
-    m = _HLO_INSTR.match(line)
-    if m and m.group(1) not in out:
-      ops = _OPERANDS.match(line, m.end())
-      # Operands are names, with or without %, optionally after their shape ("bf16[8,16]{1,0} %p.1").
-      bare = _ARRAY_WITH_LAYOUT.sub("", ops.group(1)) if ops else ""
-      names = tuple(n.strip().lstrip("%") for n in bare.split(",") if n.strip())
-      out[m.group(1)] = (re.sub(r"\{[^{}]*\}", "", m.group(2)), names)
+  for instrs in roofline.parse_module(hlo_text)[0].values():
+    for i in instrs:
+      out.setdefault(i.name, (re.sub(r"\{[^{}]*\}", "", i.shape), tuple(i.operands)))
   return out
 
 
@@ -71,15 +59,7 @@ def hlo_shapes(hlo_text: str) -> dict[str, str]:
   return {k: v[0] for k, v in hlo_instructions(hlo_text).items()}
 
 
-def shape_bytes(shape: str) -> int:
-  """Bytes of an HLO shape string, tuples summed: "(f32[32], bf16[32,768])" → 128 + 49152."""
-  total = 0
-  for dtype, dims in _ARRAY.findall(shape):
-    n = 1
-    for d in filter(None, dims.split(",")):
-      n *= int(d)
-    total += _DTYPE_BYTES.get(dtype, 0) * n
-  return total
+shape_bytes = roofline.shape_bytes  # bytes of an HLO shape string, tuples summed
 
 
 def category(kernel: str, op: str = "") -> str:

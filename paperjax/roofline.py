@@ -87,8 +87,12 @@ H100_SXM = Card("H100 SXM", bandwidth=3.0e12, gemm_flops=742e12,
 CARDS = {"h100": H100_SXM}
 
 _SHAPE = re.compile(r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True)) + r")\[([0-9,]*)\]")
-_COMP = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s+\(.*\)\s+->\s+.*\{\s*$")
-_INSTR = re.compile(r"^\s*(ROOT\s+)?%([\w.\-]+)\s*=\s*")
+# Computation headers and instructions, with or without XLA's `%` sigils and the header's signature
+# (`%fused_add (p: f32[8]) -> f32[8] {` or `fused_add {`; `%x = f32[8]{0} add(%a, %b)` or `x = f32[8] add(a, b)`).
+_COMP = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*(\(.*\)\s*->\s*.*)?\{\s*$")
+_INSTR = re.compile(r"^\s*(ROOT\s+)?%?([\w.\-]+)\s*=\s*")
+_TYPED_OPERAND = re.compile(r"[a-z]\w*\[[\d,]*\](\{[^{}]*\})?")  # an operand's printed type ("bf16[8,16]{1,0} %p")
+_NAME = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _SKIP = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "opt-barrier", "after-all",
          "partition-id", "replica-id", "add-dependency", "copy-done", "all-gather-done", "all-reduce-done",
          "collective-permute-done", "send-done", "recv-done", "async-done", "async-update"}
@@ -158,8 +162,11 @@ def _parse_instr(line: str) -> Instr | None:
     return None
   close = _matching(rest, op_m.end() - 1)
   args = rest[op_m.end():close - 1]
-  operands = re.findall(r"%([\w.\-]+)", args)
-  return Instr(m.group(2), shape, op_m.group(1), operands, rest[close:], root=bool(m.group(1)), args=args)
+  opcode = op_m.group(1)
+  operands = [] if opcode in ("parameter", "constant") else [
+      t for t in (n.strip().lstrip("%") for n in _TYPED_OPERAND.sub("", re.sub(r"/\*.*?\*/", "", args)).split(","))
+      if _NAME.match(t)]
+  return Instr(m.group(2), shape, opcode, operands, rest[close:], root=bool(m.group(1)), args=args)
 
 
 def parse_module(text: str) -> tuple[dict[str, list[Instr]], str]:
