@@ -70,12 +70,31 @@ VARIANTS=(
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
 )
 EXTRA=(
-  "t5_b256_fusednorm|$TB --optimizer=adafactor --steps=10 --warmup=3 --norm=pallas"
+  "t5_b256_fusednorm|$TB --optimizer=adafactor --steps=10 --warmup=3 --norm=pallas --data=ul2_resident,synthetic"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=pallas"
   "gpt2_gemm_fusion|$G --attention=cudnn --loss_chunk=8192 --xla_flags=gemm_fusion --profile=/tmp/trace_gpt2_gf"
   "gpt2_xla_default|$G --attention=cudnn --loss_chunk=8192 --xla_flags=none"
   "1b_b20|$B2 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2"
 )
+# A short call (what a second call of a session can afford): ROWS="tag ..." runs only those rows, in
+# that order, as main rows ("trainer" for the trainer row; no extra rows); ARGS_EXTRA is appended to
+# every row's flags (the last of a repeated flag wins: "--steps=30 --warmup=4"); NOPROFILE=1 drops
+# the rows' --profile. E.g. ROWS="1b_b16_fusednorm 1b_b16" ARGS_EXTRA="--steps=30" CALL_LIMIT=215.
+if [[ -n ${ROWS:-} ]]; then
+  picked=()
+  for want in $ROWS; do
+    for v in "${VARIANTS[@]}" "${EXTRA[@]}"; do [[ ${v%%|*} == "$want" ]] && picked+=("$v"); done
+  done
+  VARIANTS=("${picked[@]}"); EXTRA=()
+fi
+for i in "${!VARIANTS[@]}"; do
+  v="${VARIANTS[$i]} ${ARGS_EXTRA:-}"
+  [[ ${NOPROFILE:-0} == 1 ]] && v=$(echo "$v" | sed 's/ --profile=[^ ]*//')
+  VARIANTS[$i]=$v
+done
+RUN_TRAINER=1
+[[ -n ${ROWS:-} && " $ROWS " != *" trainer "* ]] && RUN_TRAINER=0
+
 # The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
 # configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, Adafactor, unfused projections) at
 # B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
@@ -107,7 +126,7 @@ done
 # The trainer's own step too: `paperjax.launch.preflight --topology=local` with the trainer's config
 # and flags compiles the step the trainer will run into the same cache (same key: tests/test_preflight.py),
 # so the trainer row starts from a cache hit instead of its own compile.
-if $PY -c "import ml_collections, grain" 2>/dev/null; then
+if (( RUN_TRAINER )) && $PY -c "import ml_collections, grain" 2>/dev/null; then
   XLA_PYTHON_CLIENT_PREALLOCATE=false PAPERJAX_COMPILATION_CACHE="$CACHE" timeout -k 5 "$COMPILE_TIMEOUT" \
     $PY -m paperjax.launch.preflight $TR --topology=local > "$LOGS/compile_trainer.log" 2>&1 &
   pids+=($!)
@@ -139,7 +158,9 @@ run_rows "$DEADLINE" "${VARIANTS[@]}"
 echo "== phase 2 done, t=$(el)s"
 
 left=$(( CALL_LIMIT - 60 - $(el) ))   # keep a minute for the extra rows and the table
-if ! $PY -c "import ml_collections, grain" 2>/dev/null; then
+if (( ! RUN_TRAINER )); then
+  echo "-- trainer_ul2_base not in ROWS"
+elif ! $PY -c "import ml_collections, grain" 2>/dev/null; then
   echo "-- skip trainer_ul2_base: ml_collections or grain missing (bash notes/fetch_wheels.sh, carry .whl)"
 elif (( left < 150 )); then
   echo "-- skip trainer_ul2_base: ${left}s left before the call limit"

@@ -379,7 +379,7 @@ def run(args) -> dict:
     if args.compilation_cache:  # warm the cache with the state's init program too (same HLO as init_sharded's)
       rng = jax.random.PRNGKey(args.seed)  # made outside the mesh context, as in the real run
       t0 = time.perf_counter()
-      with step_lib.mesh_context(mesh, rules):
+      with step_lib.mesh_context(mesh, rules), step_lib.threefry_kernels():  # as init_sharded compiles it
         jax.jit(lambda r: nn.meta.unbox(init_state(r)), out_shardings=state_shardings).lower(rng).compile()
       result["init_compile_s"] = round(time.perf_counter() - t0, 2)
       stage(f"init program compiled in {result['init_compile_s']:.1f}s")

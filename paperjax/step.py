@@ -119,9 +119,33 @@ def init_sharded(init_fn: Callable, rng, mesh, rules, tx=None):
     abstract = jax.eval_shape(init_fn, rng)
   specs = state_specs(abstract, tx)  # outside the mesh: optax traces tx.init here
   shardings = sharding.logical_to_sharding(specs, mesh, rules)
-  with mesh_context(mesh, rules):
+  with mesh_context(mesh, rules), threefry_kernels():
     state = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
   return state, shardings
+
+
+@contextlib.contextmanager
+def threefry_kernels():
+  """Programs traced inside lower JAX's threefry PRNG to one CUDA kernel per call on GPUs
+  (`jax_threefry_gpu_kernel_lowering`; same bits, other platforms unaffected).
+
+  For the init program. Flax derives a key per parameter (a `fold_in` per module path, then a
+  split), each a threefry of 20 rounds on a few words; as ordinary HLO, XLA's GPU compiler fuses
+  hundreds of them into a few kernels of ~2 MB of HLO each, which its LLVM and ptxas passes take
+  minutes over: an H100 spent 52-58 s compiling the init of GPT-2-124M and the 1B decoder and
+  ~120 s that of T5-base, against 3-16 s for their training steps (notes/perf.md, fifth run;
+  `tests/test_step.py` has the compile here). Steps keep the default: there the bits feed
+  fused consumers (dropout masks), and a kernel would write them out to memory first."""
+  try:
+    before = jax.config.jax_threefry_gpu_kernel_lowering
+  except AttributeError:  # a JAX without the option: nothing to do
+    yield
+    return
+  jax.config.update("jax_threefry_gpu_kernel_lowering", True)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_threefry_gpu_kernel_lowering", before)
 
 
 def jit_step(step: Callable, state_shardings, batch_shardings, mesh, rules):
