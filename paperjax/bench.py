@@ -74,8 +74,9 @@ def parse_args(argv=None):
   p.add_argument("--scan", action="store_true", help="layers as one nn.scan")
   p.add_argument("--fused", action="store_true",
                  help="fused projections: one q/k/v kernel and one wi_0/wi_1 kernel (TransformerConfig.fused_projections)")
-  p.add_argument("--norm", default="xla", choices=["xla", "pallas"],
-                 help="pallas: each residual add + RMSNorm as one fused GPU kernel each way (TransformerConfig.norm_impl)")
+  p.add_argument("--norm", default="xla", choices=["xla", "pallas", "auto"],
+                 help="pallas: each residual add + RMSNorm as one fused GPU kernel each way; auto: that kernel on "
+                      "GPUs, plain JAX elsewhere (TransformerConfig.norm_impl)")
   p.add_argument("--loss_chunk", type=int, default=0,
                  help="0: full logits (fp32, as lm.loss_sums); N: chunked cross-entropy, N tokens (rows "
                       "of batch·length) per chunk with --loss_impl=fused, N positions with =remat")

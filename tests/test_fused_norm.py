@@ -57,17 +57,25 @@ def test_model_with_fused_norm_is_the_same_function(kind, scan, remat):
   output unadded to the next block's first norm (a (x, pending) carry, zeros before a scan's first)."""
   batch = ({"tokens": np.arange(24).reshape(2, 12) % 50 + 2} if kind == "decoder"
            else {"inputs": np.arange(24).reshape(2, 12) % 50 + 2, "targets": np.arange(16).reshape(2, 8) % 50 + 2})
-  out = []
-  for impl in ("xla", "pallas"):
+  out, texts = [], {}
+  for impl in ("xla", "pallas", "auto"):
     m = Transformer(TransformerConfig(vocab_size=64, d_model=48, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
                                       num_encoder_layers=1, kind=kind, norm_impl=impl, scan_layers=scan, remat=remat))
     p = m.init(jax.random.PRNGKey(0), batch)["params"]
-    out.append((p, jax.jit(jax.value_and_grad(lambda p: m.apply({"params": p}, batch).sum()))(p)))
-  (p0, (l0, g0)), (p1, (l1, g1)) = out
-  assert jax.tree.structure(p0) == jax.tree.structure(p1)  # same parameters: checkpoints load either way
-  np.testing.assert_allclose(l1, l0, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    f = jax.jit(jax.value_and_grad(lambda p: m.apply({"params": p}, batch).sum()))
+    texts[impl] = f.lower(p).compile().as_text()
+    out.append((p, f(p)))
+  (p0, (l0, g0)), *fused = out
+  for p1, (l1, g1) in fused:  # "pallas" (its interpreter here) and "auto" (plain JAX here, the kernels on GPUs)
+    assert jax.tree.structure(p0) == jax.tree.structure(p1)  # same parameters: checkpoints load either way
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  # off GPUs "auto" runs no interpreted kernel: none of the interpreter's grid loops, a program the
+  # size of the plain one
+  loops = {impl: text.count(" while(") for impl, text in texts.items()}
+  assert loops["auto"] == loops["xla"] < loops["pallas"], loops
+  assert len(texts["auto"]) < 1.2 * len(texts["xla"]) < len(texts["pallas"])
 
 
 def test_copies_sum_their_gradients_in_the_kernel():
@@ -92,7 +100,7 @@ def test_kernel_blocks_are_powers_of_two():  # Triton's rule; Pallas's interpret
 
 
 def test_unknown_norm_impl_is_one_clear_sentence():
-  with pytest.raises(ValueError, match="norm_impl='triton' is not 'xla' or 'pallas'"):
+  with pytest.raises(ValueError, match="norm_impl='triton' is not 'xla', 'pallas' .* or 'auto'"):
     TransformerConfig(vocab_size=8, norm_impl="triton")
 
 
@@ -131,6 +139,11 @@ with step_lib.mesh_context(sharding.make_mesh(("data", "fsdp", "tensor"), (1, 2,
     assert "needs whole rows on each device" in str(e), e
   else:
     raise AssertionError("feature-sharded activations were accepted")
+  # "auto" takes plain JAX there instead (tensor parallelism keeps working), with the same values
+  m = Transformer(TransformerConfig(vocab_size=64, d_model=48, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
+                                    kind="decoder", norm_impl="auto"))
+  l2, g2 = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))(p, batch)
+  np.testing.assert_allclose(l2, l0, rtol=1e-5)
 print("OK")
 """
   r = run_python(code, devices=4)

@@ -223,3 +223,39 @@ def test_online_logsumexp_matches_the_two_pass_formula():
   # one pass: a single (variadic) reduction in the program, where jax.nn.logsumexp has two
   text = jax.jit(losses.online_logsumexp).lower(jnp.zeros((4, 16))).as_text()
   assert text.count("stablehlo.reduce") == 1
+
+
+def test_embedding_gradient_sums_every_occurrence_in_fp32():
+  # a bf16 model: the gather reads the bf16 table, but a token's gradient is the fp32 sum of its
+  # cotangents. Autodiff of a bf16 gather (nn.Embed) sums in bf16 and stops at 256 + 1 -> 256.
+  e = T.Embed(16, 4, dtype=jnp.bfloat16)
+  rng = np.random.default_rng(0)
+  ids = np.concatenate([np.zeros(3000, np.int32), rng.integers(1, 16, 1000).astype(np.int32)])
+  p = e.init(jax.random.PRNGKey(0), ids)
+  table = p["params"]["embedding"]
+  out = e.apply(p, ids)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(out, np.asarray(table.astype(jnp.bfloat16))[ids])  # the cast table's rows
+  cot = rng.normal(size=(ids.size, 4)).astype(np.float32)
+  cot_bf16 = jnp.asarray(cot, jnp.bfloat16)
+  g = jax.grad(lambda p: jnp.sum(e.apply(p, ids).astype(jnp.float32) * cot_bf16.astype(jnp.float32)))(p)
+  g = g["params"]["embedding"]
+  want = np.zeros((16, 4))
+  np.add.at(want, ids, np.asarray(cot_bf16.astype(jnp.float32), np.float64))  # by hand, in float64
+  assert g.dtype == jnp.float32
+  np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-4)
+  # the count itself: 3000 occurrences of id 0 with cotangent 1
+  ones = jax.grad(lambda p: e.apply(p, ids).astype(jnp.float32)[:, 0].sum())(p)["params"]["embedding"]
+  np.testing.assert_array_equal(ones[:, 0], np.bincount(ids, minlength=16))
+
+
+def test_embedding_module_keeps_flax_parameters_and_values():
+  ids = np.arange(10, dtype=np.int32) % 7
+  ours, flax_embed = T.Embed(7, 3, dtype=jnp.bfloat16), nn.Embed(7, 3, dtype=jnp.bfloat16)
+  p = flax_embed.init(jax.random.PRNGKey(1), ids)
+  assert jax.tree.structure(ours.init(jax.random.PRNGKey(1), ids)) == jax.tree.structure(p)
+  np.testing.assert_array_equal(ours.apply(p, ids), flax_embed.apply(p, ids))
+  h = jnp.ones((2, 3), jnp.bfloat16)
+  np.testing.assert_array_equal(ours.apply(p, h, method="attend"), flax_embed.apply(p, h, method="attend"))
+  with pytest.raises(ValueError, match="integer ids"):
+    ours.apply(p, jnp.ones((2,), jnp.float32))

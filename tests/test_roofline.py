@@ -90,13 +90,13 @@ def _has_cuda_plugin() -> bool:
 def test_bench_target_compiles_for_an_h100_without_one(tmp_path):
   # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
   out, hlo = tmp_path / "r.jsonl", tmp_path / "s.hlo"
-  subprocess.run([sys.executable, "-m", "paperjax.bench", "--shape=tiny", "--target=h100", "--norm=pallas",
+  subprocess.run([sys.executable, "-m", "paperjax.bench", "--shape=tiny", "--target=h100", "--norm=auto",
                   f"--json={out}", f"--hlo_out={hlo}"], check=True, capture_output=True,
                  env={**os.environ, "JAX_PLATFORMS": ""})
   r = json.loads(out.read_text())
   assert r["roofline_ms"] > 0 and r["compiled_mem_gb"]["peak_estimate"] > 0
   text = hlo.read_text()
-  assert "__cudnn$fmha" in text  # the GPU's program: cuDNN attention, and the fused norm's Triton kernels
+  assert "__cudnn$fmha" in text  # the GPU's program: cuDNN attention, and the fused norm's Triton kernels ("auto")
   assert "xla.gpu.triton" in text and r["roofline"]["categories"]["pallas"]["count"] > 0
   # the matmul and attention FLOPs the roofline finds in the program are the model's own count
   found = sum(k.flops * k.count for k in roofline.kernels(hlo.read_text()))

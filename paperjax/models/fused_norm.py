@@ -152,7 +152,8 @@ def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float =
   """(h, y) = (x + delta, rmsnorm(x + delta) · scale); x and delta [..., D] of one dtype, scale [D].
   `copies` > 1 returns (h, y, y, ...), one y per use (a query and a key/value projection, say): the
   backward kernel then sums their gradients itself, where XLA would first write their sum.
-  impl "xla": plain JAX; "pallas": one fused GPU kernel each way. `interpret`: True runs the kernels'
+  impl "xla": plain JAX; "pallas": one fused GPU kernel each way; "auto": the kernels in programs
+  lowered for CUDA and plain JAX in programs for any other platform (or with feature-sharded rows). `interpret`: True runs the kernels'
   interpreter (any backend), False the GPU kernels; None (default) picks by the platform the program
   is lowered for — the kernels for CUDA (also when compiling for a GPU from a CPU machine), the
   interpreter elsewhere, so a model with `norm_impl="pallas"` still runs (slowly) on CPU.
@@ -161,21 +162,27 @@ def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float =
   With it the kernels run per device on its own rows under `shard_map`, and dscale is summed across
   devices by shard_map's transpose; the feature axis must not be sharded (a row is normalised whole)."""
   out_dtype = jnp.dtype(out_dtype or x.dtype)
+  reference = lambda x, delta, scale: (lambda h, y: (h,) + (y,) * copies)(
+      *add_rmsnorm_reference(x, delta, scale, out_dtype, eps))
+  if impl not in ("xla", "pallas", "auto"):
+    raise ValueError(f"add_rmsnorm impl {impl!r} is not one of 'xla', 'pallas', 'auto'.")
+  mesh = jax.sharding.get_abstract_mesh()
+  if impl == "auto" and row_spec is not None and not mesh.empty and mesh.size > 1 and len(row_spec) == x.ndim \
+      and row_spec[-1] is not None:
+    impl = "xla"  # feature-sharded activations (tensor parallelism): rows are not whole on a device
   if impl == "xla":
-    h, y = add_rmsnorm_reference(x, delta, scale, out_dtype, eps)
-    return (h,) + (y,) * copies
-  if impl != "pallas":
-    raise ValueError(f"add_rmsnorm impl {impl!r} is not one of 'xla', 'pallas'.")
+    return reference(x, delta, scale)
   if x.shape != delta.shape or x.dtype != delta.dtype:
     raise ValueError(f"add_rmsnorm needs x and delta of one shape and dtype; got {x.shape} {x.dtype} and "
                      f"{delta.shape} {delta.dtype}.")
   run = lambda interp: lambda x, delta, scale: _add_rmsnorm_pallas(x, delta, scale, out_dtype, float(eps), interp,
                                                                   int(copies))
-  if interpret is not None:
+  if impl == "auto":  # the kernels where the program is lowered for CUDA, XLA's own ops elsewhere
+    fn = lambda x, delta, scale: jax.lax.platform_dependent(x, delta, scale, default=reference, cuda=run(False))
+  elif interpret is not None:
     fn = run(bool(interpret))
   else:
     fn = lambda x, delta, scale: jax.lax.platform_dependent(x, delta, scale, default=run(True), cuda=run(False))
-  mesh = jax.sharding.get_abstract_mesh()
   if row_spec is None or mesh.empty or mesh.size == 1:
     return fn(x, delta, scale)
   from jax.sharding import PartitionSpec as P

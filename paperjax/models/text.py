@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from paperjax.models.transformer import Stack, TransformerConfig
+from paperjax.models.transformer import Embed, Stack, TransformerConfig
 
 
 class TextEncoder(nn.Module):
@@ -32,7 +32,7 @@ class TextEncoder(nn.Module):
                             head_dim=self.d_model // self.num_heads, d_ff=self.d_ff, num_layers=self.num_layers,
                             kind="decoder", dtype=jnp.dtype(self.dtype))
     valid = tokens_BL != 0
-    x = nn.Embed(self.vocab_size, self.d_model, dtype=cfg.dtype, name="embed",
+    x = Embed(self.vocab_size, self.d_model, dtype=cfg.dtype, name="embed",
                  embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))(tokens_BL)
     B, L = tokens_BL.shape
     aux = dict(self_mask=valid[:, None, :, None] & valid[:, None, None, :],

@@ -71,12 +71,15 @@ class TransformerConfig:
   # layout, so checkpoints of one layout do not load into the other (see `fuse_params`).
   fused_projections: bool = False
   # "pallas": each block's residual add and the RMSNorm after it run as one fused GPU kernel each way
-  # (models/fused_norm.py; Triton, GPUs only). "xla": plain JAX. The same function and parameters.
+  # (models/fused_norm.py; Triton; elsewhere its slow interpreter). "auto": those kernels in programs
+  # compiled for a GPU, plain JAX in programs for any other platform (and with tensor-parallel
+  # activations). "xla": plain JAX. The same function and parameters.
   norm_impl: str = "xla"
 
   def __post_init__(self):
-    if self.norm_impl not in ("xla", "pallas"):
-      raise ValueError(f"model.norm_impl={self.norm_impl!r} is not 'xla' or 'pallas' (the fused GPU kernel).")
+    if self.norm_impl not in ("xla", "pallas", "auto"):
+      raise ValueError(f"model.norm_impl={self.norm_impl!r} is not 'xla', 'pallas' (the fused GPU kernel) "
+                       "or 'auto' (the kernel on GPUs only).")
     if self.kind not in KINDS:
       raise ValueError(f"model.kind={self.kind!r} is not one of {KINDS}; pick one of them in the config.")
     if self.remat not in REMAT_POLICIES:
@@ -142,9 +145,9 @@ class AddRMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x, delta):
     scale = _norm_scale(self, x.shape[-1])
-    if self.cfg.norm_impl == "pallas":  # rows sharded as the activations are (the kernels run per device)
+    if self.cfg.norm_impl != "xla":  # rows sharded as the activations are (the kernels run per device)
       spec = nn.logical_to_mesh_axes(("batch", "length", "act_embed"))
-      return fused_norm.add_rmsnorm(x, delta.astype(x.dtype), scale, self.cfg.dtype, impl="pallas",
+      return fused_norm.add_rmsnorm(x, delta.astype(x.dtype), scale, self.cfg.dtype, impl=self.cfg.norm_impl,
                                     copies=self.copies, row_spec=spec)
     return fused_norm.add_rmsnorm(x, delta, scale, self.cfg.dtype, impl="xla", copies=self.copies)
 
@@ -250,7 +253,7 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, carry, aux):
-    """carry: the residual stream x; with `norm_impl="pallas"`, (x, the previous block's MLP output
+    """carry: the residual stream x; with `norm_impl="pallas"` or "auto", (x, the previous block's MLP output
     not yet added) from the second block on: that add runs in this block's first norm kernel, and
     this block's MLP output is handed on unadded (to the next block or the stack's final norm)."""
     cfg = self.cfg
@@ -273,7 +276,7 @@ class Block(nn.Module):
     x_BLD, h = AddRMSNorm(cfg, name="pre_mlp_norm")(x_BLD, delta)
     delta = drop(GatedMLP(cfg, name="mlp")(h, deterministic))
     constrain = lambda y: nn.with_logical_constraint(y, ("batch", "length", "act_embed"))
-    if cfg.norm_impl == "pallas":
+    if cfg.norm_impl != "xla":
       return (constrain(x_BLD), constrain(delta)), None
     return constrain(x_BLD + delta), None
 
@@ -295,7 +298,7 @@ class Stack(nn.Module):
       block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
     carry = x_BLD
     if cfg.scan_layers:
-      if cfg.norm_impl == "pallas":  # one carry structure for every layer: nothing pending before the first
+      if cfg.norm_impl != "xla":  # one carry structure for every layer: nothing pending before the first
         carry = (x_BLD, jnp.zeros_like(x_BLD))
       scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                         in_axes=nn.broadcast, length=self.num_layers,
@@ -307,6 +310,45 @@ class Stack(nn.Module):
     if isinstance(carry, tuple):  # the last block's MLP output, added in the final norm's kernel
       return AddRMSNorm(cfg, name="final_norm")(*carry)[1]
     return RMSNorm(cfg, name="final_norm")(carry)
+
+
+def embed_lookup(table_VD: Array, ids: Array, dtype) -> Array:
+  """`table[ids]` in `dtype`, the table cast before the gather (so FSDP gathers it in `dtype`), with
+  its gradient accumulated in the table's own dtype.
+
+  Autodiff of a gather from the cast table scatter-adds the cotangents in `dtype`: in bf16 a token's
+  gradient stops growing at 256 occurrences (256 + 1 rounds to 256), and a batch of byte-level text or
+  UL2's padding (id 0, tens of thousands of positions) has far more; on GPUs the bf16 adds were also
+  contended compare-and-swap loops (T5-base's two lookups, 4.95 ms of a 263 ms H100 step). Here
+  the cotangents are cast up and scatter-added in the table's dtype (fp32)."""
+  return _embed_lookup(jnp.dtype(dtype).name)(table_VD, ids)
+
+
+@functools.cache
+def _embed_lookup(dtype: str):
+  @jax.custom_vjp
+  def lookup(table_VD, ids):
+    return jnp.take(table_VD.astype(dtype), ids, axis=0)
+
+  def fwd(table_VD, ids):
+    return lookup(table_VD, ids), (ids, table_VD)  # the table is a parameter: alive anyway
+
+  def bwd(res, g):
+    ids, table_VD = res
+    return jnp.zeros_like(table_VD).at[ids].add(g.astype(table_VD.dtype), mode="drop"), None
+
+  lookup.defvjp(fwd, bwd)
+  return lookup
+
+
+class Embed(nn.Embed):
+  """`nn.Embed` (same parameter, init and `attend`) whose lookup is `embed_lookup`: the gradient
+  of a token used many times in a batch is summed in the parameter's dtype, not in `dtype`."""
+
+  def __call__(self, inputs: Array) -> Array:
+    if not jnp.issubdtype(inputs.dtype, jnp.integer):
+      raise ValueError(f"Embed takes integer ids; got {inputs.dtype}. Pass token ids, not embeddings.")
+    return embed_lookup(self.embedding, inputs, self.dtype or self.embedding.dtype)
 
 
 def _pad_mask(ids_BL: Array) -> Array:
@@ -323,7 +365,7 @@ class Transformer(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    self.embed = nn.Embed(
+    self.embed = Embed(
         cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")))
     if cfg.kind == "encdec":
