@@ -24,12 +24,11 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 CACHE=${CACHE:-/tmp/paperjax_jit_cache}
 LOGS=/tmp/paperjax_logs
-DEADLINE=${DEADLINE:-300}          # seconds from start after which no main row starts (the T5 row, ~150 s,
-                                   # must start by then to leave the trainer row its 150 s)
-CALL_LIMIT=${CALL_LIMIT:-580}      # the script ends by then: device call timeout_s=600. One long call: the
-                                   # fourth run's second call, on a fresh machine with ~4 minutes left,
-                                   # measured nothing (every T5 process needs ~2 minutes cold)
-COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-150}   # decoders compile in 10-20 s; T5 B=256 never printed within 120 s (run 4)
+DEADLINE=${DEADLINE:-300}          # seconds from start after which no main row starts (leaves the trainer
+                                   # row its 150 s)
+CALL_LIMIT=${CALL_LIMIT:-580}      # the script ends by then: device call timeout_s=600
+COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-150}   # run 5b, four in parallel: steps 12-36 s, init programs 5-16 s (before
+                                   # step.threefry_kernels the init programs took 52-58 s, T5's > 117 s)
 mkdir -p "$LOGS" "$CACHE"
 T0=$(date +%s)
 el() { echo $(( $(date +%s) - T0 )); }
@@ -47,39 +46,38 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XL
   G="--shape=tiny --batch=8"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"
 fi
-# tag|arguments, in the order phase 2 runs them (most important first). Fifth run's plan (the fourth
-# run measured fused projections slower on every shape, so every row is unfused):
-#  - the 1B decoder at B=16, profiled (B=16 and not B=20: compiled for an H100 here, the unfused
-#    B=20 step is rematerialised by XLA to fit the card, 120 kernels / ~22 ms of recomputed MLP work
-#    by paperjax.roofline, so per sample it is predicted ~2.6% slower than B=16; B=20 is an extra row),
-#    then the same with the fused residual-add + RMSNorm kernels (--norm=pallas, models/fused_norm.py:
-#    built and tested on CPU, compiled for an H100 here, never run on a GPU; T5 and GPT-2 follow as extras);
-#  - GPT-2 with a profile whose top kernels carry their HLO result shapes (what the ~24 ms of
-#    non-GEMM, non-attention time per step is made of);
-#  - T5 UL2 at B=256 with Adafactor (the trainer's optimizer), one process timing interleaved
-#    windows of one real UL2 batch kept on the device, the trainer's grain iterator and random
-#    tokens, with a profile and the stage times of its cold start (the fourth run lost ~115 s per
-#    T5 process somewhere after compilation);
-#  - then the trainer row; then, while time is left, GPT-2 with XLA's GEMM fusions compiled by cuDNN
-#    too (`--xla_flags=gemm_fusion`, profiled: does element-wise work move into the GEMMs?) and with
-#    XLA's default flags (Triton GEMM fusions on), and the 1B at B=20 (does the remat cost appear?).
+# tag|arguments, in the order phase 2 runs them (most important first). Sixth run's plan (the fifth
+# run, notes/perf.md: the fused residual-add + RMSNorm pays on every measured shape and its init
+# compiles in seconds now; rows use --norm=auto, which is what the UL2 presets now run):
+#  - T5 UL2 at B=256 with the fused norm and Adafactor, interleaved windows of one real UL2 batch kept
+#    on the device, the trainer's grain iterator and random full-length tokens, profiled: the first
+#    run of the fp32 embedding gradient (the bf16 scatter-add was 4.95 ms of the 263 ms step);
+#  - the 1B decoder at B=16 with the fused norm, 15-step windows (59.8% in run 5b), then the same
+#    without it on the same machine (the machines differed by 1.4% on that row);
+#  - GPT-2 with the fused norm (never timed), profiled;
+#  - then the trainer row (its base preset now runs the fused norm and the fp32 embedding gradient:
+#    273-280 ms against the bench's 263 in run 5a); then the extras while time is left: T5 without
+#    the fused norm, GPT-2 plain, with XLA's GEMM fusions by cuDNN and with XLA's default flags, the
+#    1B at B=20.
 VARIANTS=(
-  "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2 --profile=/tmp/trace_1b"
-  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2 --norm=pallas --profile=/tmp/trace_1b_fn"
-  "gpt2_best|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --profile=$OUT/trace_gpt2"
-  "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
+  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
+  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
+  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
 )
 EXTRA=(
+  "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,synthetic"
+  "gpt2_best|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned"
+  "gpt2_gemm_fusion|$G --attention=cudnn --loss_chunk=8192 --xla_flags=gemm_fusion --norm=auto --profile=/tmp/trace_gpt2_gf"
+  "gpt2_xla_default|$G --attention=cudnn --loss_chunk=8192 --xla_flags=none --norm=auto"
+  "1b_b20|$B2 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=6 --warmup=2"
   "t5_b256_fusednorm|$TB --optimizer=adafactor --steps=10 --warmup=3 --norm=pallas --data=ul2_resident,synthetic"
-  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=pallas"
-  "gpt2_gemm_fusion|$G --attention=cudnn --loss_chunk=8192 --xla_flags=gemm_fusion --profile=/tmp/trace_gpt2_gf"
-  "gpt2_xla_default|$G --attention=cudnn --loss_chunk=8192 --xla_flags=none"
-  "1b_b20|$B2 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=6 --warmup=2"
 )
 # A short call (what a second call of a session can afford): ROWS="tag ..." runs only those rows, in
 # that order, as main rows ("trainer" for the trainer row; no extra rows); ARGS_EXTRA is appended to
 # every row's flags (the last of a repeated flag wins: "--steps=30 --warmup=4"); NOPROFILE=1 drops
-# the rows' --profile. E.g. ROWS="1b_b16_fusednorm 1b_b16" ARGS_EXTRA="--steps=30" CALL_LIMIT=215.
+# the rows' --profile. E.g. (run 5b) ROWS="1b_b16_fusednorm 1b_b16 t5_b256_fusednorm gpt2_fusednorm"
+# ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100.
 if [[ -n ${ROWS:-} ]]; then
   picked=()
   for want in $ROWS; do
@@ -96,7 +94,7 @@ RUN_TRAINER=1
 [[ -n ${ROWS:-} && " $ROWS " != *" trainer "* ]] && RUN_TRAINER=0
 
 # The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
-# configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, Adafactor, unfused projections) at
+# configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, fused norm, Adafactor, unfused projections) at
 # B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
 # base's 32K vocab). Its metrics.jsonl logs step time, tokens/s, MFU and the host's input and
 # device-wait time per 10-step window; the first window starts after the compiled first step.
