@@ -259,3 +259,32 @@ def test_embedding_module_keeps_flax_parameters_and_values():
   np.testing.assert_array_equal(ours.apply(p, h, method="attend"), flax_embed.apply(p, h, method="attend"))
   with pytest.raises(ValueError, match="integer ids"):
     ours.apply(p, jnp.ones((2,), jnp.float32))
+
+
+def test_embedding_gradient_is_the_same_on_a_sharded_mesh():
+  # one device: rows scatter into a flat buffer (contiguous rows whatever layout XLA picks for the
+  # table); a mesh of several devices: the 2-D scatter XLA partitions. The same sums either way.
+  from tests.conftest import run_python
+  code = """
+import numpy as np, jax, jax.numpy as jnp
+from paperjax import sharding, step as step_lib
+from paperjax.models import transformer as T
+ids = jnp.asarray(np.random.default_rng(0).integers(0, 16, (8, 32)), jnp.int32)
+cot = jnp.asarray(np.random.default_rng(1).normal(size=(8, 32, 4)), jnp.bfloat16)
+table = jnp.asarray(np.random.default_rng(2).normal(size=(16, 4)), jnp.float32)
+f = jax.jit(jax.grad(lambda t, i: jnp.sum(T.embed_lookup(t, i, jnp.bfloat16).astype(jnp.float32) * cot)))
+one = f(table, ids)
+mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 1))
+with step_lib.mesh_context(mesh, sharding.DEFAULT_RULES):
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+  text = f.lower(table, jax.device_put(ids, spec)).as_text()
+  four = f(table, jax.device_put(ids, spec))
+want = np.zeros((16, 4)); np.add.at(want, np.asarray(ids), np.asarray(cot, np.float64))
+np.testing.assert_allclose(one, want, rtol=1e-5, atol=1e-5)
+np.testing.assert_allclose(four, want, rtol=1e-5, atol=1e-5)
+assert "tensor<64xf32>" in f.lower(table, ids).as_text()  # one device: the flat buffer of 16 x 4
+assert "tensor<64xf32>" not in text  # the 2-D scatter under the mesh, not the flat one
+print("OK")
+"""
+  r = run_python(code, devices=4)
+  assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

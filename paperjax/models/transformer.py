@@ -318,9 +318,10 @@ def embed_lookup(table_VD: Array, ids: Array, dtype) -> Array:
 
   Autodiff of a gather from the cast table scatter-adds the cotangents in `dtype`: in bf16 a token's
   gradient stops growing at 256 occurrences (256 + 1 rounds to 256), and a batch of byte-level text or
-  UL2's padding (id 0, tens of thousands of positions) has far more; on GPUs the bf16 adds were also
-  contended compare-and-swap loops (T5-base's two lookups, 4.95 ms of a 263 ms H100 step). Here
-  the cotangents are cast up and scatter-added in the table's dtype (fp32)."""
+  UL2's padding (id 0, tens of thousands of positions) has far more. Here the cotangents are cast
+  up and scatter-added in the table's dtype (fp32), on one device into a flat buffer (see `bwd`:
+  T5-base's two lookups' gradients took 4.95 ms of a 263 ms H100 step as bf16 adds into a table
+  XLA had laid out column-major)."""
   return _embed_lookup(jnp.dtype(dtype).name)(table_VD, ids)
 
 
@@ -335,7 +336,22 @@ def _embed_lookup(dtype: str):
 
   def bwd(res, g):
     ids, table_VD = res
-    return jnp.zeros_like(table_VD).at[ids].add(g.astype(table_VD.dtype), mode="drop"), None
+    V, D = table_VD.shape
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and mesh.size > 1:  # sharded: the 2-D scatter, which XLA partitions by the table's
+      # sharding (the flat one below made a 4-device FSDP step all-reduce the whole table's gradient)
+      return jnp.zeros_like(table_VD).at[ids].add(g.astype(table_VD.dtype), mode="drop"), None
+    # Into a flat buffer, each row a window of D at id·D: XLA's GPU layout assignment gave the 2-D
+    # scatter a column-major table under Adafactor (its factored statistics read the gradient by
+    # columns), so each token's row became D scattered single-element atomics; a 1-D buffer has
+    # one layout, its rows stay contiguous, and a transpose (if any) costs one pass over the table.
+    offsets = (ids.reshape(-1, 1) * D).astype(jnp.int32)
+    flat = jax.lax.scatter_add(
+        jnp.zeros((V * D,), table_VD.dtype), offsets, g.reshape(-1, D).astype(table_VD.dtype),
+        jax.lax.ScatterDimensionNumbers(update_window_dims=(1,), inserted_window_dims=(),
+                                        scatter_dims_to_operand_dims=(0,)),
+        mode=jax.lax.GatherScatterMode.FILL_OR_DROP)
+    return flat.reshape(V, D), None
 
   lookup.defvjp(fwd, bwd)
   return lookup
