@@ -1,7 +1,6 @@
 """step.init_sharded traces the init program with threefry lowered to one GPU kernel per call
 (step.threefry_kernels): on an H100 the init of T5-base compiled ~120 s with XLA's fused threefry."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from paperjax import sharding
 from paperjax import step as step_lib
 from paperjax.models import lm
 from paperjax.models.transformer import Transformer, TransformerConfig
+from tests.conftest import needs_cuda_plugin
 
 
 def _tiny_init():
@@ -49,15 +49,7 @@ def test_threefry_kernels_restores_the_flag_on_error():
   assert jax.config.jax_threefry_gpu_kernel_lowering == before
 
 
-def _has_cuda_plugin() -> bool:
-  try:
-    return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
-  except ImportError:
-    return False
-
-
-@pytest.mark.skipif(not _has_cuda_plugin(),
-                    reason="JAX's CUDA plugin is not installed (the deviceless H100 compile needs it, not a GPU)")
+@needs_cuda_plugin
 def test_gpu_init_program_calls_the_threefry_kernel_instead_of_fusing_rounds():
   # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
   code = textwrap.dedent("""

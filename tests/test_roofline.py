@@ -5,7 +5,6 @@ tests/data/make_h100_fixture.py, metadata stripped) of: a bf16 [256,512]@[512,10
 causal flash attention forward and backward on [2,128,4,64], and a 5-step scan that adds one
 4096-float row of an [8,4096] table per step."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import jax.numpy as jnp
 import pytest
 
 from paperjax import bench, roofline
+from tests.conftest import needs_cuda_plugin
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "h100_fixture.hlo")
 
@@ -78,15 +78,7 @@ def test_bench_target_without_the_cuda_plugin_says_how_to_get_it(monkeypatch, ca
   assert "pip install 'jax[cuda12]'" in msg and "no GPU needed" in msg and msg.count("\n") == 0
 
 
-def _has_cuda_plugin() -> bool:
-  try:
-    return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
-  except ImportError:
-    return False
-
-
-@pytest.mark.skipif(not _has_cuda_plugin(),
-                    reason="JAX's CUDA plugin is not installed (the deviceless H100 compile needs it, not a GPU)")
+@needs_cuda_plugin
 def test_bench_target_compiles_for_an_h100_without_one(tmp_path):
   # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
   out, hlo = tmp_path / "r.jsonl", tmp_path / "s.hlo"
