@@ -134,7 +134,7 @@ def threefry_kernels():
   hundreds of them into a few kernels of ~2 MB of HLO each, which its LLVM and ptxas passes take
   minutes over: an H100 spent 52-58 s compiling the init of GPT-2-124M and the 1B decoder and
   ~120 s that of T5-base, against 3-16 s for their training steps (notes/perf.md, fifth run;
-  `tests/test_step.py` has the compile here). Steps keep the default: there the bits feed
+  `tests/test_init_program.py` checks the program). Steps keep the default: there the bits feed
   fused consumers (dropout masks), and a kernel would write them out to memory first."""
   try:
     before = jax.config.jax_threefry_gpu_kernel_lowering

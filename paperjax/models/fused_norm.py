@@ -153,10 +153,11 @@ def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float =
   `copies` > 1 returns (h, y, y, ...), one y per use (a query and a key/value projection, say): the
   backward kernel then sums their gradients itself, where XLA would first write their sum.
   impl "xla": plain JAX; "pallas": one fused GPU kernel each way; "auto": the kernels in programs
-  lowered for CUDA and plain JAX in programs for any other platform (or with feature-sharded rows). `interpret`: True runs the kernels'
-  interpreter (any backend), False the GPU kernels; None (default) picks by the platform the program
-  is lowered for — the kernels for CUDA (also when compiling for a GPU from a CPU machine), the
-  interpreter elsewhere, so a model with `norm_impl="pallas"` still runs (slowly) on CPU.
+  lowered for CUDA, plain JAX in programs for any other platform (or with feature-sharded rows).
+  `interpret` (for "pallas"): True runs the kernels' interpreter (any backend), False the GPU
+  kernels; None (default) picks by the platform the program is lowered for — the kernels for CUDA
+  (also when compiling for a GPU from a CPU machine), the interpreter elsewhere, so a model with
+  `norm_impl="pallas"` still runs (slowly) on CPU.
   `row_spec`: x's PartitionSpec when traced under a mesh of several devices (the kernels are custom
   calls XLA cannot partition: without it a batch-sharded x would be gathered onto every device).
   With it the kernels run per device on its own rows under `shard_map`, and dscale is summed across
@@ -167,9 +168,10 @@ def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float =
   if impl not in ("xla", "pallas", "auto"):
     raise ValueError(f"add_rmsnorm impl {impl!r} is not one of 'xla', 'pallas', 'auto'.")
   mesh = jax.sharding.get_abstract_mesh()
-  if impl == "auto" and row_spec is not None and not mesh.empty and mesh.size > 1 and len(row_spec) == x.ndim \
-      and row_spec[-1] is not None:
-    impl = "xla"  # feature-sharded activations (tensor parallelism): rows are not whole on a device
+  feature_sharded = (row_spec is not None and not mesh.empty and mesh.size > 1 and len(row_spec) == x.ndim
+                     and row_spec[-1] is not None)
+  if impl == "auto" and feature_sharded:
+    impl = "xla"  # tensor parallelism: rows are not whole on a device
   if impl == "xla":
     return reference(x, delta, scale)
   if x.shape != delta.shape or x.dtype != delta.dtype:

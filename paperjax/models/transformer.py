@@ -313,8 +313,8 @@ class Stack(nn.Module):
 
 
 def embed_lookup(table_VD: Array, ids: Array, dtype) -> Array:
-  """`table[ids]` in `dtype`, the table cast before the gather (so FSDP gathers it in `dtype`), with
-  its gradient accumulated in the table's own dtype.
+  """`table[ids]` in `dtype` (the table cast, then gathered: the values of `nn.Embed(dtype=...)`),
+  with its gradient accumulated in the table's own dtype.
 
   Autodiff of a gather from the cast table scatter-adds the cotangents in `dtype`: in bf16 a token's
   gradient stops growing at 256 occurrences (256 + 1 rounds to 256), and a batch of byte-level text or
@@ -338,8 +338,9 @@ def _embed_lookup(dtype: str):
     ids, table_VD = res
     V, D = table_VD.shape
     mesh = jax.sharding.get_abstract_mesh()
-    if not mesh.empty and mesh.size > 1:  # sharded: the 2-D scatter, which XLA partitions by the table's
-      # sharding (the flat one below made a 4-device FSDP step all-reduce the whole table's gradient)
+    if (not mesh.empty and mesh.size > 1) or V * D >= 2**31:  # sharded (or offsets past int32): the 2-D
+      # scatter, which XLA partitions by the table's sharding (the flat one below made a 4-device
+      # FSDP step all-reduce the whole table's gradient)
       return jnp.zeros_like(table_VD).at[ids].add(g.astype(table_VD.dtype), mode="drop"), None
     # Into a flat buffer, each row a window of D at id·D: XLA's GPU layout assignment gave the 2-D
     # scatter a column-major table under Adafactor (its factored statistics read the gradient by
