@@ -56,7 +56,9 @@ fi
 #    without it on the same machine (the machines differed by 1.4% on that row);
 #  - GPT-2 with the fused norm (never timed), profiled;
 #  - then the trainer row (its base preset now runs the fused norm and the fp32 embedding gradient:
-#    273-280 ms against the bench's 263 in run 5a); then the extras while time is left: T5 without
+#    273-280 ms against the bench's 263 in run 5a); then the extras while time is left: GPT-2 profiled
+#    with command buffers off (`--xla_flags=tuned_ops`: each kernel named by its HLO op, so each GEMM's
+#    rate by shape; run 5's profiles could not: GPT-2's GEMMs ran at 543 TFLOP/s overall), T5 without
 #    the fused norm, GPT-2 plain, with XLA's GEMM fusions by cuDNN and with XLA's default flags, the
 #    1B at B=20.
 VARIANTS=(
@@ -66,6 +68,7 @@ VARIANTS=(
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
 )
 EXTRA=(
+  "gpt2_ops_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=4 --warmup=2 --profile=$OUT/trace_gpt2_ops"
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,synthetic"
   "gpt2_best|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned"
   "gpt2_gemm_fusion|$G --attention=cudnn --loss_chunk=8192 --xla_flags=gemm_fusion --norm=auto --profile=/tmp/trace_gpt2_gf"

@@ -24,6 +24,10 @@ Sets (measured on one H100 in notes/perf.md; pick with `paperjax.bench --xla_fla
                                                that GPT-2's profile shows (notes/perf.md); unmeasured
                                                until the fifth H100 run;
                 --xla_gpu_enable_latency_hiding_scheduler=true   as in `tuned`.
+  tuned_ops   `tuned` with XLA's command buffers (CUDA graphs) off: for profiles only. Inside a
+                                               command buffer the profiler names no HLO op per kernel (run 5's
+                                               profiles: "command_buffer_N"), so GEMMs cannot be told apart
+                                               by shape; with them off `paperjax.profile_summary` can.
 Environment (not XLA_FLAGS):
   XLA_PYTHON_CLIENT_MEM_FRACTION   the share of GPU memory JAX's allocator takes up front (default
                                    0.75); raised so a ~1B model with AdamW states fits with room.
@@ -39,6 +43,12 @@ FLAG_SETS: dict[str, tuple[str, ...]] = {
         "--xla_gpu_enable_triton_gemm=false",
         "--xla_gpu_enable_latency_hiding_scheduler=true",
         "--xla_gpu_enable_while_loop_double_buffering=true",
+    ),
+    "tuned_ops": (
+        "--xla_gpu_enable_triton_gemm=false",
+        "--xla_gpu_enable_latency_hiding_scheduler=true",
+        "--xla_gpu_enable_while_loop_double_buffering=true",
+        "--xla_gpu_enable_command_buffer=",
     ),
     "gemm_fusion": (
         "--xla_gpu_cudnn_gemm_fusion_level=2",
