@@ -105,6 +105,7 @@ def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = N
   to the tensor it writes (which activation a copy or convert moves)."""
   events, source = op_events(path)
   instrs = hlo_instructions(hlo_text) if hlo_text else {}
+  flops = {k.name: k.flops for k in roofline.kernels(hlo_text) if k.flops} if hlo_text else {}
   if not events:
     raise ValueError(f"The trace at {path!r} holds no XLA-op events; was a jitted step run inside the trace?")
   per_cat = collections.defaultdict(lambda: [0.0, 0])
@@ -129,16 +130,18 @@ def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = N
       "busy_ms": round(ms(busy), 3), "idle_ms": round(ms(span - busy), 3),
       "categories": {c: {"ms": round(ms(per_cat[c][0]), 3), "share": round(per_cat[c][0] / total, 4),
                          "count": per_cat[c][1] // steps} for c in CATEGORIES if c in per_cat},
-      "top": [_top_row(k, v, per_instance, instrs, ms, steps)
+      "top": [_top_row(k, v, per_instance, instrs, ms, steps, flops)
               for k, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])[:top]],
   }
 
 
-def _top_row(key, v, per_instance, instrs, ms, steps) -> dict:
+def _top_row(key, v, per_instance, instrs, ms, steps, flops=None) -> dict:
   """A top-kernel row; with the HLO, its costliest instance, that instance's result shape and the
   bandwidth it reached: (operand + result bytes) / time per call — a lower bound on the traffic
   (an operand read twice counts once), so far under the card's ~3 TB/s means a kernel that is not
-  streaming at full speed, which is what to look at among the copies and element-wise passes."""
+  streaming at full speed, which is what to look at among the copies and element-wise passes.
+  `flops` (instance → FLOPs per call, `paperjax.roofline`'s count): the rate a GEMM or attention
+  instance reached, TFLOP/s — each GEMM's by its shape, where the trace names its op."""
   row = {"name": key, "category": v[2], "ms": round(ms(v[0]), 3), "count": v[1] // steps}
   if instrs:
     op = max((op for (k, op) in per_instance if k == key), key=lambda op: per_instance[(key, op)][0])
@@ -148,6 +151,8 @@ def _top_row(key, v, per_instance, instrs, ms, steps) -> dict:
     ns, calls = per_instance[(key, op)]
     if nbytes and ns > 0:
       row.update(bytes=nbytes, gb_per_s=nbytes / (ns / calls))  # bytes per ns = GB/s
+    if flops and flops.get(op) and ns > 0:
+      row.update(tflops_per_s=flops[op] / (ns / calls) / 1e3)  # FLOPs per ns = GFLOP/s
   return row
 
 
@@ -173,6 +178,7 @@ def format_summary(s: dict) -> str:
     lines.append(f"  {t['ms']:>9.3f} ms  x{t['count']:<4} {t['category']:<11} {t['name'][:110]}"
                  + (f"  → {t['shape'][:90]} ({t['instance']}"
                     + (f", {t['gb_per_s']:,.0f} GB/s" if "gb_per_s" in t and t["category"] not in ("gemm", "attention") else "")
+                    + (f", {t['tflops_per_s']:,.0f} TFLOP/s" if "tflops_per_s" in t else "")
                     + ")" if "shape" in t else ""))
   return "\n".join(lines)
 

@@ -178,6 +178,21 @@ def test_top_kernel_bandwidth_is_operand_and_result_bytes_over_time_per_call():
   assert row["bytes"] == 6000 and row["gb_per_s"] == pytest.approx(2.0)
 
 
+def test_top_gemm_row_reports_its_rate_from_the_hlo_flops():
+  # the committed H100 program (tests/data/h100_fixture.hlo): custom-call.1 is a bf16
+  # [256,512] @ [512,1024] GEMM, 2·256·1024·512 FLOPs a call; two calls of 2 µs -> 134.2 TFLOP/s
+  from paperjax import roofline
+  text = open(os.path.join(os.path.dirname(__file__), "data", "h100_fixture.hlo")).read()
+  flops = {k.name: k.flops for k in roofline.kernels(text) if k.flops}
+  assert flops["custom-call.1"] == 2 * 256 * 1024 * 512
+  per_instance = {("nvjet_gemm", "custom-call.1"): [4000.0, 2]}
+  row = profile_summary._top_row("nvjet_gemm", [4000.0, 2, "gemm"], per_instance,
+                                 profile_summary.hlo_instructions(text), lambda ns: ns / 1e6, 1, flops)
+  assert row["tflops_per_s"] == pytest.approx(2 * 256 * 1024 * 512 / 2000 / 1e3)
+  assert "TFLOP/s" in profile_summary.format_summary(dict(
+      source="x", steps=1, total_ms=1, span_ms=1, busy_ms=1, idle_ms=0, categories={}, top=[row]))
+
+
 def test_profile_busy_time_is_the_union_of_kernel_intervals():
   from paperjax import profile_summary
   # [0,4) and [2,5) overlap on two streams → [0,5); [7,8) alone; [7.5,7.8) inside it.
