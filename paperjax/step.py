@@ -120,8 +120,14 @@ def init_sharded(init_fn: Callable, rng, mesh, rules, tx=None):
   specs = state_specs(abstract, tx)  # outside the mesh: optax traces tx.init here
   shardings = sharding.logical_to_sharding(specs, mesh, rules)
   with mesh_context(mesh, rules), threefry_kernels():
-    state = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)(rng)
+    state = init_program(init_fn, shardings)(rng)
   return state, shardings
+
+
+def init_program(init_fn: Callable, shardings):
+  """`init_fn` jitted to return unboxed state laid out by `shardings`: the program `init_sharded`
+  runs (call, lower or compile it under `mesh_context` and `threefry_kernels`, as that does)."""
+  return jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=shardings)
 
 
 @contextlib.contextmanager

@@ -86,7 +86,7 @@ def test_bench_target_compiles_for_an_h100_without_one(tmp_path):
                   f"--json={out}", f"--hlo_out={hlo}"], check=True, capture_output=True,
                  env={**os.environ, "JAX_PLATFORMS": ""})
   r = json.loads(out.read_text())
-  assert r["roofline_ms"] > 0 and r["compiled_mem_gb"]["peak_estimate"] > 0
+  assert r["roofline_ms"] > 0 and r["compiled_mem_gb"]["peak_estimate"] > 0 and r["init_compile_s"] > 0
   text = hlo.read_text()
   assert "__cudnn$fmha" in text  # the GPU's program: cuDNN attention, and the fused norm's Triton kernels ("auto")
   assert "xla.gpu.triton" in text and r["roofline"]["categories"]["pallas"]["count"] > 0
