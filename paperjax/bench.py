@@ -87,13 +87,19 @@ def parse_args(argv=None):
                  help="synthetic: one device-resident batch of random tokens; ul2_resident: one real UL2 batch, "
                       "device-resident (the real sequence lengths, no host work); ul2: the UL2 host transform "
                       "(MixtureOfDenoisers.batch) called in the loop; ul2_pipeline: the trainer's own grain iterator "
-                      "with that transform (data/pipeline.py, background threads; needs grain). A comma list "
+                      "with that transform (data/pipeline.py, background threads; needs grain); ul2_packed_pipeline: "
+                      "that iterator packing examples several to a row (data.pack; encdec), ul2_packed_resident: one "
+                      "of its batches held on the device. A comma list "
                       "(ul2_resident,ul2_pipeline) times each source in interleaved windows of one process, the "
                       "same compiled step, so clock drift between runs cannot pass for a pipeline cost")
   p.add_argument("--steps", type=int, default=20)
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--xla_flags", default="none", choices=sorted(xla_flags.FLAG_SETS))
   p.add_argument("--compile_only", action="store_true", help="lower + compile, report memory, run nothing")
+  p.add_argument("--check_packing", action="store_true",
+                 help="no timing: one packed UL2 batch (the trainer's data.pack pipeline) against the same examples "
+                      "unpacked, one per row, through this model and attention (on a GPU: cuDNN's packed layout "
+                      "against its padding mode): prints the loss and gradient differences; exit 1 if not equal")
   p.add_argument("--target", default="", choices=["", *sorted(roofline.GPU_TARGETS)],
                  help="compile the step for this GPU without one (XLA's deviceless compile; needs the CUDA plugin, "
                       "`pip install jax[cuda12]`, not a GPU) and report its compiled memory and its roofline "
@@ -112,7 +118,7 @@ def parse_args(argv=None):
   return p.parse_args(argv)
 
 
-DATA_SOURCES = ("synthetic", "ul2_resident", "ul2", "ul2_pipeline")
+DATA_SOURCES = ("synthetic", "ul2_resident", "ul2", "ul2_pipeline", "ul2_packed_resident", "ul2_packed_pipeline")
 
 
 def _data_list(text: str) -> tuple[str, ...]:
@@ -150,10 +156,12 @@ def synthetic_batch(cfg, lengths, batch, rng: np.random.Generator) -> dict:
   return out
 
 
-def ul2_source(cfg, shape, batch, rng: np.random.Generator, pipeline: bool = False, num_threads: int = 2):
+def ul2_source(cfg, shape, batch, rng: np.random.Generator, pipeline: bool = False, num_threads: int = 2,
+               packed: bool = False):
   """Batches from the real host UL2 transform (`MixtureOfDenoisers.batch`) on random raw tokens,
-  called in the loop or (`pipeline`) run by the trainer's grain iterator. Returns (next_batch,
-  host_seconds): host_seconds() is the loop's time in the transform or waiting for the iterator."""
+  called in the loop or (`pipeline`) run by the trainer's grain iterator, which with `packed` packs
+  examples several to a row as `data.pack=True` does. Returns (next_batch, host_seconds):
+  host_seconds() is the loop's time in the transform or waiting for the iterator."""
   from paperjax.papers.ul2 import denoisers as dn
   if cfg.kind not in ("encdec", "prefix_lm"):
     raise ValueError(f"--data=ul2 needs an encoder-decoder or prefix-LM shape; {cfg.kind!r} has no inputs. "
@@ -172,7 +180,7 @@ def ul2_source(cfg, shape, batch, rng: np.random.Generator, pipeline: bool = Fal
       raise SystemExit(f"--data=ul2_pipeline needs grain ({e}); install it or use --data=ul2.") from e
     source = rng.integers(6, ids.first_sentinel, size=(16 * batch, raw_length), dtype=np.int32)
     it = pipeline_lib.make_iterator(source, global_batch_size=batch, seed=0, batch_fn=mix.batch,
-                                    num_threads=num_threads)
+                                    num_threads=num_threads, pack=mix.packing(cfg.max_segments) if packed else None)
     clock = {"s": 0.0}
 
     def next_batch():  # time spent waiting for the iterator (the transform itself runs ahead)
@@ -223,7 +231,8 @@ def build(args, devices=None):
   host_sources = {}  # data name → (next host batch, host seconds so far)
   for name in args.data:
     if name.startswith("ul2"):
-      host_sources[name] = ul2_source(cfg, shape, batch_size, rng_np, pipeline=name == "ul2_pipeline")
+      host_sources[name] = ul2_source(cfg, shape, batch_size, rng_np, pipeline=name.endswith("_pipeline") or
+                                      "packed" in name, packed="packed" in name)
   if host_sources:  # the program is compiled for a real batch (the same structure as the synthetic one)
     example = next(iter(host_sources.values()))[0]()
 
@@ -295,10 +304,11 @@ def target(args) -> dict:
   if args.attention == "auto":  # what a GPU run of these shapes uses (bf16 compute)
     args.attention = "cudnn" if args.dtype in ("bfloat16", "float16") else "xla"
   t0 = time.perf_counter()
-  b = build(args, devices=list(topo.devices))
-  compiled = lower(args, built=b).compile()
-  compile_s = time.perf_counter() - t0
-  init_compile_s = compile_init(b, jax.ShapeDtypeStruct((2,), jax.numpy.uint32))  # a GPU's cold start has both
+  with roofline.cudnn_checks_for(args.target):  # cuDNN's packed layout asks for Hopper: the target's answer
+    b = build(args, devices=list(topo.devices))
+    compiled = lower(args, built=b).compile()
+    compile_s = time.perf_counter() - t0
+    init_compile_s = compile_init(b, jax.ShapeDtypeStruct((2,), jax.numpy.uint32))  # a GPU's cold start has both
   text = compiled.as_text()
   if args.hlo_out:
     with open(args.hlo_out, "w") as f:
@@ -340,6 +350,56 @@ def _report_target(r: dict) -> None:
   for k in r["roofline"]["top"]:
     print(f"    {k['ms']:7.2f} ms {k['gb']:6.2f} GB ×{k['count']:<3d} {k['category']:13s} {k['bound']:7s} "
           f"{k['result'][:40]:40s} {k['op'].removeprefix('jit(step)/')[-70:]}")
+
+
+def unpack(batch: dict, lengths: dict) -> dict:
+  """A packed encdec batch → the same examples one per row (each padded to `lengths`), in segment order."""
+  rows = {"inputs": [], "targets": [], "targets_mask": []}
+  for r in range(batch["inputs"].shape[0]):
+    for seg in range(1, int(batch["inputs_segment_ids"][r].max()) + 1):
+      for key, which in (("inputs", "inputs"), ("targets", "targets"), ("targets_mask", "targets")):
+        x = batch[key][r][batch[f"{which}_segment_ids"][r] == seg]
+        rows[key].append(np.pad(x, (0, lengths[which] - len(x))))
+  return {k: np.stack(v).astype(np.int32) for k, v in rows.items()}
+
+
+def check_packing(args) -> dict:
+  """`--check_packing`: a packed UL2 batch and its examples unpacked give the same loss sum and
+  gradient under this model and attention implementation."""
+  used_flags = xla_flags.apply(args.xla_flags)
+  import jax
+  import jax.numpy as jnp
+  from paperjax.models import lm
+  from paperjax.models.transformer import Transformer
+  cfg, shape = model_config(args)
+  if cfg.kind != "encdec":
+    raise ValueError(f"--check_packing packs UL2 encoder-decoder batches; --shape={args.shape} is {cfg.kind!r}.")
+  batch_size = args.batch or shape["batch"]
+  packed = ul2_source(cfg, shape, batch_size, np.random.default_rng(args.seed), pipeline=True, packed=True)[0]()
+  packed = {k: np.asarray(v) for k, v in packed.items() if k != "targets_denoiser"}
+  plain = unpack(packed, shape["lengths"])
+  model = Transformer(cfg)
+  import flax.linen as nn
+  params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
+  loss_sums = lambda p, b: lm.loss_sums(model, p, b, chunk=args.loss_chunk, impl=args.loss_impl)
+  sums, grad = jax.jit(loss_sums), jax.jit(jax.grad(lambda p, b: loss_sums(p, b)[0]))
+  (s_p, w_p), (s_u, w_u) = sums(params, packed), sums(params, plain)
+  g_p, g_u = grad(params, packed), grad(params, plain)
+  norm = lambda t: float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(t))))
+  loss_rel = abs(float(s_p) - float(s_u)) / abs(float(s_u))
+  grad_rel = norm(jax.tree.map(jnp.subtract, g_p, g_u)) / norm(g_u)
+  # bf16 activations: the two layouts round and sum in different orders (1e-2 is ~3 bf16 ulps)
+  tol = 1e-2 if args.dtype in ("bfloat16", "float16") else 1e-4
+  result = dict(tag=args.tag or "check_packing", shape=args.shape, attention=cfg.attention_impl or "xla",
+                device=jax.devices()[0].device_kind, rows=batch_size, examples=int(plain["inputs"].shape[0]),
+                target_tokens=[float(w_p), float(w_u)], loss_sum=[float(s_p), float(s_u)], loss_rel=loss_rel,
+                grad_rel=grad_rel, tol=tol, ok=bool(float(w_p) == float(w_u) and loss_rel < tol and grad_rel < tol),
+                xla_flags_str=used_flags)
+  print(f"[{result['tag']}] {args.shape} attention={result['attention']} on {result['device']}: {batch_size} packed "
+        f"rows hold {result['examples']} examples; loss sum {float(s_p):.4f} packed vs {float(s_u):.4f} one per row "
+        f"(rel {loss_rel:.2e}), gradient rel diff {grad_rel:.2e}, target tokens {float(w_p):.0f} / {float(w_u):.0f}: "
+        f"{'EQUAL' if result['ok'] else 'DIFFERENT'} (tol {tol:g})", flush=True)
+  return _write(result, args)
 
 
 def run(args) -> dict:
@@ -409,7 +469,7 @@ def run(args) -> dict:
                          f"{args.shape!r}; compare ul2_resident with the UL2 sources instead of synthetic.")
       resident = jax.device_put(fake, batch_shardings)
       feeds[name] = (lambda b=resident: b, lambda: 0.0)
-    elif name == "ul2_resident":
+    elif name in ("ul2_resident", "ul2_packed_resident"):
       resident = put(host_sources[name][0]())
       feeds[name] = (lambda b=resident: b, lambda: 0.0)
     else:
@@ -450,7 +510,7 @@ def run(args) -> dict:
                tflops_causal=result["flops_per_step_causal"] / dt / 1e12 / jax.device_count())
     if peak:
       row.update(mfu_full=row["tflops_full"] * 1e12 / peak, mfu_causal=row["tflops_causal"] * 1e12 / peak)
-    if name not in ("synthetic", "ul2_resident"):
+    if not name.endswith(("synthetic", "resident")):
       host_s = (feeds[name][1]() - host0[name]) / (2 * per_window)
       row.update(host_ms_per_step=round(1e3 * host_s, 3),
                  host_tokens_per_s=result["tokens_per_step"] / host_s if host_s else None)
@@ -546,7 +606,7 @@ def _report(r: dict) -> None:
 def _host_note(name: str, row: dict) -> str:
   if "host_ms_per_step" not in row:
     return ""
-  what = "wait for the grain iterator" if name == "ul2_pipeline" else "UL2 transform"
+  what = "wait for the grain iterator" if name.endswith("_pipeline") else "UL2 transform"
   return f"; host {what} {row['host_ms_per_step']:.2f} ms/step"
 
 
@@ -561,7 +621,11 @@ def main(argv=None) -> None:
   from paperjax import errors
   args = parse_args(argv)
   with errors.one_sentence(debug=bool(os.environ.get("PAPERJAX_DEBUG"))):
-    target(args) if args.target else run(args)
+    if args.check_packing:
+      if not check_packing(args)["ok"]:
+        raise SystemExit(1)
+    else:
+      target(args) if args.target else run(args)
 
 
 if __name__ == "__main__":

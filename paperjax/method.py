@@ -12,6 +12,8 @@ the loop, sharding, data, checkpoints, metrics, evaluation, launch — is shared
                                                (rng: np.random.Generator, seeded and checkpointed)
   batch_fn(batch, rng) -> dict                 vectorised host transform of each global batch of stacked
                                                examples (data/pipeline.py: same contract, any process count)
+  pack                                         a data.pipeline.Packing: batch_fn's examples packed several to
+                                               a row (segment ids and positions added; T5X's packing)
   evaluators                                   Evaluator objects run every config.train.eval_every steps
   eval_params(state) -> params                 what evaluators see instead of state.params (an EMA in extras)
   between(state, step, ctx) -> state           between-epoch/round hook (data selection, mixtures, pruning);
@@ -82,6 +84,7 @@ class Method:
   init_extras: Callable | None = None
   example_fn: Callable | None = None
   batch_fn: Callable | None = None
+  pack: Any = None   # a data.pipeline.Packing: batch_fn's examples packed several to a row
   evaluators: Sequence[Evaluator] = ()
   between: Callable | None = None
   from_previous: Callable | None = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import contextlib
 import math
 import re
 from collections import defaultdict
@@ -75,12 +76,31 @@ gpu_device_info {
   l2_cache_size: 52428800
   device_memory_size: 84929347584
 }
+
 platform_name: "CUDA"
 dnn_version_info { major: 9 minor: 8 }
 runtime_version { major: 12 minor: 8 }
 device_description_str: "NVIDIA H100 80GB HBM3"
 """,
 }
+
+
+@contextlib.contextmanager
+def cudnn_checks_for(target: str):
+  """jax's cuDNN attention asks the *local* GPU for its compute capability (its packed layout needs
+  Hopper); a deviceless compile has no GPU, so inside this context the answer is the target card's."""
+  from jax._src.cudnn import fused_attention_stablehlo as fa  # pylint: disable=g-import-not-at-top
+  m = re.search(r"cuda_compute_capability \{ major: (\d+) minor: (\d+) \}", GPU_TARGETS[target])
+  have = (int(m[1]), int(m[2]))
+  version = lambda c: tuple(int(x) for x in c.split("."))
+  saved = fa.check_compute_capability, fa.is_cuda_compute_capability_equal
+  fa.check_compute_capability = lambda c: have >= version(c)
+  fa.is_cuda_compute_capability_equal = lambda c: have == version(c)
+  try:
+    yield
+  finally:
+    fa.check_compute_capability, fa.is_cuda_compute_capability_equal = saved
+
 
 H100_SXM = Card("H100 SXM", bandwidth=3.0e12, gemm_flops=742e12,
                 attention_flops=((64, 310e12, 213e12), (128, 473e12, 352e12)))

@@ -13,16 +13,21 @@ Determinism contract (what exact resume and the multi-process tests rely on):
     transforming every row (cheap next to a step for transforms like UL2's; a transform too costly
     to repeat on each host belongs in `example_fn`);
   * the iterator's `get_state()` is a position, checkpointed with the train state (`checkpoint.py`).
+  * packing (`Packing`, T5X's several examples per row) keeps it too: the global example stream is
+    packed first-fit into the rows of global batches — the same on every process, each keeping its
+    rows — and the packer's state (the stream position of the batch being packed) is part of
+    `get_state()`.
 Several named sources with (scheduled or online) weights are `mixture.MixtureStream`, built on the
 chunks and fixed batches here under the same contract.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import grain
 import numpy as np
@@ -89,18 +94,85 @@ def global_dataset(source, *, seed: int, shuffle: bool = True, num_epochs: int |
   return ds
 
 
+@dataclasses.dataclass(frozen=True)
+class Packing:
+  """Sequence packing: several variable-length examples per row (T5X/seqio's `pack`).
+
+  `split(batch)` cuts a global batch (after `batch_fn`) into its examples, each a dict of 1-D arrays
+  cut to their true lengths. Examples are packed first-fit, in stream order, into the rows of each
+  global batch (grain's `FirstFitPackIterDataset`: a row takes the example if every feature fits,
+  and the batch is emitted when an example fits no row, that example opening the next batch; nothing
+  is dropped or truncated, so a mixture's rates are kept). `lengths` gives each sequence feature's row
+  length; `along` packs per-position side features with a sequence feature (e.g. targets_mask with
+  targets). Rows come out padded with 0, with `<feature>_segment_ids` (1, 2, … in row order, 0 =
+  padding) and `<feature>_positions` (0, 1, … restarting in each example) for each sequence feature.
+  At most `max_segments` examples share a row (the model's `max_segments`, which cuDNN needs)."""
+  lengths: Mapping[str, int]
+  split: Callable[[dict], list]
+  along: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  max_segments: int = 16
+
+  def __post_init__(self):
+    bad = {k: v for k, v in self.along.items() if v not in self.lengths}
+    if bad:
+      raise ValueError(f"Packing.along maps {bad} to features that are not packed sequences; "
+                       f"use one of {sorted(self.lengths)}.")
+
+
+class _Split(grain.experimental.FlatMapTransform):
+
+  def __init__(self, split: Callable, max_fan_out: int):
+    self.split, self.max_fan_out = split, max_fan_out
+
+  def flat_map(self, element):
+    return self.split(element)
+
+
+def _drop_side_layout(batch: dict, side: Sequence[str]) -> dict:
+  drop = {f"{k}_{suffix}" for k in side for suffix in ("segment_ids", "positions")}
+  return {k: v for k, v in batch.items() if k not in drop}
+
+
+def packed_iter_dataset(ds: grain.IterDataset, pack: Packing, *, rows: int, split_fan_out: int,
+                        seed: int) -> grain.IterDataset:
+  """`ds` (a stream of unpacked global batches) → a stream of packed global batches of `rows` rows."""
+  ds = grain.experimental.FlatMapIterDataset(ds, _Split(pack.split, split_fan_out))
+  lengths = dict(pack.lengths)
+  lengths.update({k: pack.lengths[v] for k, v in pack.along.items()})
+  ds = grain.experimental.FirstFitPackIterDataset(
+      ds, length_struct=lengths, num_packing_bins=rows, seed=seed, shuffle_bins=False,
+      max_sequences_per_bin=pack.max_segments)
+  ds = ds.batch(rows, drop_remainder=True)
+  if pack.along:
+    ds = ds.map(functools.partial(_drop_side_layout, side=tuple(pack.along)))
+  return ds
+
+
 def make_iterator(source, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
                   example_fn: Callable | None = None, batch_fn: Callable | None = None, shuffle: bool = True,
-                  num_epochs: int | None = None, num_threads: int = 2, prefetch: int = 4):
+                  num_epochs: int | None = None, num_threads: int = 2, prefetch: int = 4,
+                  pack: Packing | None = None):
   """A checkpointable iterator over this process's share of global batches (numpy dicts).
 
   `example_fn(example, rng)` transforms each example, `batch_fn(batch, rng)` each global batch
-  (stacked examples, after `example_fn`); see the determinism contract above."""
+  (stacked examples, after `example_fn`); `pack` packs the transformed examples several to a row
+  (`Packing`, in a background thread); see the determinism contract above."""
   if global_batch_size % process_count:
     raise ValueError(f"data.batch_size={global_batch_size} does not divide among {process_count} processes; "
                      f"use a multiple of {process_count}.")
   local = global_batch_size // process_count
   ds = global_dataset(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs, example_fn=example_fn)
+  if pack is not None:
+    ds = ds.batch(global_batch_size, drop_remainder=True)
+    if batch_fn is not None:
+      ds = ds.random_map(lambda b, rng: batch_fn(b, rng), seed=seed + 2)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
+    it = packed_iter_dataset(it, pack, rows=global_batch_size, split_fan_out=global_batch_size, seed=seed + 3)
+    if process_count > 1:
+      it = it.map(functools.partial(_rows, start=process_index, step=process_count))
+    # Packing is Python per example (~0.2 ms each here): a thread keeps it off the training loop's.
+    it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=2)
+    return iter(it)
   if batch_fn is not None:
     ds = ds.batch(global_batch_size, drop_remainder=True)
     ds = ds.random_map(lambda b, rng: batch_fn(b, rng), seed=seed + 2)

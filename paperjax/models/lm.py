@@ -5,6 +5,9 @@ Batch fields by architecture (all int32, padded with 0):
   encdec             inputs [B, Li], targets [B, Lt], targets_mask [B, Lt]
   decoder/prefix_lm  tokens [B, L], loss_mask [B, L] (1 where tokens[t] is predicted from tokens[<t]),
                      prefix_len [B] (prefix_lm: bidirectional attention over the first prefix_len)
+Packed rows (several examples per row, `data.pipeline.Packing`) add `<feature>_segment_ids` (1, 2, …
+per example, 0 = padding) and `<feature>_positions` (restarting at 0 in each example) for each
+sequence feature (encdec: inputs and targets; decoder: tokens); see `Transformer`.
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ def targets_and_mask(batch: dict, kind: str):
   if kind == "encdec":
     return batch["targets"], batch["targets_mask"]
   # Position t predicts token t+1: shift the targets left and drop the last position.
-  return (jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1))),
-          jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1))))
+  mask = jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1)))
+  if "tokens_segment_ids" in batch:  # packed: never score a segment's first token from the one before
+    seg = batch["tokens_segment_ids"]
+    mask = mask * jnp.pad(seg[:, 1:] == seg[:, :-1], ((0, 0), (0, 1))).astype(mask.dtype)
+  return jnp.pad(batch["tokens"][:, 1:], ((0, 0), (0, 1))), mask
 
 
 def loss_sums(model: Transformer, params, batch: dict, *, rng=None, chunk: int = 0, z_loss: float = 0.0,

@@ -75,6 +75,11 @@ class TransformerConfig:
   # compiled for a GPU, plain JAX in programs for any other platform (and with tensor-parallel
   # activations). "xla": plain JAX. The same function and parameters.
   norm_impl: str = "xla"
+  # Packed batches (`<feature>_segment_ids` / `<feature>_positions`, seqio's convention; see
+  # `Transformer`) on cuDNN: the most segments one row may hold. cuDNN's packed ("ragged") layout
+  # takes per-row segment tables of this static size; the packer must not put more in a row
+  # (`data.pipeline.Packing.max_segments`). Unused by XLA's attention, which takes a mask.
+  max_segments: int = 16
 
   def __post_init__(self):
     if self.norm_impl not in ("xla", "pallas", "auto"):
@@ -179,8 +184,12 @@ class Attention(nn.Module):
   cross: bool = False   # keys/values from another sequence (kv_BSD), queries from x_BLD
 
   @nn.compact
-  def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_rope, k_rope, is_causal: bool, q_len_B=None, kv_len_B=None):
-    """q_rope / k_rope: `rope_tables` of the query / key positions (unused when `use_rope` is off)."""
+  def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_rope, k_rope, is_causal: bool, q_len_B=None, kv_len_B=None,
+               packed=None):
+    """q_rope / k_rope: `rope_tables` of the query / key positions (unused when `use_rope` is off).
+    packed: (q `SegmentLayout`, kv `SegmentLayout`) of a packed batch: with cuDNN, attention runs in
+    its packed layout (segment i of the queries attends to segment i of the keys, `is_causal` within
+    each); elsewhere `mask_B1LS` says the same."""
     cfg = self.cfg
     shape, axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv")
     stacked = lambda n: (cfg.d_model, n, cfg.num_heads, cfg.head_dim)
@@ -202,12 +211,88 @@ class Attention(nn.Module):
     q, k, v = (checkpoint_name(t, "qkv") for t in (q, k, v))
     # A pure causal mask is passed as is_causal (no mask array) so the cuDNN kernel can skip
     # the masked blocks instead of reading a B x L x S boolean tensor.
-    out_BLHK = jax.nn.dot_product_attention(
-        q, k, v, mask=mask_B1LS, is_causal=is_causal and mask_B1LS is None,
-        query_seq_lengths=q_len_B, key_value_seq_lengths=kv_len_B, implementation=cfg.attention_impl)
+    if packed is not None and cfg.attention_impl == "cudnn":
+      out_BLHK = packed_attention(q, k, v, *packed, is_causal=is_causal)
+    else:
+      out_BLHK = jax.nn.dot_product_attention(
+          q, k, v, mask=mask_B1LS, is_causal=is_causal and mask_B1LS is None,
+          query_seq_lengths=q_len_B, key_value_seq_lengths=kv_len_B, implementation=cfg.attention_impl)
     out_BLHK = checkpoint_name(out_BLHK, "attn_out")
     return Proj("BLHK,HKD->BLD", (cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), cfg,
                 name="out")(out_BLHK)
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentLayout:
+  """A packed row's segments as cuDNN's packed layout takes them. Segment ids are 1, 2, … in order
+  from position 0, each segment contiguous, 0 after the last (the packer's convention).
+    valid [B, L] bool: position in some segment;  seqlen [B, M]: segment lengths, -1 past the row's
+    last;  offsets [B, M+1]: segment starts, -1 past the row's last (jax's cuDNN API)."""
+  valid: Array
+  seqlen: Array
+  offsets: Array
+
+  @classmethod
+  def of(cls, segment_ids_BL: Array, max_segments: int) -> "SegmentLayout":
+    ids = jnp.arange(1, max_segments + 1, dtype=segment_ids_BL.dtype)
+    counts = (segment_ids_BL[:, :, None] == ids).sum(1, dtype=jnp.int32)          # B M
+    starts = jnp.cumsum(counts, axis=1, dtype=jnp.int32) - counts
+    present = counts > 0
+    offsets = jnp.concatenate([jnp.where(present, starts, -1),
+                               jnp.full((counts.shape[0], 1), -1, jnp.int32)], axis=1)
+    return cls(segment_ids_BL > 0, jnp.where(present, counts, -1), offsets)
+
+
+jax.tree_util.register_dataclass(SegmentLayout, data_fields=["valid", "seqlen", "offsets"], meta_fields=[])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _zero_outside(x_BLHK: Array, valid_BL: Array, backward: bool) -> Array:
+  """0 at positions outside every segment: in the values (`backward=False`; the cotangent passes
+  through) or in the cotangent only (`backward=True`; the values pass through). A select, not a
+  product, so whatever was left in those positions never mixes into anything."""
+  return x_BLHK if backward else _select(x_BLHK, valid_BL)
+
+
+def _select(x, valid):
+  return jnp.where(valid[:, :, None, None], x, jnp.zeros((), x.dtype))
+
+
+def _zero_outside_fwd(x, valid, backward):
+  return _zero_outside(x, valid, backward), valid
+
+
+def _zero_outside_bwd(backward, valid, g):
+  return (_select(g, valid) if backward else g), None
+
+
+_zero_outside.defvjp(_zero_outside_fwd, _zero_outside_bwd)
+
+
+def packed_attention(q_BLHK, k_BSHK, v_BSHK, q_seg: SegmentLayout, kv_seg: SegmentLayout, *, is_causal: bool):
+  """cuDNN flash attention over packed rows: segment i of a query row attends to segment i of its key
+  row only (and causally within it if `is_causal`); cuDNN skips every block outside the segments.
+
+  cuDNN writes neither the outputs nor the input gradients of positions outside every segment (the
+  buffers XLA hands it are not cleared), so the output is selected to 0 there, and so are the
+  gradients of q, k and v: what cuDNN leaves in those rows would otherwise reach the weight gradients
+  through the projections (dW = xᵀ·dq sums over every position). One select each way per tensor; the
+  cotangent of the output needs none (cuDNN's backward reads it inside the segments only)."""
+  from jax._src.cudnn import fused_attention_stablehlo as cudnn_attn  # pylint: disable=g-import-not-at-top
+  q, k, v = (_zero_outside(x, seg.valid, True) for x, seg in ((q_BLHK, q_seg), (k_BSHK, kv_seg), (v_BSHK, kv_seg)))
+  mask = cudnn_attn.MaskType.PADDING_CAUSAL if is_causal else cudnn_attn.MaskType.PADDING
+  out = cudnn_attn.dot_product_attention(
+      q, k, v, q_seqlen=q_seg.seqlen, kv_seqlen=kv_seg.seqlen, q_offsets=q_seg.offsets,
+      kv_offsets=kv_seg.offsets, scale=1.0 / math.sqrt(q.shape[-1]), mask_type=mask)
+  return _zero_outside(out, q_seg.valid, False)
+
+
+def segment_mask(q_seg_BL: Array, kv_seg_BS: Array, causal: bool = False) -> Array:
+  """[B, 1, L, S]: query and key in the same segment (0 = padding, in none); and key ≤ query if causal."""
+  mask = (q_seg_BL[:, None, :, None] == kv_seg_BS[:, None, None, :]) & (q_seg_BL[:, None, :, None] > 0)
+  if causal:
+    mask &= jnp.tril(jnp.ones((q_seg_BL.shape[1], kv_seg_BS.shape[1]), bool))[None, None]
+  return mask
 
 
 ACTIVATIONS = {"gelu": functools.partial(nn.gelu, approximate=True), "silu": nn.silu, "relu": nn.relu}
@@ -266,13 +351,13 @@ class Block(nn.Module):
       x_BLD, h_q, h_kv = AddRMSNorm(cfg, copies=2, name="pre_attn_norm")(x_BLD, pending)
     delta = drop(Attention(cfg, name="self_attn")(
         h_q, h_kv, aux["self_mask"], aux["rope"], aux["rope"], self.causal,
-        aux.get("self_len"), aux.get("self_len")))
+        aux.get("self_len"), aux.get("self_len"), aux.get("self_packed")))
     if self.cross:  # each residual add and the norm after it as one op (one fused kernel with norm_impl="pallas")
       x_BLD, h = AddRMSNorm(cfg, name="pre_cross_norm")(x_BLD, delta)
       delta = drop(Attention(cfg, use_rope=False, cross=True, name="cross_attn")(
           h, aux["encoded"], aux["cross_mask"], None, None, False,
           None if aux.get("enc_len") is None else jnp.full_like(aux["enc_len"], x_BLD.shape[1]),
-          aux.get("enc_len")))
+          aux.get("enc_len"), aux.get("cross_packed")))
     x_BLD, h = AddRMSNorm(cfg, name="pre_mlp_norm")(x_BLD, delta)
     delta = drop(GatedMLP(cfg, name="mlp")(h, deterministic))
     constrain = lambda y: nn.with_logical_constraint(y, ("batch", "length", "act_embed"))
@@ -399,11 +484,20 @@ class Transformer(nn.Module):
       out = self.unembed(h_BLD)
     return nn.with_logical_constraint(out.astype(self.cfg.logits_dtype), ("batch", "length", "act_vocab"))
 
-  def encode(self, inputs_BS, deterministic=True):
+  def encode(self, inputs_BS, deterministic=True, segment_ids_BS=None, positions_BS=None):
+    """The encoder's output. A packed batch passes its segment ids (and positions, restarting at 0
+    in each segment); then each position attends within its segment only."""
+    cfg = self.cfg
+    x = self.embed(inputs_BS)
+    if segment_ids_BS is not None:
+      aux = dict(self_mask=segment_mask(segment_ids_BS, segment_ids_BS), positions=positions_BS)
+      if cfg.attention_impl == "cudnn":
+        seg = SegmentLayout.of(segment_ids_BS, cfg.max_segments)
+        aux.update(self_mask=None, self_packed=(seg, seg))
+      return self.encoder(x, aux, deterministic)
     positions = jnp.arange(inputs_BS.shape[1])[None]  # [1, S]: one rotary table for every row
     valid = _pad_mask(inputs_BS)
-    x = self.embed(inputs_BS)
-    if self.cfg.padding_as_lengths:
+    if cfg.padding_as_lengths:
       aux = dict(self_mask=None, self_len=valid.sum(-1, dtype=jnp.int32), positions=positions)
     else:
       aux = dict(self_mask=valid[:, None, :, None] & valid[:, None, None, :], positions=positions)
@@ -411,39 +505,80 @@ class Transformer(nn.Module):
 
   def __call__(self, batch: dict, *, deterministic: bool = True, return_hidden: bool = False):
     cfg = self.cfg
+    packed = packed_fields(batch, cfg.kind)
     if cfg.kind == "encdec":
       inputs_BS, targets_BL = batch["inputs"], batch["targets"]
-      encoded = self.encode(inputs_BS, deterministic)
-      dec_in = shift_right(targets_BL)
-      L = dec_in.shape[1]
-      positions = jnp.arange(L)[None]
-      enc_valid = _pad_mask(inputs_BS)
-      aux = dict(self_mask=None, positions=positions, encoded=encoded)
-      if cfg.padding_as_lengths:
-        aux.update(cross_mask=None, enc_len=enc_valid.sum(-1, dtype=jnp.int32))
+      if packed:
+        enc_seg, dec_seg = batch["inputs_segment_ids"], batch["targets_segment_ids"]
+        encoded = self.encode(inputs_BS, deterministic, enc_seg, batch["inputs_positions"])
+        dec_in = shift_right(targets_BL, segment_ids_BL=dec_seg)
+        aux = dict(self_mask=segment_mask(dec_seg, dec_seg, causal=True), positions=batch["targets_positions"],
+                   encoded=encoded, cross_mask=segment_mask(dec_seg, enc_seg))
+        if cfg.attention_impl == "cudnn":
+          q_seg, kv_seg = (SegmentLayout.of(s, cfg.max_segments) for s in (dec_seg, enc_seg))
+          aux.update(self_mask=None, cross_mask=None, self_packed=(q_seg, q_seg), cross_packed=(q_seg, kv_seg))
       else:
-        aux.update(cross_mask=jnp.broadcast_to(enc_valid[:, None, None, :], (dec_in.shape[0], 1, L, inputs_BS.shape[1])))
+        encoded = self.encode(inputs_BS, deterministic)
+        dec_in = shift_right(targets_BL)
+        L = dec_in.shape[1]
+        enc_valid = _pad_mask(inputs_BS)
+        aux = dict(self_mask=None, positions=jnp.arange(L)[None], encoded=encoded)
+        if cfg.padding_as_lengths:
+          aux.update(cross_mask=None, enc_len=enc_valid.sum(-1, dtype=jnp.int32))
+        else:
+          aux.update(cross_mask=jnp.broadcast_to(enc_valid[:, None, None, :],
+                                                 (dec_in.shape[0], 1, L, inputs_BS.shape[1])))
     else:
       tokens_BL = batch["tokens"]
       dec_in = tokens_BL
       L = dec_in.shape[1]
-      positions = jnp.arange(L)[None]
-      self_mask = None
-      if cfg.kind == "prefix_lm":
-        q = jnp.arange(L)[:, None]
-        k = jnp.arange(L)[None, :]
-        prefix_B = batch["prefix_len"].reshape(-1)
-        self_mask = (k <= q)[None, None] | (k[None, None] < prefix_B[:, None, None, None])
-      aux = dict(self_mask=self_mask, positions=positions)
+      if packed:
+        seg = batch["tokens_segment_ids"]
+        aux = dict(self_mask=segment_mask(seg, seg, causal=True), positions=batch["tokens_positions"])
+        if cfg.attention_impl == "cudnn":
+          layout = SegmentLayout.of(seg, cfg.max_segments)
+          aux.update(self_mask=None, self_packed=(layout, layout))
+      else:
+        self_mask = None
+        if cfg.kind == "prefix_lm":
+          q = jnp.arange(L)[:, None]
+          k = jnp.arange(L)[None, :]
+          prefix_B = batch["prefix_len"].reshape(-1)
+          self_mask = (k <= q)[None, None] | (k[None, None] < prefix_B[:, None, None, None])
+        aux = dict(self_mask=self_mask, positions=jnp.arange(L)[None])
     x = self.embed(dec_in)
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
     h = self.decoder(x, aux, deterministic)
     return h if return_hidden else self.logits(h)
 
 
-def shift_right(targets_BL: Array, start_id: int = 0) -> Array:
-  """Decoder inputs for teacher forcing: targets shifted right by one, start token 0 (T5)."""
-  return jnp.pad(targets_BL, ((0, 0), (1, 0)), constant_values=start_id)[:, :-1]
+PACKED_FEATURES = {"encdec": ("inputs", "targets"), "decoder": ("tokens",), "prefix_lm": ()}
+
+
+def packed_fields(batch: dict, kind: str) -> bool:
+  """Whether `batch` is packed: `<feature>_segment_ids` and `<feature>_positions` (seqio's names) for
+  every sequence feature of `kind` (encdec: inputs and targets, one segment id per example in both;
+  decoder: tokens). Packed prefix-LM rows are not supported (their prefix is per example)."""
+  names = [f"{f}_{suffix}" for f in PACKED_FEATURES[kind] for suffix in ("segment_ids", "positions")]
+  present = [n for n in names if n in batch]
+  if kind == "prefix_lm" and any(k.endswith("_segment_ids") for k in batch):
+    raise ValueError("model.kind='prefix_lm' does not take packed batches (each row has one prefix_len); "
+                     "pack decoder-only data for model.kind='decoder', or turn packing off.")
+  if present and len(present) != len(names):
+    raise ValueError(f"A packed {kind} batch needs all of {names}; it has only {present}. "
+                     "Pack every sequence feature together (data.pipeline.Packing).")
+  return bool(present)
+
+
+def shift_right(targets_BL: Array, start_id: int = 0, segment_ids_BL: Array | None = None) -> Array:
+  """Decoder inputs for teacher forcing: targets shifted right by one, start token 0 (T5). In a
+  packed row (`segment_ids_BL`) every segment starts with the start token (T5X's
+  `autoregressive_inputs`), so no segment sees the previous one's last token."""
+  shift = lambda x, fill: jnp.pad(x, ((0, 0), (1, 0)), constant_values=fill)[:, :-1]
+  out = shift(targets_BL, start_id)
+  if segment_ids_BL is not None:
+    out = jnp.where(segment_ids_BL == shift(segment_ids_BL, 0), out, jnp.asarray(start_id, out.dtype))
+  return out
 
 
 def unembedding(params, h_BLD: Array, cfg: TransformerConfig) -> tuple[Array, Array]:

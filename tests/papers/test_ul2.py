@@ -79,3 +79,20 @@ def test_decoder_only_kind_is_rejected():
   c.model.kind = "decoder"
   with pytest.raises(ValueError, match="prefix_lm"):
     train.run(c, None)
+
+
+def test_packed_rows_train_with_each_denoisers_loss(tmp_path):
+  # lengths where packing matters (X and S examples fill little of a 96-token input row)
+  c = shrink(ul2_config.get_config("tiny"), steps=3)
+  c.data.pack = True
+  s = train.run(c, None)
+  assert np.isfinite(s["train"]["loss"]) and np.isfinite(s["eval"]["infill"])
+  per_denoiser = [k for k in s["train"] if k.startswith("loss/")]
+  assert len(per_denoiser) >= 3, s["train"]  # the breakdown survives packing (targets_denoiser)
+
+
+def test_packing_a_prefix_lm_is_refused_in_one_sentence():
+  c = shrink(ul2_config.get_config("tiny"), steps=1)
+  c.model.kind, c.data.pack = "prefix_lm", True
+  with pytest.raises(ValueError, match="data.pack=False"):
+    train.run(c, None)

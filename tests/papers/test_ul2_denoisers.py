@@ -322,33 +322,7 @@ def test_ul2_defaults_are_the_papers_mixture():
   assert D.UL2_RATES == (0.2, 0.2, 0.1, 0.1, 0.1, 0.1, 0.2)
 
 
-# --- packing -------------------------------------------------------------------------------------
-
-
-def test_pack_examples_first_fit():
-  sizes = [5, 3, 7, 2, 4]
-  exs = [{"tokens": np.full(s, 10 + i), "loss_mask": np.ones(s)} for i, s in enumerate(sizes)]
-  out = D.pack_examples(exs, 8)
-  # 5 -> row 0; 3 fills row 0; 7 -> row 1; 2 does not fit row 1 (1 left) -> row 2; 4 -> row 2.
-  np.testing.assert_array_equal(out["tokens"], [[10] * 5 + [11] * 3, [12] * 7 + [0], [13] * 2 + [14] * 4 + [0] * 2])
-  np.testing.assert_array_equal(out["segment_ids"], [[1] * 5 + [2] * 3, [1] * 7 + [0], [1, 1, 2, 2, 2, 2, 0, 0]])
-  np.testing.assert_array_equal(out["positions"], [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 2, 3, 4, 5, 6, 0],
-                                                   [0, 1, 0, 1, 2, 3, 0, 0]])
-  assert out["loss_mask"].sum() == sum(sizes)
-  with pytest.raises(ValueError, match="at most 8"):
-    D.pack_examples([{"tokens": np.ones(9)}], 8)
-
-
-def test_decoder_examples_trim_and_pack():
-  mix = D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, IDS, 64, 64, 60, "decoder")
-  rng = np.random.default_rng(14)
-  batch = mix.batch(raw_tokens(rng, 6, 60), rng)
-  trimmed = [D.trim_decoder_example({k: v[i] for k, v in batch.items()}) for i in range(6)]
-  for i, ex in enumerate(trimmed):
-    assert ex["prefix_mask"].sum() == batch["prefix_len"][i] and ex["tokens"][-1] == IDS.eos_id
-  packed = D.pack_examples(trimmed, 128)
-  assert packed["loss_mask"].sum() == batch["loss_mask"].sum()
-  assert (packed["tokens"] != 0).sum() == (batch["tokens"] != 0).sum()
+# --- packing: tests/test_packing.py (MixtureOfDenoisers.split / .packing through data.pipeline) --------
 
 
 def test_host_benchmark_times_every_path_including_the_trainer_pipeline():

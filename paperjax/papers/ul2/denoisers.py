@@ -444,6 +444,32 @@ class MixtureOfDenoisers:
     out["denoiser"][:] = choice
     return out
 
+  def split(self, batch: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """An encdec batch → its examples cut to their true lengths, for packing (`packing`): inputs,
+    targets, targets_mask and targets_denoiser, which repeats the example's denoiser at each target
+    position, so that a packed row still says which denoiser each target token came from."""
+    self._check_packable()
+    n_in = (np.asarray(batch["inputs"]) != self.token_ids.pad_id).sum(1)
+    n_tgt = np.asarray(batch["targets_mask"]).sum(1)
+    return [{"inputs": batch["inputs"][i, :a], "targets": batch["targets"][i, :b],
+             "targets_mask": batch["targets_mask"][i, :b],
+             "targets_denoiser": np.full(b, batch["denoiser"][i], np.int32)}
+            for i, (a, b) in enumerate(zip(n_in.tolist(), n_tgt.tolist()))]
+
+  def packing(self, max_segments: int = 16):
+    """How `data.pipeline.make_iterator` packs this mixture's examples several to a row, as T5X's UL2
+    pretraining does: rows stay inputs_length / targets_length, an example's inputs and targets
+    share a segment id. encdec only (see `split`)."""
+    from paperjax.data.pipeline import Packing  # pylint: disable=g-import-not-at-top
+    self._check_packable()
+    return Packing({"inputs": self.inputs_length, "targets": self.targets_length}, self.split,
+                   along={"targets_mask": "targets", "targets_denoiser": "targets"}, max_segments=max_segments)
+
+  def _check_packable(self):
+    if self.architecture != "encdec":
+      raise ValueError("Packing UL2 needs architecture='encdec' (model.kind='encdec'): a decoder-layout row "
+                       "has one prefix_len, so its examples cannot share a row; set data.pack=False.")
+
   def _group(self, d, tokens, rng, mode):
     """[b, raw] rows of one denoiser → (inputs [b, wi], in_len [b], targets [b, wt], tgt_len [b])."""
     plan, den, t = self.plans[d], self.denoisers[d], self.token_ids
@@ -524,7 +550,7 @@ class MixtureOfDenoisers:
 
 
 # ---------------------------------------------------------------------------------------------
-# Inverse (for tests and debugging) and packing.
+# Inverse (for tests and debugging).
 
 
 def _strip(seq, token_ids: TokenIds) -> np.ndarray:
@@ -558,48 +584,3 @@ def merge_inputs_and_targets(inputs, targets, token_ids: TokenIds) -> np.ndarray
     pieces += [inputs[start:pos], spans[int(inputs[pos])]]
     start = pos + 1
   return np.concatenate(pieces + [inputs[start:]])
-
-
-def trim_decoder_example(example: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """A decoder-layout example cut to its true length, with prefix_mask marking the prefix (for packing)."""
-  length = int(example["prefix_len"]) + int(np.sum(example["loss_mask"]))
-  return {"tokens": np.asarray(example["tokens"])[:length], "loss_mask": np.asarray(example["loss_mask"])[:length],
-          "prefix_mask": (np.arange(length) < int(example["prefix_len"])).astype(np.int32)}
-
-
-def pack_examples(examples: Sequence[Mapping[str, np.ndarray]], length: int,
-                  pad_values: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
-  """Greedy first-fit packing of variable-length 1-D examples into rows of `length`.
-
-  Each example goes into the first row with room, else opens a row. All features of an example
-  share its length. Returns every feature as int32 [rows, length] (padded with `pad_values[key]`,
-  default 0) plus `segment_ids` (1, 2, ... per row; 0 = padding) and `positions` (restarting at 0
-  in every segment), the T5X packing convention.
-  """
-  pad_values = dict(pad_values or {})
-  keys = list(examples[0]) if examples else []
-  if {"segment_ids", "positions"} & set(keys):
-    raise ValueError("Examples already carry segment_ids/positions; pack unpacked examples.")
-  sizes = [len(np.asarray(ex[keys[0]])) for ex in examples]
-  for i, (ex, size) in enumerate(zip(examples, sizes)):
-    if size > length or any(len(np.asarray(ex[k])) != size for k in keys):
-      raise ValueError(f"Example {i} has length {size} (features {[len(np.asarray(ex[k])) for k in keys]}); "
-                       f"each must be at most {length} and its features equally long.")
-  free, where = [], []
-  for size in sizes:
-    row = next((r for r, f in enumerate(free) if f >= size), len(free))
-    if row == len(free):
-      free.append(length)
-    where.append((row, length - free[row]))
-    free[row] -= size
-  out = {k: np.full((len(free), length), pad_values.get(k, 0), np.int32) for k in keys}
-  out["segment_ids"] = np.zeros((len(free), length), np.int32)
-  out["positions"] = np.zeros((len(free), length), np.int32)
-  segments = [0] * len(free)
-  for ex, size, (row, offset) in zip(examples, sizes, where):
-    for k in keys:
-      out[k][row, offset:offset + size] = ex[k]
-    segments[row] += 1
-    out["segment_ids"][row, offset:offset + size] = segments[row]
-    out["positions"][row, offset:offset + size] = np.arange(size)
-  return out

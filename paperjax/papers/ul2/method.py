@@ -144,14 +144,16 @@ def make(config, ctx) -> Method:
     if chunk:  # memory-lean path for large vocabularies: no per-denoiser breakdown
       s, w = lm.loss_sums(model, params, batch, rng=rng, chunk=chunk, z_loss=z_loss, impl=loss_impl)
       return s / jnp.maximum(w, 1.0), {"target_tokens": w}
-    per_ex, w_ex = _per_example(model, params, batch, rng, z_loss)
-    s, w = per_ex.sum(), w_ex.sum()
+    per_tok, mask = _per_token(model, params, batch, rng, z_loss)
+    s, w = per_tok.sum(), mask.sum()
     metrics = {"target_tokens": w}
     if len(names) > 1:  # train loss per denoiser: token-weighted, aggregated exactly over the log window
-      onehot = jax.nn.one_hot(batch["denoiser"], len(names), dtype=jnp.float32)
+      # Packed rows hold several examples: their denoiser comes per target position.
+      which = batch["targets_denoiser"] if "targets_denoiser" in batch else batch["denoiser"][:, None]
+      onehot = jax.nn.one_hot(which, len(names), dtype=jnp.float32)       # B L n (or B 1 n)
       for i, name in enumerate(names):
-        metrics[f"sum/loss/{name}"] = (per_ex * onehot[:, i]).sum()
-        metrics[f"count/loss/{name}"] = (w_ex * onehot[:, i]).sum()
+        metrics[f"sum/loss/{name}"] = (per_tok * onehot[..., i]).sum()
+        metrics[f"count/loss/{name}"] = (mask * onehot[..., i]).sum()
     return s / jnp.maximum(w, 1.0), metrics
 
   # Held-out evaluation batches, built once and identical in every run.
@@ -178,6 +180,8 @@ def make(config, ctx) -> Method:
       # equal in distribution): 18 µs a row against 96 µs a row one example at a time, which on a
       # busy accelerator host is what keeps the pipeline off the step's critical path (notes/perf.md).
       batch_fn=mix.batch,
+      # data.pack: several examples per row, as T5X's UL2 pretraining packs (data/pipeline.py Packing).
+      pack=mix.packing(mcfg.max_segments) if config.data.get("pack", False) else None,
       evaluators=evaluators,
       flops_per_example=flops["full"],
       tokens_per_example=li + lt,
@@ -186,13 +190,14 @@ def make(config, ctx) -> Method:
   )
 
 
-def _per_example(model, params, batch, rng, z_loss):
+def _per_token(model, params, batch, rng, z_loss):
+  """(loss at each target position, 0 elsewhere; the target mask), both [B, L] fp32."""
   deterministic = model.cfg.dropout == 0.0
   logits = model.apply({"params": params}, batch, deterministic=deterministic,
                        rngs=None if deterministic else {"dropout": rng})
   targets, mask = lm.targets_and_mask(batch, model.cfg.kind)
   _, _, per_tok = losses.token_cross_entropy(logits, targets, mask, z_loss)
-  return per_tok.sum(-1), mask.astype(jnp.float32).sum(-1)
+  return per_tok, mask.astype(jnp.float32)
 
 
 def pipeline_source(config, ctx):

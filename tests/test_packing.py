@@ -1,0 +1,225 @@
+"""Sequence packing (T5X's several examples per row): the model treats a packed row as its separate
+examples, the pipeline packs first-fit without losing or cutting an example and resumes exactly, and
+UL2 trains on packed rows. The cuDNN packed-layout kernel itself needs a GPU: here its program is
+compiled for an H100 (deviceless); notes/gpu_run.sh compares it with XLA's attention on the card."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from paperjax.data import pipeline
+from paperjax.models import lm
+from paperjax.models import transformer as T
+from paperjax.papers.ul2 import denoisers as D
+from tests.conftest import needs_cuda_plugin
+
+
+def _model(kind):
+  return T.Transformer(T.TransformerConfig(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64,
+                                           num_layers=2, num_encoder_layers=2, kind=kind))
+
+
+def _row(pieces, length):
+  """Pieces concatenated in one row of `length`: (values, segment ids, positions), 0-padded."""
+  pad = lambda x: np.pad(np.concatenate(x), (0, length - sum(map(len, pieces))))[None].astype(np.int32)
+  return (pad(pieces), pad([np.full(len(p), i + 1) for i, p in enumerate(pieces)]),
+          pad([np.arange(len(p)) for p in pieces]))
+
+
+def _pad(rows, length):
+  return np.stack([np.pad(r, (0, length - len(r))) for r in rows]).astype(np.int32)
+
+
+def test_a_packed_encdec_row_computes_each_example_as_if_alone():
+  rng = np.random.default_rng(0)
+  exs = [(rng.integers(2, 64, n), rng.integers(2, 64, k)) for n, k in [(5, 3), (7, 4), (3, 2)]]
+  m = _model("encdec")
+  alone = {"inputs": _pad([a for a, _ in exs], 16), "targets": _pad([b for _, b in exs], 10)}
+  params = nn.meta.unbox(lm.init(m, jax.random.key(0), alone))
+  out_alone = m.apply({"params": params}, alone)
+  (inp, iseg, ipos), (tgt, tseg, tpos) = _row([a for a, _ in exs], 20), _row([b for _, b in exs], 12)
+  packed = dict(inputs=inp, targets=tgt, inputs_segment_ids=iseg, inputs_positions=ipos,
+                targets_segment_ids=tseg, targets_positions=tpos)
+  out_packed = m.apply({"params": params}, packed)
+  start = 0
+  for i, (_, b) in enumerate(exs):
+    np.testing.assert_allclose(out_packed[0, start:start + len(b)], out_alone[i, :len(b)], atol=2e-5, rtol=2e-5)
+    start += len(b)
+  # and the packing is what isolates them: the same row read as one example differs
+  assert not np.allclose(m.apply({"params": params}, {"inputs": inp, "targets": tgt})[0, 3:7], out_alone[1, :4])
+
+
+def test_a_packed_decoder_row_computes_and_scores_each_example_as_if_alone():
+  rng = np.random.default_rng(1)
+  exs = [rng.integers(2, 64, n) for n in (6, 4, 5)]
+  m = _model("decoder")
+  alone = {"tokens": _pad(exs, 8), "loss_mask": _pad([np.r_[0, np.ones(len(e) - 1)] for e in exs], 8)}
+  params = nn.meta.unbox(lm.init(m, jax.random.key(1), alone))
+  tok, seg, pos = _row(exs, 16)
+  packed = {"tokens": tok, "tokens_segment_ids": seg, "tokens_positions": pos,
+            "loss_mask": (seg > 0).astype(np.int32)}       # every token flagged: the packer must unflag starts
+  out_alone, out_packed = m.apply({"params": params}, alone), m.apply({"params": params}, packed)
+  start = 0
+  for i, e in enumerate(exs):
+    np.testing.assert_allclose(out_packed[0, start:start + len(e)], out_alone[i, :len(e)], atol=2e-5, rtol=2e-5)
+    start += len(e)
+  # no position predicts the next example's first token, nor the padding
+  _, mask = lm.targets_and_mask(packed, "decoder")
+  np.testing.assert_array_equal(mask[0], [1] * 5 + [0] + [1] * 3 + [0] + [1] * 4 + [0] * 2)
+  s_alone, w_alone = lm.loss_sums(m, params, alone)
+  s_packed, w_packed = lm.loss_sums(m, params, packed)
+  assert float(w_alone) == float(w_packed) == 12
+  np.testing.assert_allclose(float(s_packed), float(s_alone), rtol=1e-5)
+
+
+def test_shift_right_starts_every_segment_with_the_start_token():
+  targets = np.array([[5, 6, 7, 8, 9, 0]])
+  seg = np.array([[1, 1, 2, 2, 2, 0]])
+  np.testing.assert_array_equal(T.shift_right(targets, segment_ids_BL=seg), [[0, 5, 0, 7, 8, 0]])
+  np.testing.assert_array_equal(T.shift_right(targets), [[0, 5, 6, 7, 8, 9]])
+
+
+def test_segment_layout_is_cudnns_packed_tables_by_hand():
+  seg = jnp.array([[1, 1, 1, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
+  layout = T.SegmentLayout.of(seg, max_segments=4)
+  np.testing.assert_array_equal(layout.seqlen, [[3, 2, 1, -1], [8, -1, -1, -1]])
+  np.testing.assert_array_equal(layout.offsets, [[0, 3, 5, -1, -1], [0, -1, -1, -1, -1]])
+  np.testing.assert_array_equal(layout.valid[0], [1, 1, 1, 1, 1, 1, 0, 0])
+  mask = T.segment_mask(seg[:1], seg[:1], causal=True)[0, 0]
+  assert mask[4, 3] and not mask[4, 2] and not mask[3, 4] and not mask[6].any()
+
+
+def test_a_half_packed_batch_is_refused_in_one_sentence():
+  m = _model("encdec")
+  batch = {"inputs": np.ones((1, 4), np.int32), "targets": np.ones((1, 3), np.int32),
+           "inputs_segment_ids": np.ones((1, 4), np.int32)}
+  with pytest.raises(ValueError, match="needs all of"):
+    m.init(jax.random.key(0), batch)
+
+
+def _ids():
+  return D.TokenIds(pad_id=0, eos_id=1, first_sentinel=400, num_sentinels=100,
+                    mode_ids={"[NLU]": 3, "[NLG]": 4, "[S2S]": 5})
+
+
+def test_ul2_split_cuts_each_example_to_its_true_length():
+  mix = D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, _ids(), 64, 32, 70)
+  rng = np.random.default_rng(2)
+  batch = mix.batch(rng.integers(6, 400, (12, 70)).astype(np.int32), rng)
+  exs = mix.split(batch)
+  for i, ex in enumerate(exs):
+    assert ex["inputs"][-1] == 1 and ex["targets"][-1] == 1      # each ends at its EOS
+    np.testing.assert_array_equal(_pad([ex["inputs"]], 64)[0], batch["inputs"][i])
+    np.testing.assert_array_equal(_pad([ex["targets"]], 32)[0], batch["targets"][i])
+    assert (ex["targets_denoiser"] == batch["denoiser"][i]).all() and ex["targets_mask"].all()
+  with pytest.raises(ValueError, match="encdec"):
+    D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, _ids(), 64, 32, 70, "decoder").packing()
+
+
+def _ul2_iterator(process_index=0, process_count=1, batch=8):
+  mix = D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, _ids(), 64, 32, 70)
+  source = np.random.default_rng(3).integers(6, 400, (256, 70)).astype(np.int32)
+  return mix, pipeline.make_iterator(source, global_batch_size=batch, seed=0, batch_fn=mix.batch,
+                                     pack=mix.packing(max_segments=4), process_index=process_index,
+                                     process_count=process_count)
+
+
+def _examples_of(batch):
+  """Every (inputs, targets) example in packed rows, read back through the segment ids."""
+  out = []
+  for r in range(batch["inputs"].shape[0]):
+    for s in range(1, batch["inputs_segment_ids"][r].max() + 1):
+      i = batch["inputs"][r][batch["inputs_segment_ids"][r] == s]
+      t = batch["targets"][r][batch["targets_segment_ids"][r] == s]
+      assert (batch["inputs_positions"][r][batch["inputs_segment_ids"][r] == s] == np.arange(len(i))).all()
+      out.append((tuple(i), tuple(t)))
+  return out
+
+
+def test_packed_pipeline_keeps_every_example_whole_in_stream_order_and_resumes_exactly():
+  mix, it = _ul2_iterator()
+  batches = [next(it) for _ in range(4)]
+  b = batches[0]
+  assert b["inputs"].shape == (8, 64) and b["targets"].shape == (8, 32) and "targets_mask_segment_ids" not in b
+  assert (b["inputs_segment_ids"].max(1) == b["targets_segment_ids"].max(1)).all()
+  assert b["inputs_segment_ids"].max() <= 4 and (b["targets_mask"] == (b["targets_segment_ids"] > 0)).all()
+  # the examples packed are exactly the unpacked stream's, none dropped or cut
+  source = np.random.default_rng(3).integers(6, 400, (256, 70)).astype(np.int32)
+  plain = pipeline.make_iterator(source, global_batch_size=8, seed=0, batch_fn=mix.batch)
+  stream = [ex for _ in range(6) for ex in mix.split(next(plain))]
+  packed = [ex for batch in batches for ex in _examples_of(batch)]
+  assert len(packed) > 32  # more than one example per row
+  assert sorted(packed) == sorted((tuple(e["inputs"]), tuple(e["targets"])) for e in stream[:len(packed)])
+  # exact resume from a mid-stream state
+  _, it = _ul2_iterator()
+  next(it)
+  state = it.get_state()
+  want = [next(it) for _ in range(2)]
+  _, again = _ul2_iterator()
+  again.set_state(state)
+  for w in want:
+    got = next(again)
+    assert all((w[k] == got[k]).all() for k in w)
+
+
+def test_packed_pipeline_gives_each_process_its_rows_of_the_same_global_batch():
+  _, whole = _ul2_iterator()
+  g = next(whole)
+  for p in range(2):
+    _, it = _ul2_iterator(process_index=p, process_count=2)
+    mine = next(it)
+    for k in g:
+      np.testing.assert_array_equal(mine[k], g[k][p::2])
+
+
+@needs_cuda_plugin
+def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout():
+  # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
+  code = textwrap.dedent("""
+    import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
+    import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
+    from jax.experimental import topologies
+    from paperjax import roofline
+    from paperjax.models import lm
+    from paperjax.models.transformer import Transformer, TransformerConfig
+    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
+    cfg = TransformerConfig(kind="encdec", vocab_size=256, d_model=128, num_heads=2, head_dim=64, d_ff=256,
+                            num_layers=1, num_encoder_layers=1, dtype=jnp.bfloat16, attention_impl="cudnn",
+                            max_segments=8)
+    model = Transformer(cfg)
+    B, S, L = 4, 128, 32
+    i32 = lambda *s: jax.ShapeDtypeStruct(s, np.int32)
+    batch = dict(inputs=i32(B, S), targets=i32(B, L), targets_mask=i32(B, L), inputs_segment_ids=i32(B, S),
+                 inputs_positions=i32(B, S), targets_segment_ids=i32(B, L), targets_positions=i32(B, L))
+    grad = jax.grad(lambda p, b: lm.loss_sums(model, p, b)[0])
+    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
+    with roofline.cudnn_checks_for("h100"):  # jax asks the local GPU (none here) for Hopper
+      params = jax.eval_shape(lambda: nn.meta.unbox(lm.init(
+          model, jax.random.key(0), {k: np.ones(v.shape, np.int32) for k, v in batch.items()})))
+      hlo = jax.jit(grad, in_shardings=sh).lower(params, batch).compile().as_text()
+    print(hlo.count("__cudnn$fmhaSoftmax\\""), hlo.count("__cudnn$fmhaSoftmaxBackward\\""))
+  """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_PLATFORMS": ""})
+  assert out.returncode == 0, out.stderr[-3000:]
+  fwd, bwd = map(int, out.stdout.split()[-2:])
+  assert fwd == 3 and bwd == 3  # encoder self, decoder self and cross attention, each on cuDNN both ways
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_zero_outside_clears_the_values_or_only_the_gradient(backward):
+  x = jnp.full((1, 3, 1, 1), jnp.nan).at[0, :2].set(2.0)
+  valid = jnp.array([[True, True, False]])
+  y, vjp = jax.vjp(lambda t: T._zero_outside(t, valid, backward), x)
+  (g,) = vjp(jnp.full_like(x, jnp.nan).at[0, :2].set(1.0))
+  if backward:   # values untouched, the cotangent 0 at the padding (a select: NaN there does not leak)
+    assert np.isnan(y[0, 2]).all() and np.array_equal(g[0, :, 0, 0], [1.0, 1.0, 0.0])
+  else:          # values 0 at the padding, the cotangent passed through
+    assert np.array_equal(y[0, :, 0, 0], [2.0, 2.0, 0.0]) and np.isnan(g[0, 2]).all()
