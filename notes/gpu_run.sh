@@ -46,23 +46,23 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XL
   G="--shape=tiny --batch=8"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"
 fi
-# tag|arguments, in the order phase 2 runs them (most important first). Sixth run's plan (the fifth
-# run, notes/perf.md: the fused residual-add + RMSNorm pays on every measured shape and its init
-# compiles in seconds now; rows use --norm=auto, which is what the UL2 presets now run):
-#  - T5 UL2 at B=256 with the fused norm and Adafactor, interleaved windows of one real UL2 batch kept
-#    on the device, the trainer's grain iterator and random full-length tokens, profiled: the first
-#    run of the fp32 embedding gradient (the bf16 scatter-add was 4.95 ms of the 263 ms step);
-#  - the 1B decoder at B=16 with the fused norm, 15-step windows (59.8% in run 5b), then the same
-#    without it on the same machine (the machines differed by 1.4% on that row);
+# tag|arguments, in the order phase 2 runs them (most important first). Sixth run's plan (the
+# session after run 5 had no device; it built sequence packing: the issue's T5 target is for *packed*
+# UL2, notes/perf.md "Packing"):
+#  - check_packing: cuDNN's packed layout (never run on a GPU) against its padding mode on the same
+#    T5 examples, loss and gradient (bench --check_packing; exit 1 if they differ) — before any timing;
+#  - T5 UL2 at B=256, fused norm, Adafactor, on packed batches: one held on the device and the
+#    trainer's packing iterator, interleaved, profiled (the select passes around cuDNN's packed
+#    attention: 9 ms in the deviceless roofline);
+#  - T5 the same on unpacked batches (real, the pipeline, full-length synthetic): the first run of
+#    the fp32 embedding gradient (the bf16 scatter-add was 4.95 ms of the 263 ms step);
+#  - the 1B decoder at B=16 with and without the fused norm, 30-step windows (59.8% in run 5b);
 #  - GPT-2 with the fused norm (never timed), profiled;
-#  - then the trainer row (its base preset now runs the fused norm and the fp32 embedding gradient:
-#    273-280 ms against the bench's 263 in run 5a); then the extras while time is left: GPT-2 profiled
-#    with command buffers off (`--xla_flags=tuned_ops`: each kernel named by its HLO op, so each GEMM's
-#    rate by shape; run 5's profiles could not: GPT-2's GEMMs ran at 543 TFLOP/s overall), T5 without
-#    the fused norm, GPT-2 plain, with XLA's GEMM fusions by cuDNN and with XLA's default flags, the
-#    1B at B=20.
+#  - then the trainer row (the base preset with data.pack=True), then the extras while time is left.
 VARIANTS=(
-  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
+  "check_packing_t5|$T --batch=32 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
+  "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --profile=/tmp/trace_t5p"
+  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic"
   "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
@@ -103,7 +103,7 @@ RUN_TRAINER=1
 # device-wait time per 10-step window; the first window starts after the compiled first step.
 # Stops at step 30 (no final eval).
 TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
- --config.data.max_chars=20000000 --config.data.batch_size=256
+ --config.data.max_chars=20000000 --config.data.batch_size=256 --config.data.pack=True
  --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
  --config.train.ckpt_every_s=0 --xla_flags=tuned"   # paperjax.launch.preflight takes the same flags
 if [[ ${SMOKE:-0} == 1 ]]; then
@@ -119,6 +119,7 @@ echo "== phase 1: compile the main rows' programs and the trainer's step in para
 pids=()
 for v in "${VARIANTS[@]}"; do
   tag=${v%%|*}; args=${v#*|}
+  [[ $tag == check_* ]] && continue   # a check compiles its own two small programs in phase 2
   [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
   XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -k 5 "$COMPILE_TIMEOUT" $PY -m paperjax.bench $args --compile_only --progress \
     --compilation_cache="$CACHE" --tag="$tag" --json="$OUT/compile.jsonl" > "$LOGS/compile_$tag.log" 2>&1 &
@@ -185,10 +186,15 @@ run_rows "$(( CALL_LIMIT - 15 ))" "${EXTRA[@]}"
 $PY - "$OUT/results.jsonl" <<'PYEOF' | tee -a "$OUT/table.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])] if __import__("os").path.exists(sys.argv[1]) else []
+for r in [r for r in rows if "ok" in r]:  # --check_packing rows
+  print(f"{r['tag']}: {r['examples']} examples in {r['rows']} packed rows, loss rel {r['loss_rel']:.2e}, "
+        f"gradient rel {r['grad_rel']:.2e} on {r['device']} ({r['attention']}): {'EQUAL' if r['ok'] else 'DIFFERENT'}")
+rows = [r for r in rows if "ms_per_step" in r]
 print(f"\n{'variant':<30} {'B':>4} {'ms/step':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU full':>8} {'MFU caus':>8} {'peakGiB':>7} {'compile':>7} {'loss':>6}")
 for r in rows:
   print(f"{r['tag']:<30} {r['batch']:>4} {r['ms_per_step']:>8.2f} {r['tokens_per_s']/1e3:>8.1f}K {r['tflops_full']:>8.1f} "
-        f"{100*r.get('mfu_full', 0):>7.1f}% {100*r.get('mfu_causal', 0):>7.1f}% {r.get('peak_mem_gb') or 0:>7.2f} {r['compile_s']:>6.1f}s {r['loss']:>6.3f}")
+        f"{100*r.get('mfu_full', 0):>7.1f}% {100*r.get('mfu_causal', 0):>7.1f}% {r.get('peak_mem_gb') or 0:>7.2f} {r['compile_s']:>6.1f}s {r['loss']:>6.3f}"
+        + (f"  fill {100 * r['fill']:.1f}%" if "fill" in r else ""))
   for name, d in list(r.get("by_data", {}).items())[1:]:
     print(f"  {'data=' + name:<28} {'':>4} {d['ms_per_step']:>8.2f} {d['tokens_per_s']/1e3:>8.1f}K {d['tflops_full']:>8.1f} "
           f"{100*d.get('mfu_full', 0):>7.1f}% {100*d.get('mfu_causal', 0):>7.1f}%   {100*d['vs_first']:+.2f}% vs {r['data'].split(',')[0]}")

@@ -352,6 +352,13 @@ def _report_target(r: dict) -> None:
           f"{k['result'][:40]:40s} {k['op'].removeprefix('jit(step)/')[-70:]}")
 
 
+def _real_tokens(batch: dict) -> int:
+  """Positions of a (packed or padded) batch that hold a token: every input token and target token."""
+  if "inputs" in batch:
+    return int((np.asarray(batch["inputs"]) != 0).sum() + np.asarray(batch["targets_mask"]).sum())
+  return int((np.asarray(batch["tokens"]) != 0).sum())
+
+
 def unpack(batch: dict, lengths: dict) -> dict:
   """A packed encdec batch → the same examples one per row (each padded to `lengths`), in segment order."""
   rows = {"inputs": [], "targets": [], "targets_mask": []}
@@ -388,8 +395,9 @@ def check_packing(args) -> dict:
   norm = lambda t: float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(t))))
   loss_rel = abs(float(s_p) - float(s_u)) / abs(float(s_u))
   grad_rel = norm(jax.tree.map(jnp.subtract, g_p, g_u)) / norm(g_u)
-  # bf16 activations: the two layouts round and sum in different orders (1e-2 is ~3 bf16 ulps)
-  tol = 1e-2 if args.dtype in ("bfloat16", "float16") else 1e-4
+  # bf16 activations: the two layouts round and sum in different orders through every layer (a
+  # misplaced segment changes the loss and gradient by tens of percent)
+  tol = 3e-2 if args.dtype in ("bfloat16", "float16") else 1e-4
   result = dict(tag=args.tag or "check_packing", shape=args.shape, attention=cfg.attention_impl or "xla",
                 device=jax.devices()[0].device_kind, rows=batch_size, examples=int(plain["inputs"].shape[0]),
                 target_tokens=[float(w_p), float(w_u)], loss_sum=[float(s_p), float(s_u)], loss_rel=loss_rel,
@@ -445,6 +453,8 @@ def run(args) -> dict:
       data=",".join(args.data), optimizer=args.optimizer, xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=hlo_flops)
+  if host_sources:  # real batches hold padding: the share of positions that hold a token (first batch)
+    result["fill"] = round(_real_tokens(example) / result["tokens_per_step"], 4)
   if args.compile_only:
     if args.compilation_cache:  # warm the cache with the state's init program too (same HLO as init_sharded's)
       rng = jax.random.PRNGKey(args.seed)  # made outside the mesh context, as in the real run
@@ -597,7 +607,8 @@ def _report(r: dict) -> None:
   first = r["data"].split(",")[0]
   print(f"{head}\n  {r['ms_per_step']:.2f} ms/step (windows {r['window_ms']}), {r['tokens_per_s'] / 1e3:,.1f}K tokens/s, "
         f"{r['tflops_full']:.1f} TFLOP/s full ({r['tflops_causal']:.1f} causal), {mfu}, {mem_s}, "
-        f"loss {r['loss']:.3f}{_host_note(first, r)}", flush=True)
+        f"loss {r['loss']:.3f}{_host_note(first, r)}"
+        + (f"; {100 * r['fill']:.1f}% of positions hold a token (first batch)" if "fill" in r else ""), flush=True)
   for name, row in list(r.get("by_data", {}).items())[1:]:
     print(f"  data={name}: {row['ms_per_step']:.2f} ms/step (windows {row['window_ms']}), "
           f"{100 * row['vs_first']:+.2f}% vs {first}{_host_note(name, row)}", flush=True)

@@ -291,7 +291,7 @@ def test_bench_times_packed_ul2_batches_and_checks_them_against_unpacked(tmp_pat
   r = bench.run(bench.parse_args(["--shape=tiny_encdec", "--batch=8", "--data=ul2_packed_resident,ul2_packed_pipeline",
                                   "--loss_chunk=96", "--steps=2", "--warmup=1"] + extra))
   rows = r["by_data"]
-  assert np.isfinite(r["loss"]) and rows["ul2_packed_pipeline"]["host_ms_per_step"] >= 0
+  assert np.isfinite(r["loss"]) and rows["ul2_packed_pipeline"]["host_ms_per_step"] >= 0 and 0 < r["fill"] <= 1
   # --check_packing: a packed batch and its examples one per row give the same loss and gradient
   # (on a GPU this compares cuDNN's packed layout with its padding mode; here XLA's masks)
   c = bench.check_packing(bench.parse_args(["--shape=tiny_encdec", "--batch=32", "--dtype=float32",

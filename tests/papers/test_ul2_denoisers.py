@@ -335,3 +335,5 @@ def test_host_benchmark_times_every_path_including_the_trainer_pipeline():
   for path in ("per-example:", "batched:", "grain per-example:", "grain batched:"):
     line = next(l for l in out.stdout.splitlines() if l.strip().startswith(path))
     assert float(line.split(":")[1].split("M raw")[0]) > 0, line
+  packed = next(l for l in out.stdout.splitlines() if l.startswith("grain batched packed:"))
+  assert float(packed.split(":")[1].split("M tokens")[0]) > 0, packed

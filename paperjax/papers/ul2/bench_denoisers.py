@@ -7,7 +7,9 @@ Prints the length plan, then raw tokens/s (tokens of input chunks consumed) and 
 (the part of each chunk its denoiser corrupts; see `denoisers.plan_lengths`) for each path and
 architecture. The process is pinned to one core, so the figures are per core. `--pipeline` adds
 the trainer's whole grain iterator (`data.pipeline.make_iterator`: reading, batching, transform)
-with the per-example `example_fn` and with the vectorised `batch_fn` that configs/ul2.py trains with.
+with the per-example `example_fn` and with the vectorised `batch_fn` that configs/ul2.py trains with,
+and (encdec) that iterator packing the examples several to a row (`data.pack=True`; its figure is
+the tokens in the packed rows per second, padding not counted).
 """
 
 import os
@@ -62,6 +64,18 @@ def run(args) -> None:
       for name, kw in (("grain per-example", dict(example_fn=mix)), ("grain batched", dict(batch_fn=mix.batch))):
         it = pipeline.make_iterator(source, global_batch_size=args.batch, seed=args.seed, num_threads=1, **kw)
         paths[name] = (lambda it=it: next(it), args.batch)
+      if arch == "encdec":
+        it = pipeline.make_iterator(source, global_batch_size=args.batch, seed=args.seed, num_threads=1,
+                                    batch_fn=mix.batch, pack=mix.packing())
+        held = []
+
+        def packed(it=it, held=held):
+          b = next(it)
+          held.append(int((b["inputs"] != 0).sum() + b["targets_mask"].sum()))
+        calls, elapsed = _timed(packed, args.seconds)
+        print(f"grain batched packed: {sum(held[1:]) / elapsed / 1e6:8.2f}M tokens/s in packed rows  "
+              f"{1e3 * elapsed / calls:8.2f} ms/batch of {args.batch} rows, "
+              f"{100 * np.mean(held) / (args.batch * (args.inputs_length + args.targets_length)):.1f}% of positions hold a token")
     for name, (fn, rows) in paths.items():
       calls, elapsed = _timed(fn, args.seconds)
       examples = calls * rows / elapsed
