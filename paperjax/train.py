@@ -316,7 +316,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     last_train = out
     window.clear()
     window_t, window_steps = now, 0
-    host_time.update(input=0.0, wait=0.0, steps=0)
+    host_time.update(input=0.0, dispatch=0.0, wait=0.0, steps=0)
 
   # Time to a target (e.g. `train.target_metric="val_accuracy"`, `train.target_value=0.9`): the first
   # evaluation that reaches it, in steps and in loop seconds *without* the evaluations themselves
