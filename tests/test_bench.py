@@ -86,11 +86,12 @@ def test_bench_runs_the_step(argv, tmp_path):
     assert all(t["gb_per_s"] > 0 for t in ps["top"] if "gb_per_s" in t) and any("gb_per_s" in t for t in ps["top"])
 
 
-def test_bench_times_the_trainers_own_step():
+@pytest.mark.parametrize("pack", [False, True])
+def test_bench_times_the_trainers_own_step(pack):
   """The bench's UL2 row and `paperjax.main --config=configs/ul2.py` with the same shape, batch and
   optimizer lower to the same program, text for text: what the bench times is the trainer's step
   (its loss, metrics, optimizer, shardings), not a benchmark model. A change to either path that
-  the other does not make fails here."""
+  the other does not make fails here. Packed: the bench's packed rows and `data.pack=True`."""
   import importlib
   from paperjax.launch import preflight
   ul2 = importlib.import_module("configs.ul2")
@@ -106,9 +107,11 @@ def test_bench_times_the_trainers_own_step():
   base = ul2.get_config("base").optimizer
   c.optimizer.update({k: base[k] for k in ("name", "lr", "schedule", "clip_norm", "weight_decay")}, warmup_steps=100)
   c.train.steps = 10_000
+  c.data.pack = pack
   trainer, _ = preflight.lower_step(c, "local")
   timed = bench.lower(bench.parse_args(["--shape=tiny_encdec", "--batch=8", "--padding_lengths", "--loss_chunk=96",
-                                        "--optimizer=adafactor", "--data=ul2_resident", "--dtype=bfloat16"]))
+                                        "--optimizer=adafactor", "--dtype=bfloat16",
+                                        "--data=" + ("ul2_packed_resident" if pack else "ul2_resident")]))
   a, b = trainer.as_text().splitlines(), timed.as_text().splitlines()
   diff = [(i, x, y) for i, (x, y) in enumerate(zip(a, b)) if x != y]
   assert len(a) == len(b) and not diff, (len(a), len(b), [(i, x[:200], y[:200]) for i, x, y in diff[:3]])

@@ -148,6 +148,14 @@ def packed_iter_dataset(ds: grain.IterDataset, pack: Packing, *, rows: int, spli
   return ds
 
 
+def pack_now(batches: Sequence[dict], pack: Packing, rows: int) -> list[dict]:
+  """`batches` (unpacked, as `batch_fn` returns them) packed into batches of `rows` rows, here and now:
+  the packed layout a step compiled ahead of the data sees (`launch.preflight`)."""
+  ds = grain.MapDataset.source(list(batches)).to_iter_dataset()
+  fan_out = max(len(next(iter(b.values()))) for b in batches)
+  return list(packed_iter_dataset(ds, pack, rows=rows, split_fan_out=fan_out, seed=0))
+
+
 def make_iterator(source, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
                   example_fn: Callable | None = None, batch_fn: Callable | None = None, shuffle: bool = True,
                   num_epochs: int | None = None, num_threads: int = 2, prefetch: int = 4,

@@ -101,6 +101,8 @@ def lower_step(config, topology: str = "local"):
     one = {k: np.asarray(v) for k, v in method.batch_fn(stack(example), np.random.default_rng(0)).items()}
   else:
     one = stack(example if isinstance(example, dict) else {"tokens": example})
+  if getattr(method, "pack", None) is not None:  # packed rows carry segment ids and positions too
+    one = data_lib.pipeline.pack_now([one], method.pack, rows=1)[0]
 
   def init_state(rng):
     i, e, s = jax.random.split(rng, 3)
