@@ -53,7 +53,7 @@ fi
 #    T5 examples, loss and gradient (bench --check_packing; exit 1 if they differ) — before any timing;
 #  - T5 UL2 at B=256, fused norm, Adafactor, on packed batches: one held on the device and the
 #    trainer's packing iterator, interleaved, profiled (the select passes around cuDNN's packed
-#    attention: 9 ms in the deviceless roofline);
+#    attention: ~5 ms in the deviceless roofline);
 #  - T5 the same on unpacked batches (real, the pipeline, full-length synthetic): the first run of
 #    the fp32 embedding gradient (the bf16 scatter-add was 4.95 ms of the 263 ms step);
 #  - the 1B decoder at B=16 with and without the fused norm, 30-step windows (59.8% in run 5b);

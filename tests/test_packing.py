@@ -92,6 +92,9 @@ def test_segment_layout_is_cudnns_packed_tables_by_hand():
   np.testing.assert_array_equal(layout.seqlen, [[3, 2, 1, -1], [8, -1, -1, -1]])
   np.testing.assert_array_equal(layout.offsets, [[0, 3, 5, -1, -1], [0, -1, -1, -1, -1]])
   np.testing.assert_array_equal(layout.valid[0], [1, 1, 1, 1, 1, 1, 0, 0])
+  stretched = T.SegmentLayout.of(seg, max_segments=4, covers_padding=True)  # the last segment takes the padding
+  np.testing.assert_array_equal(stretched.seqlen, [[3, 2, 3, -1], [8, -1, -1, -1]])
+  np.testing.assert_array_equal(stretched.offsets, layout.offsets)
   mask = T.segment_mask(seg[:1], seg[:1], causal=True)[0, 0]
   assert mask[4, 3] and not mask[4, 2] and not mask[3, 4] and not mask[6].any()
 
@@ -223,3 +226,11 @@ def test_zero_outside_clears_the_values_or_only_the_gradient(backward):
     assert np.isnan(y[0, 2]).all() and np.array_equal(g[0, :, 0, 0], [1.0, 1.0, 0.0])
   else:          # values 0 at the padding, the cotangent passed through
     assert np.array_equal(y[0, :, 0, 0], [2.0, 2.0, 0.0]) and np.isnan(g[0, 2]).all()
+
+
+def test_keys_may_cover_the_padding_only_under_a_causal_mask():
+  seg = jnp.array([[1, 1, 2, 0]])
+  x = jnp.zeros((1, 4, 1, 8), jnp.bfloat16)
+  covering = T.SegmentLayout.of(seg, 2, covers_padding=True)
+  with pytest.raises(ValueError, match="causal"):
+    T.packed_attention(x, x, x, covering, covering, is_causal=False)

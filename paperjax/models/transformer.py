@@ -226,24 +226,31 @@ class Attention(nn.Module):
 class SegmentLayout:
   """A packed row's segments as cuDNN's packed layout takes them. Segment ids are 1, 2, … in order
   from position 0, each segment contiguous, 0 after the last (the packer's convention).
-    valid [B, L] bool: position in some segment;  seqlen [B, M]: segment lengths, -1 past the row's
-    last;  offsets [B, M+1]: segment starts, -1 past the row's last (jax's cuDNN API)."""
+    valid [B, L] bool: position in some example;  seqlen [B, M]: segment lengths, -1 past the row's
+    last;  offsets [B, M+1]: segment starts, -1 past the row's last (jax's cuDNN API).
+  `covers_padding` (static): the row's last segment is stretched over the padding after it, so that
+  cuDNN writes every position of the row (see `packed_attention` for where that is exact)."""
   valid: Array
   seqlen: Array
   offsets: Array
+  covers_padding: bool = False
 
   @classmethod
-  def of(cls, segment_ids_BL: Array, max_segments: int) -> "SegmentLayout":
+  def of(cls, segment_ids_BL: Array, max_segments: int, covers_padding: bool = False) -> "SegmentLayout":
     ids = jnp.arange(1, max_segments + 1, dtype=segment_ids_BL.dtype)
     counts = (segment_ids_BL[:, :, None] == ids).sum(1, dtype=jnp.int32)          # B M
     starts = jnp.cumsum(counts, axis=1, dtype=jnp.int32) - counts
     present = counts > 0
+    if covers_padding:  # the padding's length added to the last present segment's
+      last = present & ~jnp.pad(present[:, 1:], ((0, 0), (0, 1)))
+      counts = counts + last * (segment_ids_BL.shape[1] - counts.sum(1, keepdims=True))
     offsets = jnp.concatenate([jnp.where(present, starts, -1),
                                jnp.full((counts.shape[0], 1), -1, jnp.int32)], axis=1)
-    return cls(segment_ids_BL > 0, jnp.where(present, counts, -1), offsets)
+    return cls(segment_ids_BL > 0, jnp.where(present, counts, -1), offsets, covers_padding)
 
 
-jax.tree_util.register_dataclass(SegmentLayout, data_fields=["valid", "seqlen", "offsets"], meta_fields=[])
+jax.tree_util.register_dataclass(SegmentLayout, data_fields=["valid", "seqlen", "offsets"],
+                                 meta_fields=["covers_padding"])
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -274,17 +281,25 @@ def packed_attention(q_BLHK, k_BSHK, v_BSHK, q_seg: SegmentLayout, kv_seg: Segme
   row only (and causally within it if `is_causal`); cuDNN skips every block outside the segments.
 
   cuDNN writes neither the outputs nor the input gradients of positions outside every segment (the
-  buffers XLA hands it are not cleared), so the output is selected to 0 there, and so are the
-  gradients of q, k and v: what cuDNN leaves in those rows would otherwise reach the weight gradients
-  through the projections (dW = xᵀ·dq sums over every position). One select each way per tensor; the
-  cotangent of the output needs none (cuDNN's backward reads it inside the segments only)."""
+  buffers XLA hands it are not cleared); what it leaves there would reach the weight gradients
+  through the projections (dW = xᵀ·dq sums over every position). Two ways out, per side:
+  * queries: the last segment stretched over the row's padding (`covers_padding`) — the padding's
+    queries then attend to the last example, harmlessly: nothing reads their outputs (their
+    cotangent is 0), and every output and query gradient is written;
+  * keys: stretched the same way only under a causal mask (the padding comes after every real
+    query, so no real query sees it); otherwise the key and value gradients are selected to 0
+    outside the segments, and the output too when the queries do not cover the padding
+    (`_zero_outside`: a select, one way each)."""
   from jax._src.cudnn import fused_attention_stablehlo as cudnn_attn  # pylint: disable=g-import-not-at-top
-  q, k, v = (_zero_outside(x, seg.valid, True) for x, seg in ((q_BLHK, q_seg), (k_BSHK, kv_seg), (v_BSHK, kv_seg)))
+  if kv_seg.covers_padding and not is_causal:
+    raise ValueError("Keys may cover the padding only under a causal mask: real queries would attend to it.")
+  q = q_BLHK if q_seg.covers_padding else _zero_outside(q_BLHK, q_seg.valid, True)
+  k, v = (x if kv_seg.covers_padding else _zero_outside(x, kv_seg.valid, True) for x in (k_BSHK, v_BSHK))
   mask = cudnn_attn.MaskType.PADDING_CAUSAL if is_causal else cudnn_attn.MaskType.PADDING
   out = cudnn_attn.dot_product_attention(
       q, k, v, q_seqlen=q_seg.seqlen, kv_seqlen=kv_seg.seqlen, q_offsets=q_seg.offsets,
       kv_offsets=kv_seg.offsets, scale=1.0 / math.sqrt(q.shape[-1]), mask_type=mask)
-  return _zero_outside(out, q_seg.valid, False)
+  return out if q_seg.covers_padding else _zero_outside(out, q_seg.valid, False)
 
 
 def segment_mask(q_seg_BL: Array, kv_seg_BS: Array, causal: bool = False) -> Array:
@@ -492,8 +507,8 @@ class Transformer(nn.Module):
     if segment_ids_BS is not None:
       aux = dict(self_mask=segment_mask(segment_ids_BS, segment_ids_BS), positions=positions_BS)
       if cfg.attention_impl == "cudnn":
-        seg = SegmentLayout.of(segment_ids_BS, cfg.max_segments)
-        aux.update(self_mask=None, self_packed=(seg, seg))
+        keys = SegmentLayout.of(segment_ids_BS, cfg.max_segments)
+        aux.update(self_mask=None, self_packed=(SegmentLayout.of(segment_ids_BS, cfg.max_segments, True), keys))
       return self.encoder(x, aux, deterministic)
     positions = jnp.arange(inputs_BS.shape[1])[None]  # [1, S]: one rotary table for every row
     valid = _pad_mask(inputs_BS)
@@ -514,9 +529,10 @@ class Transformer(nn.Module):
         dec_in = shift_right(targets_BL, segment_ids_BL=dec_seg)
         aux = dict(self_mask=segment_mask(dec_seg, dec_seg, causal=True), positions=batch["targets_positions"],
                    encoded=encoded, cross_mask=segment_mask(dec_seg, enc_seg))
-        if cfg.attention_impl == "cudnn":
-          q_seg, kv_seg = (SegmentLayout.of(s, cfg.max_segments) for s in (dec_seg, enc_seg))
-          aux.update(self_mask=None, cross_mask=None, self_packed=(q_seg, q_seg), cross_packed=(q_seg, kv_seg))
+        if cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
+          dec = SegmentLayout.of(dec_seg, cfg.max_segments, covers_padding=True)
+          enc = SegmentLayout.of(enc_seg, cfg.max_segments)
+          aux.update(self_mask=None, cross_mask=None, self_packed=(dec, dec), cross_packed=(dec, enc))
       else:
         encoded = self.encode(inputs_BS, deterministic)
         dec_in = shift_right(targets_BL)
@@ -535,8 +551,8 @@ class Transformer(nn.Module):
       if packed:
         seg = batch["tokens_segment_ids"]
         aux = dict(self_mask=segment_mask(seg, seg, causal=True), positions=batch["tokens_positions"])
-        if cfg.attention_impl == "cudnn":
-          layout = SegmentLayout.of(seg, cfg.max_segments)
+        if cfg.attention_impl == "cudnn":  # causal: both sides may cover the padding (packed_attention)
+          layout = SegmentLayout.of(seg, cfg.max_segments, covers_padding=True)
           aux.update(self_mask=None, self_packed=(layout, layout))
       else:
         self_mask = None
