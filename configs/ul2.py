@@ -48,9 +48,11 @@ def get_config(arg: str | None = None):
   )
   c.data.raw_length = 94    # 96 minus the mode token and eos: no denoiser drops or truncates a token
   c.data.batch_size = 32
-  # Several examples per row (T5X's UL2 pretraining packs; data/pipeline.py `Packing`): at 512/128 the
-  # mixture fills 61% of the input and 80% of the target positions unpacked, and packing puts ~1.09
-  # examples in a row. Off in the toy default, whose 96/96 rows are nearly full.
+  # Several examples per row (T5X packs its pretraining tasks; data/pipeline.py `Packing`; logs
+  # examples_per_row): at 512/128 the mixture fills 59% of the input and 80% of the target positions
+  # unpacked, and packing puts 1.08 examples in a row (notes/perf.md). Useless at the toy default's
+  # 96/96, where every denoiser's input is at least 50 tokens long (1.00 examples a row). Off in the
+  # presets until a GPU has checked cuDNN's packed layout (`python -m paperjax.bench --check_packing`).
   c.data.pack = False
   c.optimizer.lr = 3e-3
   c.optimizer.warmup_steps = 40

@@ -19,12 +19,14 @@ def losses(summary):
 def test_resume_is_bitwise_identical(tmp_path, pack):
   """N steps, stop, resume to 2N == 2N straight, to the last bit (loss curve and parameters); also
   with packed rows (the packer's position is part of the checkpointed data state)."""
-  straight = shrink(ul2_config.get_config(), steps=8)
-  straight.data.pack = pack
-  s_straight = train.run(straight, str(tmp_path / "straight"))
+  def config():
+    c = shrink(ul2_config.get_config(), steps=8)
+    if pack:  # lengths at which examples share rows (see tests/papers/test_ul2.py)
+      c.data.pack, c.ul2.inputs_length = True, 64
+    return c
+  s_straight = train.run(config(), str(tmp_path / "straight"))
 
-  cfg = shrink(ul2_config.get_config(), steps=8)
-  cfg.data.pack = pack
+  cfg = config()
   cfg.train.stop_at = 4
   s_first = train.run(cfg, str(tmp_path / "resumed"))
   assert s_first["step"] == 4

@@ -82,11 +82,12 @@ def test_decoder_only_kind_is_rejected():
 
 
 def test_packed_rows_train_with_each_denoisers_loss(tmp_path):
-  # lengths where packing matters (X and S examples fill little of a 96-token input row)
+  # raw chunks of 30 into 64-token input rows: two R examples (~28 inputs, ~7 targets) share a row
   c = shrink(ul2_config.get_config("tiny"), steps=3)
-  c.data.pack = True
+  c.data.pack, c.ul2.inputs_length = True, 64
   s = train.run(c, None)
   assert np.isfinite(s["train"]["loss"]) and np.isfinite(s["eval"]["infill"])
+  assert s["train"]["examples_per_row"] > 1.0, s["train"]
   per_denoiser = [k for k in s["train"] if k.startswith("loss/")]
   assert len(per_denoiser) >= 3, s["train"]  # the breakdown survives packing (targets_denoiser)
 

@@ -141,12 +141,15 @@ def make(config, ctx) -> Method:
   names = [d.name for d in denoisers]
 
   def loss(params, batch, rng):
+    # packed rows (data.pack): how many examples a row held, on average
+    packing = ({"examples_per_row": batch["targets_segment_ids"].max(axis=1).mean(dtype=jnp.float32)}
+               if "targets_segment_ids" in batch else {})
     if chunk:  # memory-lean path for large vocabularies: no per-denoiser breakdown
       s, w = lm.loss_sums(model, params, batch, rng=rng, chunk=chunk, z_loss=z_loss, impl=loss_impl)
-      return s / jnp.maximum(w, 1.0), {"target_tokens": w}
+      return s / jnp.maximum(w, 1.0), {"target_tokens": w, **packing}
     per_tok, mask = _per_token(model, params, batch, rng, z_loss)
     s, w = per_tok.sum(), mask.sum()
-    metrics = {"target_tokens": w}
+    metrics = {"target_tokens": w, **packing}
     if len(names) > 1:  # train loss per denoiser: token-weighted, aggregated exactly over the log window
       # Packed rows hold several examples: their denoiser comes per target position.
       which = batch["targets_denoiser"] if "targets_denoiser" in batch else batch["denoiser"][:, None]
