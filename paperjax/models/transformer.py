@@ -280,9 +280,9 @@ def packed_attention(q_BLHK, k_BSHK, v_BSHK, q_seg: SegmentLayout, kv_seg: Segme
   """cuDNN flash attention over packed rows: segment i of a query row attends to segment i of its key
   row only (and causally within it if `is_causal`); cuDNN skips every block outside the segments.
 
-  cuDNN writes neither the outputs nor the input gradients of positions outside every segment (the
-  buffers XLA hands it are not cleared); what it leaves there would reach the weight gradients
-  through the projections (dW = xᵀ·dq sums over every position). Two ways out, per side:
+  Nothing says cuDNN writes the outputs or input gradients of positions outside every segment (jax's
+  own test of this layout masks both before comparing), and what the buffers hold there would reach
+  the weight gradients through the projections (dW = xᵀ·dq sums over every position). So, per side:
   * queries: the last segment stretched over the row's padding (`covers_padding`) — the padding's
     queries then attend to the last example, harmlessly: nothing reads their outputs (their
     cotangent is 0), and every output and query gradient is written;
@@ -505,10 +505,12 @@ class Transformer(nn.Module):
     cfg = self.cfg
     x = self.embed(inputs_BS)
     if segment_ids_BS is not None:
-      aux = dict(self_mask=segment_mask(segment_ids_BS, segment_ids_BS), positions=positions_BS)
-      if cfg.attention_impl == "cudnn":
-        keys = SegmentLayout.of(segment_ids_BS, cfg.max_segments)
-        aux.update(self_mask=None, self_packed=(SegmentLayout.of(segment_ids_BS, cfg.max_segments, True), keys))
+      aux = dict(self_mask=None, positions=positions_BS)
+      if cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
+        aux["self_packed"] = (SegmentLayout.of(segment_ids_BS, cfg.max_segments, covers_padding=True),
+                              SegmentLayout.of(segment_ids_BS, cfg.max_segments))
+      else:
+        aux["self_mask"] = segment_mask(segment_ids_BS, segment_ids_BS)
       return self.encoder(x, aux, deterministic)
     positions = jnp.arange(inputs_BS.shape[1])[None]  # [1, S]: one rotary table for every row
     valid = _pad_mask(inputs_BS)
@@ -527,12 +529,12 @@ class Transformer(nn.Module):
         enc_seg, dec_seg = batch["inputs_segment_ids"], batch["targets_segment_ids"]
         encoded = self.encode(inputs_BS, deterministic, enc_seg, batch["inputs_positions"])
         dec_in = shift_right(targets_BL, segment_ids_BL=dec_seg)
-        aux = dict(self_mask=segment_mask(dec_seg, dec_seg, causal=True), positions=batch["targets_positions"],
-                   encoded=encoded, cross_mask=segment_mask(dec_seg, enc_seg))
+        aux = dict(self_mask=None, cross_mask=None, positions=batch["targets_positions"], encoded=encoded)
         if cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
           dec = SegmentLayout.of(dec_seg, cfg.max_segments, covers_padding=True)
-          enc = SegmentLayout.of(enc_seg, cfg.max_segments)
-          aux.update(self_mask=None, cross_mask=None, self_packed=(dec, dec), cross_packed=(dec, enc))
+          aux.update(self_packed=(dec, dec), cross_packed=(dec, SegmentLayout.of(enc_seg, cfg.max_segments)))
+        else:
+          aux.update(self_mask=segment_mask(dec_seg, dec_seg, causal=True), cross_mask=segment_mask(dec_seg, enc_seg))
       else:
         encoded = self.encode(inputs_BS, deterministic)
         dec_in = shift_right(targets_BL)
@@ -550,10 +552,12 @@ class Transformer(nn.Module):
       L = dec_in.shape[1]
       if packed:
         seg = batch["tokens_segment_ids"]
-        aux = dict(self_mask=segment_mask(seg, seg, causal=True), positions=batch["tokens_positions"])
+        aux = dict(self_mask=None, positions=batch["tokens_positions"])
         if cfg.attention_impl == "cudnn":  # causal: both sides may cover the padding (packed_attention)
           layout = SegmentLayout.of(seg, cfg.max_segments, covers_padding=True)
-          aux.update(self_mask=None, self_packed=(layout, layout))
+          aux["self_packed"] = (layout, layout)
+        else:
+          aux["self_mask"] = segment_mask(seg, seg, causal=True)
       else:
         self_mask = None
         if cfg.kind == "prefix_lm":
