@@ -49,8 +49,9 @@ fi
 # tag|arguments, in the order phase 2 runs them (most important first). Sixth run's plan (the
 # session after run 5 had no device; it built sequence packing: the T5 target is for *packed*
 # UL2, notes/perf.md "Packing"):
-#  - check_packing: cuDNN's packed layout (never run on a GPU) against its padding mode on the same
-#    T5 examples, loss and gradient (bench --check_packing; exit 1 if they differ) — before any timing;
+#  - check_packing: cuDNN's packed layout (never run on a GPU) and its padding mode against XLA's
+#    attention with a dense mask on the same T5 examples, loss and gradient (bench --check_packing;
+#    exit 1 if they differ) — before any timing;
 #  - T5 UL2 at B=256, fused norm, Adafactor, on packed batches: one held on the device and the
 #    trainer's packing iterator, interleaved, profiled (the select passes around cuDNN's packed
 #    attention: ~5 ms in the deviceless roofline);

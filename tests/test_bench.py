@@ -295,9 +295,10 @@ def test_bench_times_packed_ul2_batches_and_checks_them_against_unpacked(tmp_pat
                                   "--loss_chunk=96", "--steps=2", "--warmup=1"] + extra))
   rows = r["by_data"]
   assert np.isfinite(r["loss"]) and rows["ul2_packed_pipeline"]["host_ms_per_step"] >= 0 and 0 < r["fill"] <= 1
-  # --check_packing: a packed batch and its examples one per row give the same loss and gradient
-  # (on a GPU this compares cuDNN's packed layout with its padding mode; here XLA's masks)
+  # --check_packing: a packed batch and its examples one per row give the loss and gradient of XLA's
+  # attention with a dense mask (on a GPU that checks cuDNN's packed layout and its padding mode)
   c = bench.check_packing(bench.parse_args(["--shape=tiny_encdec", "--batch=32", "--dtype=float32",
                                             "--json=" + str(tmp_path / "c.jsonl")]))
   assert c["ok"] and c["examples"] > 32 and c["loss_rel"] < 1e-4, c
+  assert c["packed"]["target_tokens"] == c["one_per_row"]["target_tokens"] == c["reference"]["target_tokens"]
   assert "EQUAL" in capsys.readouterr().out
