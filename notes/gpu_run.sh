@@ -61,7 +61,7 @@ fi
 #  - GPT-2 with the fused norm (never timed), profiled;
 #  - then the trainer row (the base preset with data.pack=True), then the extras while time is left.
 VARIANTS=(
-  "check_packing_t5|$T --batch=32 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
+  "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
   "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --profile=/tmp/trace_t5p"
   "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic"
   "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"

@@ -64,6 +64,9 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
   p.add_argument("--batch", type=int, default=0, help="global batch (0: the shape's default)")
+  p.add_argument("--layers", type=int, default=0,
+                 help="override the shape's depth (each stack's layer count; 0: the shape's), e.g. for a "
+                      "--check_packing whose question does not depend on depth")
   p.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"],
                  help="jax.nn.dot_product_attention implementation; cudnn needs bf16/fp16 and a GPU")
   p.add_argument("--padding_lengths", action="store_true",
@@ -140,6 +143,10 @@ def model_config(args):
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
             fused_projections=args.fused, norm_impl=args.norm,
             attention_impl=None if args.attention == "auto" else args.attention)
+  if args.layers:
+    kw["num_layers"] = args.layers
+    if "num_encoder_layers" in kw:
+      kw["num_encoder_layers"] = args.layers
   return TransformerConfig(**kw), shape
 
 
@@ -394,17 +401,15 @@ def check_packing(args) -> dict:
   reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False))
   params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
 
-  def both(m):  # (loss sum, weight sum), gradient of the loss sum
-    loss_sums = lambda p, b: lm.loss_sums(m, p, b, chunk=args.loss_chunk, impl=args.loss_impl)
-    return jax.jit(loss_sums), jax.jit(jax.grad(lambda p, b: loss_sums(p, b)[0]))
+  def loss_and_grad(m):  # ((loss sum, weight sum), gradient of the loss sum): one program per batch shape
+    sums = lambda p, b: (lambda sw: (sw[0], sw[1]))(lm.loss_sums(m, p, b, chunk=args.loss_chunk, impl=args.loss_impl))
+    return jax.jit(jax.value_and_grad(sums, has_aux=True))
   norm = lambda t: float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(t))))
-  (sums, grad), (ref_sums, ref_grad) = both(model), both(reference)
-  s_ref, w_ref = ref_sums(params, plain)
-  g_ref = ref_grad(params, plain)
+  run_model, run_reference = loss_and_grad(model), loss_and_grad(reference)
+  (s_ref, w_ref), g_ref = run_reference(params, plain)
   rows = {}
   for name, batch in (("packed", packed), ("one_per_row", plain)):
-    s, w = sums(params, batch)
-    g = grad(params, batch)
+    (s, w), g = run_model(params, batch)
     rows[name] = dict(loss_sum=float(s), target_tokens=float(w),
                       loss_rel=abs(float(s) - float(s_ref)) / abs(float(s_ref)),
                       grad_rel=norm(jax.tree.map(jnp.subtract, g, g_ref)) / norm(g_ref))

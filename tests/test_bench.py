@@ -297,8 +297,11 @@ def test_bench_times_packed_ul2_batches_and_checks_them_against_unpacked(tmp_pat
   assert np.isfinite(r["loss"]) and rows["ul2_packed_pipeline"]["host_ms_per_step"] >= 0 and 0 < r["fill"] <= 1
   # --check_packing: a packed batch and its examples one per row give the loss and gradient of XLA's
   # attention with a dense mask (on a GPU that checks cuDNN's packed layout and its padding mode)
-  c = bench.check_packing(bench.parse_args(["--shape=tiny_encdec", "--batch=32", "--dtype=float32",
-                                            "--json=" + str(tmp_path / "c.jsonl")]))
+  args = bench.parse_args(["--shape=tiny_encdec", "--batch=32", "--dtype=float32", "--layers=2",
+                           "--json=" + str(tmp_path / "c.jsonl")])
+  cfg, _ = bench.model_config(args)
+  assert cfg.num_layers == cfg.num_encoder_layers == 2  # --layers deepens both stacks (the shape has 1)
+  c = bench.check_packing(args)
   assert c["ok"] and c["examples"] > 32 and c["loss_rel"] < 1e-4, c
   assert c["packed"]["target_tokens"] == c["one_per_row"]["target_tokens"] == c["reference"]["target_tokens"]
   assert "EQUAL" in capsys.readouterr().out
