@@ -213,8 +213,9 @@ def make_loss(model, cfg, args):
   from paperjax.models import lm
 
   def loss_fn(params, batch, rng):
+    packing = lm.packing_metrics(batch)  # as UL2's loss: the same program, text for text
     s, wsum = lm.loss_sums(model, params, batch, rng=rng, chunk=args.loss_chunk, impl=args.loss_impl)
-    return s / jnp.maximum(wsum, 1.0), {"target_tokens": wsum}
+    return s / jnp.maximum(wsum, 1.0), {"target_tokens": wsum, **packing}
   return loss_fn
 
 

@@ -60,6 +60,12 @@ def loss_sums(model: Transformer, params, batch: dict, *, rng=None, chunk: int =
   return s, w
 
 
+def packing_metrics(batch: dict) -> dict:
+  """For packed batches, how many examples a row held on average ({} for unpacked ones)."""
+  seg = batch.get("targets_segment_ids", batch.get("tokens_segment_ids"))
+  return {} if seg is None else {"examples_per_row": seg.max(axis=1).mean(dtype=jnp.float32)}
+
+
 def per_example_loss(model: Transformer, params, batch: dict):
   """Mean loss of each example [B] (for per-denoiser / per-domain breakdowns)."""
   targets, mask = targets_and_mask(batch, model.cfg.kind)

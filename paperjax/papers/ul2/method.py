@@ -141,9 +141,7 @@ def make(config, ctx) -> Method:
   names = [d.name for d in denoisers]
 
   def loss(params, batch, rng):
-    # packed rows (data.pack): how many examples a row held, on average
-    packing = ({"examples_per_row": batch["targets_segment_ids"].max(axis=1).mean(dtype=jnp.float32)}
-               if "targets_segment_ids" in batch else {})
+    packing = lm.packing_metrics(batch)  # data.pack: examples per row
     if chunk:  # memory-lean path for large vocabularies: no per-denoiser breakdown
       s, w = lm.loss_sums(model, params, batch, rng=rng, chunk=chunk, z_loss=z_loss, impl=loss_impl)
       return s / jnp.maximum(w, 1.0), {"target_tokens": w, **packing}
