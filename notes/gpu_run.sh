@@ -57,18 +57,19 @@ fi
 #    attention: ~5 ms in the deviceless roofline);
 #  - T5 the same on unpacked batches (real, the pipeline, full-length synthetic): the first run of
 #    the fp32 embedding gradient (the bf16 scatter-add was 4.95 ms of the 263 ms step);
-#  - the 1B decoder at B=16 with and without the fused norm, 30-step windows (59.8% in run 5b);
+#  - the 1B decoder at B=16 with the fused norm, 30-step windows (59.8% in run 5b);
 #  - GPT-2 with the fused norm (never timed), profiled;
-#  - then the trainer row (the base preset with data.pack=True), then the extras while time is left.
+#  - then the trainer row (the base preset with data.pack=True), then the extras while time is left
+#    (first the 1B without the fused norm, the same machine's baseline).
 VARIANTS=(
   "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
   "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --profile=/tmp/trace_t5p"
   "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic"
   "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
-  "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
 )
 EXTRA=(
+  "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_ops_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=4 --warmup=2 --profile=$OUT/trace_gpt2_ops"
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,synthetic"
   "gpt2_best|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned"
