@@ -179,7 +179,8 @@ for r in map(json.loads, open(sys.argv[1])):
   if "step_time_s" in r:
     print(f"trainer_ul2_base step {r['step']:>4}: {1e3 * r['step_time_s']:8.2f} ms/step  {r.get('tokens_per_s', 0) / 1e3:8.1f}K tok/s  "
           f"MFU {100 * r.get('mfu', 0):5.1f}%  loss {r['loss']:.3f}  input {1e3 * r.get('input_time_s', 0):6.2f} ms  "
-          f"dispatch {1e3 * r.get('dispatch_time_s', 0):6.2f} ms  device wait {1e3 * r.get('device_wait_s', 0):6.2f} ms")
+          f"dispatch {1e3 * r.get('dispatch_time_s', 0):6.2f} ms  device wait {1e3 * r.get('device_wait_s', 0):6.2f} ms  "
+          f"examples/row {r.get('examples_per_row', 1):.3f}")
 PYEOF
 fi
 echo "== trainer done, t=$(el)s"
