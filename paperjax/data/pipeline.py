@@ -170,22 +170,21 @@ def make_iterator(source, *, global_batch_size: int, seed: int, process_index: i
                      f"use a multiple of {process_count}.")
   local = global_batch_size // process_count
   ds = global_dataset(source, seed=seed, shuffle=shuffle, num_epochs=num_epochs, example_fn=example_fn)
-  if pack is not None:
+  keep_mine = functools.partial(_rows, start=process_index, step=process_count)  # this process's rows
+  if batch_fn is not None or pack is not None:  # whole global batches, transformed (and packed) alike everywhere
     ds = ds.batch(global_batch_size, drop_remainder=True)
     if batch_fn is not None:
       ds = ds.random_map(lambda b, rng: batch_fn(b, rng), seed=seed + 2)
+  if pack is not None:
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
     it = packed_iter_dataset(it, pack, rows=global_batch_size, split_fan_out=global_batch_size, seed=seed + 3)
     if process_count > 1:
-      it = it.map(functools.partial(_rows, start=process_index, step=process_count))
-    # Packing is Python per example (~0.2 ms each here): a thread keeps it off the training loop's.
-    it = grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=2)
-    return iter(it)
+      it = it.map(keep_mine)
+    # Packing is Python per example (~0.1 ms each here): a thread keeps it off the training loop's.
+    return iter(grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=2))
   if batch_fn is not None:
-    ds = ds.batch(global_batch_size, drop_remainder=True)
-    ds = ds.random_map(lambda b, rng: batch_fn(b, rng), seed=seed + 2)
     if process_count > 1:
-      ds = ds.map(functools.partial(_rows, start=process_index, step=process_count))
+      ds = ds.map(keep_mine)
   else:
     if process_count > 1:
       ds = ds[process_index::process_count]
