@@ -15,7 +15,9 @@ def losses(summary):
   return [row["loss"] for row in summary["history"] if "loss" in row]
 
 
-@pytest.mark.parametrize("pack", [False, True])
+# Packed: slow (the packer's state alone is resumed exactly in tests/test_packing.py, and the
+# trainer checkpoints any iterator's state the same way).
+@pytest.mark.parametrize("pack", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_resume_is_bitwise_identical(tmp_path, pack):
   """N steps, stop, resume to 2N == 2N straight, to the last bit (loss curve and parameters); also
   with packed rows (the packer's position is part of the checkpointed data state)."""
