@@ -100,9 +100,10 @@ def parse_args(argv=None):
   p.add_argument("--xla_flags", default="none", choices=sorted(xla_flags.FLAG_SETS))
   p.add_argument("--compile_only", action="store_true", help="lower + compile, report memory, run nothing")
   p.add_argument("--check_packing", action="store_true",
-                 help="no timing: one packed UL2 batch (the trainer's data.pack pipeline) against the same examples "
-                      "unpacked, one per row, through this model and attention (on a GPU: cuDNN's packed layout "
-                      "against its padding mode): prints the loss and gradient differences; exit 1 if not equal")
+                 help="no timing: one packed UL2 batch (the trainer's data.pack pipeline), and the same examples one "
+                      "per row, through this model and attention, against those examples through XLA's attention "
+                      "with a dense mask (on a GPU: checks cuDNN's packed layout and its padding mode): prints the "
+                      "loss and gradient differences; exit 1 if not equal")
   p.add_argument("--target", default="", choices=["", *sorted(roofline.GPU_TARGETS)],
                  help="compile the step for this GPU without one (XLA's deviceless compile; needs the CUDA plugin, "
                       "`pip install jax[cuda12]`, not a GPU) and report its compiled memory and its roofline "
@@ -403,7 +404,7 @@ def check_packing(args) -> dict:
   params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
 
   def loss_and_grad(m):  # ((loss sum, weight sum), gradient of the loss sum): one program per batch shape
-    sums = lambda p, b: (lambda sw: (sw[0], sw[1]))(lm.loss_sums(m, p, b, chunk=args.loss_chunk, impl=args.loss_impl))
+    sums = lambda p, b: tuple(lm.loss_sums(m, p, b, chunk=args.loss_chunk, impl=args.loss_impl))
     return jax.jit(jax.value_and_grad(sums, has_aux=True))
   norm = lambda t: float(jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(t))))
   run_model, run_reference = loss_and_grad(model), loss_and_grad(reference)
