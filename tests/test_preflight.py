@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, run_python
+from tests.conftest import ROOT, needs_cuda_plugin, run_python
 
 
 def _preflight(*args):
@@ -30,7 +30,21 @@ def test_fsdp_preflight_halves_state_memory_per_device():
 
 def test_unavailable_topology_says_so():
   out = _preflight("--config=configs/ul2.py", "--topology=gpu:8xH100")
-  assert out.returncode != 0 and "cannot be compiled without the GPUs" in out.stderr
+  assert out.returncode != 0 and "names no GPU this repository can compile for" in out.stderr
+  assert "gpu:h100" in out.stderr  # and says which it can
+
+
+@needs_cuda_plugin
+def test_gpu_topology_compiles_the_step_for_that_card_without_one():
+  # UL2 packed in bf16, as the base preset would run on an H100: "auto" attention is cuDNN there
+  out = subprocess.run([sys.executable, "-m", "paperjax.launch.preflight", "--config=configs/ul2.py",
+                        "--topology=gpu:h100", "--config.model.dtype=bfloat16", "--config.data.pack=True",
+                        "--config.ul2.inputs_length=128", "--config.data.batch_size=8"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS=""))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "on gpu:h100: 1 × NVIDIA H100" in out.stdout and "estimated peak per device" in out.stdout
+  assert "attention cudnn" in out.stdout, out.stdout
 
 
 def test_optimizer_state_follows_parameter_sharding():

@@ -15,9 +15,10 @@ Topologies:
   cpu:N        N fake CPU devices (the process re-executes itself with the XLA flag); compiles for real.
   tpu:NAME     a TPU slice, e.g. tpu:v5e-8, tpu:v4-32 (jax.experimental.topologies); needs libtpu installed
                (`pip install jax[tpu]`), no TPU attached. Without libtpu it says so and stops.
+  gpu:CARD[xN] N GPUs of a card `paperjax.roofline.GPU_TARGETS` describes, e.g. gpu:h100, gpu:h100x8
+               (XLA's deviceless GPU compile, as `paperjax.bench --target`); needs JAX's CUDA plugin
+               (`pip install 'jax[cuda12]'`), no GPU. `model.attention_impl="auto"` means cuDNN there.
   local        the devices of this machine (a GPU box, a TPU VM).
-GPU topologies cannot be compiled without GPUs attached (XLA's CUDA compiler needs the device):
-run `--topology=local` on one GPU host for the per-device figure of a data/FSDP-sharded run.
 No data is read: the model, loss and example transform are built from the config alone.
 """
 
@@ -32,7 +33,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A paper's config, e.g. configs/ul2.py:base.")
-_TOPOLOGY = flags.DEFINE_string("topology", "local", "cpu:N, tpu:NAME (e.g. tpu:v5e-8) or local.")
+_TOPOLOGY = flags.DEFINE_string("topology", "local", "cpu:N, tpu:NAME (e.g. tpu:v5e-8), gpu:CARD[xN] (e.g. "
+                                 "gpu:h100x8) or local.")
 _XLA_FLAGS = flags.DEFINE_string("xla_flags", "none", "A named XLA flag set from paperjax/xla_flags.py, as "
                                  "`paperjax.main --xla_flags` takes it: the step compiled as that run compiles it.")
 
@@ -58,10 +60,33 @@ def devices_for(topology: str):
       raise ValueError(f"Cannot compile for TPU topology {name!r} on this machine ({type(e).__name__}: "
                        f"{str(e).splitlines()[0][:160]}); install libtpu (pip install 'jax[tpu]') or run the "
                        "preflight on a TPU VM with --topology=local.") from None
-  if topology.startswith("gpu"):
-    raise ValueError("GPU topologies cannot be compiled without the GPUs attached; run the preflight with "
-                     "--topology=local on one GPU host (per-device memory is the same for data/FSDP sharding).")
-  raise ValueError(f"Unknown --topology={topology!r}; use cpu:N, tpu:NAME or local.")
+  gpu = gpu_target(topology)
+  if gpu is not None:
+    from paperjax import roofline
+    card, n = gpu
+    os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")  # no driver here: skip the plugin's probe
+    try:
+      from jax.experimental import topologies
+      return topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS[card],
+                                          topology=f"1x{n}x1").devices
+    except Exception as e:  # noqa: BLE001 — no CUDA plugin
+      raise ValueError(f"Cannot compile for {topology} on this machine ({type(e).__name__}: "
+                       f"{str(e).splitlines()[0][:160] if str(e) else ''}); install JAX's CUDA plugin "
+                       "(pip install 'jax[cuda12]', no GPU needed) or run with --topology=local on a GPU host.") from None
+  raise ValueError(f"Unknown --topology={topology!r}; use cpu:N, tpu:NAME, gpu:CARD[xN] or local.")
+
+
+def gpu_target(topology: str):
+  """`gpu:h100x8` → ("h100", 8), `gpu:h100` → ("h100", 1); None for other topologies."""
+  if not topology.startswith("gpu"):
+    return None
+  from paperjax import roofline
+  m = re.fullmatch(r"gpu:([a-z0-9]+)(?:x(\d+))?", topology)
+  if not m or m.group(1) not in roofline.GPU_TARGETS:
+    raise ValueError(f"--topology={topology!r} names no GPU this repository can compile for; use "
+                     f"{', '.join('gpu:' + k for k in sorted(roofline.GPU_TARGETS))} (optionally xN for N of them), "
+                     "or --topology=local on a GPU host.")
+  return m.group(1), int(m.group(2) or 1)
 
 
 def lower_step(config, topology: str = "local"):
@@ -118,12 +143,26 @@ def lower_step(config, topology: str = "local"):
     lowered = p_step.lower(abstract, batch)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
   return lowered, {"devices": len(devices), "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
-                   "params": n_params, "global_batch": gbs}
+                   "params": n_params, "global_batch": gbs,
+                   "attention": (config.get("model", None) or {}).get("attention_impl", None)}
 
 
 def preflight(config, topology: str) -> dict:
-  lowered, out = lower_step(config, topology)
-  mem = lowered.compile().memory_analysis()
+  gpu = gpu_target(topology)
+  if gpu is None:
+    lowered, out = lower_step(config, topology)
+    compiled = lowered.compile()
+  else:  # what a run on that GPU compiles: "auto" attention is cuDNN there, and jax asks the card (none here)
+    from paperjax import roofline
+    config = config.copy_and_resolve_references()
+    model = config.get("model", None)
+    if model is not None and model.get("attention_impl") == "auto" and \
+        str(model.get("dtype", "float32")) in ("bfloat16", "float16"):
+      model.attention_impl = "cudnn"
+    with roofline.cudnn_checks_for(gpu[0]):
+      lowered, out = lower_step(config, topology)
+      compiled = lowered.compile()
+  mem = compiled.memory_analysis()
   if mem is not None:
     for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
                   "generated_code_size_in_bytes", "alias_size_in_bytes"):
@@ -147,7 +186,8 @@ def main(argv):
     out = preflight(_CONFIG.value, topo)
   gib = lambda b: f"{b / 2**30:.3f} GiB"
   print(f"preflight: {_CONFIG.value.method} ({_CONFIG.value.get('preset', '')}) on {topo}: {out['devices']} × "
-        f"{out['device_kind']}, mesh {out['mesh']}, {out['params'] / 1e6:.1f}M params, global batch {out['global_batch']}")
+        f"{out['device_kind']}, mesh {out['mesh']}, {out['params'] / 1e6:.1f}M params, global batch {out['global_batch']}"
+        + (f", attention {out['attention']}" if out.get("attention") else ""))
   if "estimated_peak_bytes_per_device" in out:
     print(f"  per device: arguments {gib(out['argument_size_in_bytes'])}, temporaries {gib(out['temp_size_in_bytes'])}, "
           f"outputs {gib(out['output_size_in_bytes'])} (aliased {gib(out['alias_size_in_bytes'])}), "
