@@ -310,8 +310,9 @@ def target(args) -> dict:
     raise SystemExit(f"--target={args.target} needs JAX's CUDA plugin to compile for a GPU ({type(e).__name__}: "
                      f"{str(e).splitlines()[0] if str(e) else ''}); install it with `pip install 'jax[cuda12]'` "
                      "(no GPU needed), or drop --target.") from e
-  if args.attention == "auto":  # what a GPU run of these shapes uses (bf16 compute)
-    args.attention = "cudnn" if args.dtype in ("bfloat16", "float16") else "xla"
+  if args.attention == "auto":  # what a GPU run of these shapes uses
+    from paperjax.models.transformer import auto_attention
+    args.attention = auto_attention(args.dtype, "gpu") or "xla"
   t0 = time.perf_counter()
   with roofline.cudnn_checks_for(args.target):  # cuDNN's packed layout asks for Hopper: the target's answer
     b = build(args, devices=list(topo.devices))
@@ -359,13 +360,6 @@ def _report_target(r: dict) -> None:
   for k in r["roofline"]["top"]:
     print(f"    {k['ms']:7.2f} ms {k['gb']:6.2f} GB ×{k['count']:<3d} {k['category']:13s} {k['bound']:7s} "
           f"{k['result'][:40]:40s} {k['op'].removeprefix('jit(step)/')[-70:]}")
-
-
-def _real_tokens(batch: dict) -> int:
-  """Positions of a (packed or padded) batch that hold a token: every input token and target token."""
-  if "inputs" in batch:
-    return int((np.asarray(batch["inputs"]) != 0).sum() + np.asarray(batch["targets_mask"]).sum())
-  return int((np.asarray(batch["tokens"]) != 0).sum())
 
 
 def unpack(batch: dict, lengths: dict) -> dict:
@@ -478,7 +472,7 @@ def run(args) -> dict:
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=hlo_flops)
   if host_sources:  # real batches hold padding: the share of positions that hold a token (first batch)
-    result["fill"] = round(_real_tokens(example) / result["tokens_per_step"], 4)
+    result["fill"] = round(lm.real_tokens(example) / result["tokens_per_step"], 4)
   if args.compile_only:
     if args.compilation_cache:  # warm the cache with the state's init program too (same HLO as init_sharded's)
       rng = jax.random.PRNGKey(args.seed)  # made outside the mesh context, as in the real run

@@ -154,11 +154,11 @@ def preflight(config, topology: str) -> dict:
     compiled = lowered.compile()
   else:  # what a run on that GPU compiles: "auto" attention is cuDNN there, and jax asks the card (none here)
     from paperjax import roofline
+    from paperjax.models.transformer import auto_attention
     config = config.copy_and_resolve_references()
     model = config.get("model", None)
-    if model is not None and model.get("attention_impl") == "auto" and \
-        str(model.get("dtype", "float32")) in ("bfloat16", "float16"):
-      model.attention_impl = "cudnn"
+    if model is not None and model.get("attention_impl") == "auto":
+      model.attention_impl = auto_attention(model.get("dtype", "float32"), "gpu") or ""
     with roofline.cudnn_checks_for(gpu[0]):
       lowered, out = lower_step(config, topology)
       compiled = lowered.compile()

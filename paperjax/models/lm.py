@@ -60,6 +60,15 @@ def loss_sums(model: Transformer, params, batch: dict, *, rng=None, chunk: int =
   return s, w
 
 
+def real_tokens(batch) -> int:
+  """Positions of a (packed or padded) host batch that hold a token: every input and target token
+  (encdec), every non-pad token (decoder layouts). Pad id 0."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if "inputs" in batch:
+    return int((np.asarray(batch["inputs"]) != 0).sum() + np.asarray(batch["targets_mask"]).sum())
+  return int((np.asarray(batch["tokens"]) != 0).sum())
+
+
 def packing_metrics(batch: dict) -> dict:
   """For packed batches, how many examples a row held on average ({} for unpacked ones)."""
   seg = batch.get("targets_segment_ids", batch.get("tokens_segment_ids"))

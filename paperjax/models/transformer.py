@@ -99,13 +99,19 @@ class TransformerConfig:
       if isinstance(kw.get(name), str):
         kw[name] = jnp.dtype(kw[name])
     if kw.get("attention_impl") == "auto":
-      # cuDNN's flash kernel on GPUs (it needs 16-bit q/k/v: 2.1x faster than XLA's attention for
-      # GPT-2 on an H100, notes/perf.md); XLA's everywhere else (CPU, TPU).
-      half = jnp.dtype(kw.get("dtype", jnp.float32)) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-      kw["attention_impl"] = "cudnn" if (jax.default_backend() == "gpu" and half) else None
+      kw["attention_impl"] = auto_attention(kw.get("dtype", jnp.float32), jax.default_backend())
     elif kw.get("attention_impl") == "":
       kw["attention_impl"] = None
     return cls(**kw)
+
+
+def auto_attention(dtype, platform: str) -> str | None:
+  """What `attention_impl="auto"` means for compute `dtype` on `platform` ("gpu", "cpu", "tpu"):
+  cuDNN's flash kernel on GPUs (it needs 16-bit q/k/v: 2.1x faster than XLA's attention for GPT-2
+  on an H100, notes/perf.md); XLA's (None) everywhere else. The trainer asks with this process's
+  backend; deviceless GPU compiles (`bench --target`, `preflight --topology=gpu:…`) with "gpu"."""
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return "cudnn" if platform == "gpu" and half else None
 
 
 class Proj(nn.Module):

@@ -67,11 +67,12 @@ def run(args) -> None:
       if arch == "encdec":
         it = pipeline.make_iterator(source, global_batch_size=args.batch, seed=args.seed, num_threads=1,
                                     batch_fn=mix.batch, pack=mix.packing())
+        from paperjax.models.lm import real_tokens
         held = []
 
         def packed(it=it, held=held):
           b = next(it)
-          held.append(int((b["inputs"] != 0).sum() + b["targets_mask"].sum()))
+          held.append(real_tokens(b))
         calls, elapsed = _timed(packed, args.seconds)
         print(f"grain batched packed: {sum(held[1:]) / elapsed / 1e6:8.2f}M tokens/s in packed rows  "
               f"{1e3 * elapsed / calls:8.2f} ms/batch of {args.batch} rows, "
