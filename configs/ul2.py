@@ -34,7 +34,8 @@ def get_config(arg: str | None = None):
       activation="gelu", dropout=0.0, dtype="float32", param_dtype="float32", logits_dtype="float32",
       tie_embeddings=True, scan_layers=False, remat="none", attention_impl="auto", padding_as_lengths=False,
       fused_projections=False, norm_impl="xla",   # "auto"/"pallas": fused residual-add + RMSNorm GPU kernels
-      loss_chunk=0, loss_impl="fused", z_loss=0.0)
+      loss_chunk=0, loss_impl="fused", z_loss=0.0,
+      max_segments=2)   # data.pack: most examples in a row (cuDNN pays per slot; transformer.py)
 
   # Mixture-of-Denoisers (paper §3.1.2 and the UL2-20B configuration in its appendix):
   # R: (μ=3, r=.15), (8, .15) with [NLU]; X: (3, .5), (8, .5), (64, .15), (64, .5) with [NLG];
@@ -49,10 +50,12 @@ def get_config(arg: str | None = None):
   c.data.raw_length = 94    # 96 minus the mode token and eos: no denoiser drops or truncates a token
   c.data.batch_size = 32
   # Several examples per row (T5X packs its pretraining tasks; data/pipeline.py `Packing`; logs
-  # examples_per_row): at 512/128 the mixture fills 59% of the input and 80% of the target positions
-  # unpacked, and packing puts 1.08 examples in a row (notes/perf.md). Useless at the toy default's
-  # 96/96, where every denoiser's input is at least 50 tokens long (1.00 examples a row). Off in the
-  # presets until a GPU has checked cuDNN's packed layout (`python -m paperjax.bench --check_packing`).
+  # examples_per_row): at 512/128 the mixture fills 60% of the input and 81% of the target positions
+  # unpacked; packed two to a row at most, 1.084 examples a row fill 65% / 88% (notes/perf.md). On in
+  # the base and large presets: on one H100 the packed step is 6.6% longer and holds 8.5% more real
+  # tokens (cuDNN's packed layout checked against XLA's attention there: `bench --check_packing`).
+  # Off at the toy default's 96/96, where every denoiser's input is at least 50 tokens long (1.00
+  # examples a row).
   c.data.pack = False
   c.optimizer.lr = 3e-3
   c.optimizer.warmup_steps = 40
@@ -70,7 +73,7 @@ def get_config(arg: str | None = None):
     # cross-entropy take the T5-base UL2 step from 47.5 to 45.3 ms at B=32; B=128 reaches 38% MFU;
     # at B=256 the fused residual-add + RMSNorm kernels ("auto": on GPUs only) 263.2 → 253.6 ms.
     c.data.update(source="tfds:c4/en", tokenizer="sentencepiece", vocab_size=32000, raw_length=568,
-                  batch_size=128, max_chars=0)
+                  batch_size=128, max_chars=0, pack=True)
     c.ul2.update(inputs_length=512, targets_length=128)
     c.optimizer.update(name="adafactor", lr=1e-2, warmup_steps=10_000, schedule="rsqrt", clip_norm=0.0, weight_decay=0.0)
     c.train.update(steps=500_000, log_every=100, eval_every=5000, eval_batches=20, ckpt_every=5000, ckpt_every_s=1800.0)
@@ -79,7 +82,7 @@ def get_config(arg: str | None = None):
                    dtype="bfloat16", scan_layers=True, remat="dots_no_batch", tie_embeddings=False,
                    padding_as_lengths=True, loss_chunk=8192, norm_impl="auto")
     c.data.update(source="tfds:c4/en", tokenizer="sentencepiece", vocab_size=32000, raw_length=568,
-                  batch_size=1024)
+                  batch_size=1024, pack=True)
     c.ul2.update(inputs_length=512, targets_length=128)
     c.mesh.shape = (1, -1, 1)   # FSDP over every chip
     c.optimizer.update(name="adafactor", lr=1e-2, warmup_steps=10_000, schedule="rsqrt", clip_norm=0.0, weight_decay=0.0)

@@ -46,29 +46,25 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XL
   G="--shape=tiny --batch=8"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"
 fi
-# tag|arguments, in the order phase 2 runs them (most important first). Sixth run's plan (the
-# session after run 5 had no device; it built sequence packing: the issue's T5 target is for *packed*
-# UL2, notes/perf.md "Packing"):
-#  - check_packing: cuDNN's packed layout (never run on a GPU) and its padding mode against XLA's
-#    attention with a dense mask on the same T5 examples, loss and gradient (bench --check_packing;
-#    exit 1 if they differ) — before any timing;
-#  - T5 UL2 at B=256, fused norm, Adafactor, on packed batches: one held on the device and the
-#    trainer's packing iterator, interleaved, profiled (the select passes around cuDNN's packed
-#    attention: ~5 ms in the deviceless roofline);
-#  - T5 the same on unpacked batches (real, the pipeline, full-length synthetic): the first run of
-#    the fp32 embedding gradient (the bf16 scatter-add was 4.95 ms of the 263 ms step);
-#  - the 1B decoder at B=16 with the fused norm, 30-step windows (59.8% in run 5b);
-#  - GPT-2 with the fused norm (never timed), profiled;
-#  - then the trainer row (the base preset with data.pack=True), then the extras while time is left
-#    (first the 1B without the fused norm, the same machine's baseline).
+# tag|arguments, in the order phase 2 runs them (most important first). Seventh run's plan (run 6
+# measured cuDNN's packed layout: correct, but it pays for every one of max_segments slots — 347 ms at
+# 16, 268 at 2 against 251 padded; the default is 2 now, notes/perf.md "Sixth H100 run"):
+#  - check_packing: cuDNN's packed layout at max_segments=2 against XLA's attention with a dense mask
+#    (run 6 checked it at 16: EQUAL, gradient rel 9.4e-3);
+#  - T5 UL2 at B=256 on packed batches (two to a row), profiled, and the same on padded batches,
+#    profiled in the same call: the attention kernels of the two layouts side by side (run 6 profiled
+#    only the packed ones: 53.5 ms of attention at 2 slots, and 5.1 ms of selects);
+#  - the 1B decoder at B=16 with the fused norm (59.8% in 5b, 59.3% in 6), GPT-2 with it (43.2% in 6);
+#  - then the trainer row (the base preset, which now packs), then the extras while time is left.
 VARIANTS=(
   "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
   "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --profile=/tmp/trace_t5p"
-  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic"
+  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
   "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
 )
 EXTRA=(
+  "t5_b256_packed_ms4|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --max_segments=4"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_ops_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=4 --warmup=2 --profile=$OUT/trace_gpt2_ops"
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,synthetic"
@@ -99,13 +95,13 @@ RUN_TRAINER=1
 [[ -n ${ROWS:-} && " $ROWS " != *" trainer "* ]] && RUN_TRAINER=0
 
 # The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
-# configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, fused norm, Adafactor, unfused projections) at
-# B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
+# configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, fused norm, Adafactor, unfused projections,
+# packed two to a row) at B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
 # base's 32K vocab). Its metrics.jsonl logs step time, tokens/s, MFU and the host's input and
 # device-wait time per 10-step window; the first window starts after the compiled first step.
 # Stops at step 30 (no final eval).
 TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
- --config.data.max_chars=20000000 --config.data.batch_size=256 --config.data.pack=True
+ --config.data.max_chars=20000000 --config.data.batch_size=256
  --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
  --config.train.ckpt_every_s=0 --xla_flags=tuned"   # paperjax.launch.preflight takes the same flags
 if [[ ${SMOKE:-0} == 1 ]]; then

@@ -71,6 +71,9 @@ def parse_args(argv=None):
                  help="jax.nn.dot_product_attention implementation; cudnn needs bf16/fp16 and a GPU")
   p.add_argument("--padding_lengths", action="store_true",
                  help="encoder padding as per-example lengths (TransformerConfig.padding_as_lengths)")
+  p.add_argument("--max_segments", type=int, default=0,
+                 help="packed data: most examples a row may hold (0: the model config's default); cuDNN's "
+                      "packed layout pays for every slot")
   p.add_argument("--dtype", default="bfloat16", help="compute dtype; parameters stay --param_dtype")
   p.add_argument("--param_dtype", default="float32")
   p.add_argument("--remat", default="none", help="key of transformer.REMAT_POLICIES")
@@ -144,6 +147,8 @@ def model_config(args):
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
             fused_projections=args.fused, norm_impl=args.norm,
             attention_impl=None if args.attention == "auto" else args.attention)
+  if args.max_segments:
+    kw["max_segments"] = args.max_segments
   if args.layers:
     kw["num_layers"] = args.layers
     if "num_encoder_layers" in kw:
@@ -340,7 +345,8 @@ def target(args) -> dict:
       tokens_per_step=sum(lengths.values()) * batch_size, compiled_mem_gb=_memory_analysis(compiled),
       roofline=summ, roofline_ms=summ["total_ms"],
       roofline_mfu_full=flops["full"] * batch_size / step_s / peak,
-      roofline_mfu_causal=flops["causal"] * batch_size / step_s / peak, peak_flops=peak)
+      roofline_mfu_causal=flops["causal"] * batch_size / step_s / peak, peak_flops=peak,
+      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments)
   _report_target(result)
   return _write(result, args)
 
@@ -353,6 +359,10 @@ def _report_target(r: dict) -> None:
         f"  compiled memory ≈{mem['peak_estimate']:.2f} GiB (arguments {mem['arguments']:.2f}, temporaries "
         f"{mem['temp']:.2f}); roofline {r['roofline_ms']:.2f} ms/step → MFU ≤ {100 * r['roofline_mfu_full']:.1f}% "
         f"full / {100 * r['roofline_mfu_causal']:.1f}% causal", flush=True)
+  if r.get("packed") and r["attention"] != "xla":
+    print(f"  not in this floor: cuDNN's packed layout runs B·max_segments = {r['batch']}·{r['max_segments']} "
+          "sequences, and its kernels pay for every slot, used or not (an H100 measured 347 / 278 / 268 ms "
+          "for T5-base B=256 at 16 / 4 / 2 slots; notes/perf.md, run 6)")
   print(f"  {'category':14s} {'ms':>8s} {'GB':>8s} {'TFLOP':>7s} {'kernels':>8s}")
   for name, c in r["roofline"]["categories"].items():
     print(f"  {name:14s} {c['ms']:8.2f} {c['gb']:8.2f} {c['tflop']:7.2f} {c['count']:8d}")

@@ -21,9 +21,9 @@ from paperjax.papers.ul2 import denoisers as D
 from tests.conftest import needs_cuda_plugin
 
 
-def _model(kind):
+def _model(kind, **kw):
   return T.Transformer(T.TransformerConfig(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64,
-                                           num_layers=2, num_encoder_layers=2, kind=kind))
+                                           num_layers=2, num_encoder_layers=2, kind=kind, **kw))
 
 
 def _row(pieces, length):
@@ -37,10 +37,12 @@ def _pad(rows, length):
   return np.stack([np.pad(r, (0, length - len(r))) for r in rows]).astype(np.int32)
 
 
-def test_a_packed_encdec_row_computes_each_example_as_if_alone():
+@pytest.mark.parametrize("scan", [False, True], ids=["layers", "scanned_layers_remat"])
+def test_a_packed_encdec_row_computes_each_example_as_if_alone(scan):
   rng = np.random.default_rng(0)
   exs = [(rng.integers(2, 64, n), rng.integers(2, 64, k)) for n, k in [(5, 3), (7, 4), (3, 2)]]
-  m = _model("encdec")
+  # scanned + remat: the large preset's layers (the segment tables go through nn.scan)
+  m = _model("encdec", **(dict(scan_layers=True, remat="dots_no_batch") if scan else {}))
   alone = {"inputs": _pad([a for a, _ in exs], 16), "targets": _pad([b for _, b in exs], 10)}
   params = nn.meta.unbox(lm.init(m, jax.random.key(0), alone))
   apply = jax.jit(lambda b: m.apply({"params": params}, b))  # compiled: op by op is slower on CPU

@@ -34,6 +34,15 @@ def test_unavailable_topology_says_so():
   assert "gpu:h100" in out.stderr  # and says which it can
 
 
+def test_gpu_topology_names_a_card_and_a_count():
+  from paperjax.launch import preflight
+  assert preflight.gpu_target("gpu:h100") == ("h100", 1)
+  assert preflight.gpu_target("gpu:h100x8") == ("h100", 8)
+  assert preflight.gpu_target("cpu:8") is None
+  with pytest.raises(ValueError, match="names no GPU"):
+    preflight.gpu_target("gpu:8xh100")
+
+
 @needs_cuda_plugin
 def test_gpu_topology_compiles_the_step_for_that_card_without_one():
   # UL2 packed in bf16, as the base preset would run on an H100: "auto" attention is cuDNN there

@@ -81,7 +81,7 @@ def gpu_target(topology: str):
   if not topology.startswith("gpu"):
     return None
   from paperjax import roofline
-  m = re.fullmatch(r"gpu:([a-z0-9]+)(?:x(\d+))?", topology)
+  m = re.fullmatch(r"gpu:([a-z0-9]+?)(?:x(\d+))?", topology)  # lazy: "h100x8" is h100 × 8
   if not m or m.group(1) not in roofline.GPU_TARGETS:
     raise ValueError(f"--topology={topology!r} names no GPU this repository can compile for; use "
                      f"{', '.join('gpu:' + k for k in sorted(roofline.GPU_TARGETS))} (optionally xN for N of them), "

@@ -456,7 +456,7 @@ class MixtureOfDenoisers:
              "targets_denoiser": np.full(b, batch["denoiser"][i], np.int32)}
             for i, (a, b) in enumerate(zip(n_in.tolist(), n_tgt.tolist()))]
 
-  def packing(self, max_segments: int = 16):
+  def packing(self, max_segments: int = 2):
     """How `data.pipeline.make_iterator` packs this mixture's examples several to a row, as T5X's UL2
     pretraining does: rows stay inputs_length / targets_length, an example's inputs and targets
     share a segment id. encdec only (see `split`)."""
