@@ -49,6 +49,10 @@ fi
 # tag|arguments, in the order phase 2 runs them (most important first). Seventh run's plan (run 6
 # measured cuDNN's packed layout: correct, but it pays for every one of max_segments slots — 347 ms at
 # 16, 268 at 2 against 251 padded; the default is 2 now, notes/perf.md "Sixth H100 run"):
+#  - check_unwritten: what cuDNN leaves outside the lengths / segments, forward and backward, in memory
+#    NaN-filled first (XLA's zero-fill of cuDNN's outputs is dropped under command buffers, openxla/xla
+#    PR #46500 says): is the padding mode the T5 rows and presets use clean, and could the packed path's
+#    5.1 ms of selects go (packed_raw clean)? (The first extra row asks the same with command buffers off.)
 #  - check_packing: cuDNN's packed layout at max_segments=2 against XLA's attention with a dense mask
 #    (run 6 checked it at 16: EQUAL, gradient rel 9.4e-3);
 #  - T5 UL2 at B=256 on packed batches (two to a row), profiled, and the same on padded batches,
@@ -57,6 +61,7 @@ fi
 #  - the 1B decoder at B=16 with the fused norm (59.8% in 5b, 59.3% in 6), GPT-2 with it (43.2% in 6);
 #  - then the trainer row (the base preset, which now packs), then the extras while time is left.
 VARIANTS=(
+  "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
   "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
   "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --profile=/tmp/trace_t5p"
   "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
@@ -64,6 +69,7 @@ VARIANTS=(
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
 )
 EXTRA=(
+  "check_unwritten_t5_nocb|$T --batch=32 --attention=cudnn --xla_flags=tuned_ops --check_unwritten"
   "t5_b256_packed_ms4|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --max_segments=4"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_ops_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=4 --warmup=2 --profile=$OUT/trace_gpt2_ops"
@@ -185,7 +191,11 @@ run_rows "$(( CALL_LIMIT - 15 ))" "${EXTRA[@]}"
 $PY - "$OUT/results.jsonl" <<'PYEOF' | tee -a "$OUT/table.txt"
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])] if __import__("os").path.exists(sys.argv[1]) else []
-for r in [r for r in rows if "ok" in r]:  # --check_packing rows
+for r in [r for r in rows if "cases" in r]:  # --check_unwritten rows
+  print(f"{r['tag']} on {r['device']} ({r['attention']}, B={r['batch']} L={r['length']}; NaN-filled memory first):")
+  for name, c in r["cases"].items():
+    print(f"  {name:18s} out {c['out']:6s} dq {c['dq']:6s} dk {c['dk']:6s} dv {c['dv']:6s} {'clean' if c['clean'] else 'NOT CLEAN'}")
+for r in [r for r in rows if "ok" in r and "cases" not in r]:  # --check_packing rows
   print(f"{r['tag']}: {r['examples']} examples in {r['rows']} packed rows, loss rel {r['loss_rel']:.2e}, "
         f"gradient rel {r['grad_rel']:.2e} on {r['device']} ({r['attention']}): {'EQUAL' if r['ok'] else 'DIFFERENT'}")
 rows = [r for r in rows if "ms_per_step" in r]

@@ -102,6 +102,10 @@ def parse_args(argv=None):
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--xla_flags", default="none", choices=sorted(xla_flags.FLAG_SETS))
   p.add_argument("--compile_only", action="store_true", help="lower + compile, report memory, run nothing")
+  p.add_argument("--check_unwritten", action="store_true",
+                 help="what the attention leaves in the rows it skips (padding past the lengths, positions outside "
+                      "packed segments), forward and backward, in memory filled with NaN first; exit 1 if the "
+                      "model's own paths leave anything there that reaches a weight gradient")
   p.add_argument("--check_packing", action="store_true",
                  help="no timing: one packed UL2 batch (the trainer's data.pack pipeline), and the same examples one "
                       "per row, through this model and attention, against those examples through XLA's attention "
@@ -438,6 +442,90 @@ def check_packing(args) -> dict:
   return _write(result, args)
 
 
+def classify_rows(x: np.ndarray, rows: np.ndarray) -> str:
+  """What [B, L, ...] `x` holds at the [B, L] positions `rows`: "zero", "finite" (something else) or
+  "nan" (anything not finite)."""
+  x = np.asarray(x, np.float32)[rows]
+  return "nan" if not np.isfinite(x).all() else "zero" if not x.any() else "finite"
+
+
+def unwritten_cases(cfg, length: int, batch: int, dtype, seed: int = 0):
+  """`--check_unwritten`'s programs: (inputs (q, k, v, ct), rows [B, L] bool, {case: jitted
+  (q, k, v, ct) → (out, dq, dk, dv)}). q/k/v random, each row padded past a random length and split
+  in two segments; the output's cotangent `ct` is 0 at padded positions, as in training.
+    lengths       the padding mode (`padding_as_lengths`): jax.nn.dot_product_attention with lengths
+    packed        `transformer.packed_attention` (the model's packed path, with its covering / selects)
+    packed_raw    cuDNN's packed layout unguarded (`transformer.cudnn_packed`): are the selects needed?
+  The packed cases exist for cuDNN only; each case also runs causal (`<case>_causal`)."""
+  import jax
+  import jax.numpy as jnp
+  from paperjax.models import transformer as T
+  rng = np.random.default_rng(seed)
+  n = rng.integers(max(2, length // 8), length, size=batch)       # every row has padding
+  cut = np.array([rng.integers(1, m) for m in n])                  # two segments per row
+  pos = np.arange(length)[None]
+  seg = np.where(pos < cut[:, None], 1, np.where(pos < n[:, None], 2, 0)).astype(np.int32)
+  rows = seg > 0
+  shape = (batch, length, cfg.num_heads, cfg.head_dim)
+  q, k, v = (jnp.asarray(rng.standard_normal(shape), dtype) for _ in range(3))
+  ct = jnp.asarray(rng.standard_normal(shape) * rows[:, :, None, None], dtype)
+  lens, seg = jnp.asarray(n, jnp.int32), jnp.asarray(seg)
+  layout = lambda cover: T.SegmentLayout.of(seg, 2, covers_padding=cover)
+  paths = {"lengths": lambda q, k, v, c: jax.nn.dot_product_attention(
+      q, k, v, is_causal=c, query_seq_lengths=lens, key_value_seq_lengths=lens, implementation=cfg.attention_impl)}
+  if cfg.attention_impl == "cudnn":
+    paths["packed"] = lambda q, k, v, c: T.packed_attention(q, k, v, layout(True), layout(c), is_causal=c)
+    paths["packed_raw"] = lambda q, k, v, c: T.cudnn_packed(q, k, v, layout(False), layout(False), is_causal=c)
+
+  def case(attend, causal):
+    def fn(q, k, v, ct):
+      out, vjp = jax.vjp(lambda q, k, v: attend(q, k, v, causal), q, k, v)
+      return (out, *vjp(ct))
+    return jax.jit(fn)
+  cases = {f"{name}{'_causal' if causal else ''}": case(attend, causal)
+           for causal in (False, True) for name, attend in paths.items()}
+  return (q, k, v, ct), rows, cases
+
+
+def check_unwritten(args) -> dict:
+  """`--check_unwritten`: what attention leaves in the rows it does not compute (`unwritten_cases`), and
+  whether the model's paths keep it from the weight gradients. Before each call the device's free
+  memory is filled with NaN (arrays the size of the call's results, written and freed), so a row
+  nobody writes shows. A path is clean when its outputs are finite and its q/k/v gradients exactly 0
+  wherever they lie outside the rows (dW = xᵀ·dq sums over every position; a NaN output reaches
+  dW_out through 0·NaN). Exit 1 (main) if the lengths or packed path is not clean; packed_raw only
+  reports (it says whether the packed path's selects could go)."""
+  used_flags = xla_flags.apply(args.xla_flags)
+  import jax
+  import jax.numpy as jnp
+  cfg, shape = model_config(args)
+  impl = cfg.attention_impl or "xla"
+  length = shape["lengths"].get("inputs", shape["lengths"].get("tokens"))
+  b, dtype = args.batch or 8, jnp.dtype(args.dtype)
+  inputs, rows, programs = unwritten_cases(cfg, length, b, dtype, args.seed)
+  cases = {}
+  for name, fn in programs.items():
+    compiled = fn.lower(*inputs).compile()
+    poison = [jnp.full(inputs[0].shape, jnp.nan, dtype) for _ in range(8)]  # freed just before the call
+    jax.block_until_ready(poison)
+    del poison
+    results = jax.device_get(compiled(*inputs))
+    found = {x: classify_rows(a, ~rows) for x, a in zip(("out", "dq", "dk", "dv"), results)}
+    inside = all(np.isfinite(np.asarray(a, np.float32)[rows]).all() for a in results)
+    clean = inside and found["out"] != "nan" and all(found[x] == "zero" for x in ("dq", "dk", "dv"))
+    cases[name] = dict(found, clean=bool(clean))
+  ok = all(c["clean"] for name, c in cases.items() if not name.startswith("packed_raw"))
+  result = dict(tag=args.tag or "check_unwritten", shape=args.shape, attention=impl, device=jax.devices()[0].device_kind,
+                batch=b, length=int(length), cases=cases, ok=bool(ok), xla_flags_str=used_flags)
+  print(f"[{result['tag']}] {args.shape} attention={impl} on {result['device']}: B={b} L={length}, outside the rows "
+        "(memory NaN-filled first; clean = outputs finite, q/k/v gradients 0):", flush=True)
+  for name, c in cases.items():
+    print(f"  {name:18s} out {c['out']:6s} dq {c['dq']:6s} dk {c['dk']:6s} dv {c['dv']:6s} "
+          f"{'clean' if c['clean'] else 'NOT CLEAN'}", flush=True)
+  print(f"  {'the model paths are clean' if ok else 'a model path leaks into the gradients'}", flush=True)
+  return _write(result, args)
+
+
 def run(args) -> dict:
   used_flags = xla_flags.apply(args.xla_flags)  # before the first JAX computation
   import jax
@@ -660,8 +748,8 @@ def main(argv=None) -> None:
   from paperjax import errors
   args = parse_args(argv)
   with errors.one_sentence(debug=bool(os.environ.get("PAPERJAX_DEBUG"))):
-    if args.check_packing:
-      if not check_packing(args)["ok"]:
+    if args.check_packing or args.check_unwritten:
+      if not (check_packing if args.check_packing else check_unwritten)(args)["ok"]:
         raise SystemExit(1)
     else:
       target(args) if args.target else run(args)

@@ -300,3 +300,36 @@ def test_check_packing_compares_packed_and_one_per_row_with_a_dense_mask_referen
   assert c["ok"] and c["examples"] > 32 and c["loss_rel"] < 1e-4, c
   assert c["packed"]["target_tokens"] == c["one_per_row"]["target_tokens"] == c["reference"]["target_tokens"]
   assert "EQUAL" in capsys.readouterr().out
+
+
+def test_classify_rows_says_zero_finite_or_nan_by_hand():
+  x = np.zeros((2, 3, 1), np.float32)
+  rows = np.array([[False, True, True], [False, False, True]])
+  assert bench.classify_rows(x, rows) == "zero"
+  x[1, 2] = 0.5
+  assert bench.classify_rows(x, rows) == "finite"
+  x[0, 1] = np.nan
+  assert bench.classify_rows(x, rows) == "nan"
+  assert bench.classify_rows(x, np.zeros_like(rows)) == "zero"  # no rows: nothing found
+
+
+def test_check_unwritten_is_clean_on_xla_and_catches_a_path_that_leaves_rows_unwritten(monkeypatch, capsys):
+  args = bench.parse_args(["--shape=tiny_encdec", "--dtype=float32", "--check_unwritten"])
+  c = bench.check_unwritten(args)
+  assert c["ok"] and set(c["cases"]) == {"lengths", "lengths_causal"}, c
+  assert all(v["dk"] == v["dv"] == v["dq"] == "zero" for v in c["cases"].values())
+  real = bench.unwritten_cases
+
+  def leaky(cfg, length, batch, dtype, seed=0):  # what an attention that skips the padding would hand back
+    inputs, rows, cases = real(cfg, length, batch, dtype, seed)
+    pad = jnp.asarray(~rows)[:, :, None, None]
+    fn = cases["lengths"]
+    cases["lengths"] = jax.jit(lambda *a: tuple(jnp.where(pad, jnp.nan, r) for r in fn(*a)))
+    return inputs, rows, cases
+  monkeypatch.setattr(bench, "unwritten_cases", leaky)
+  with pytest.raises(SystemExit) as e:
+    bench.main(["--shape=tiny_encdec", "--dtype=float32", "--check_unwritten"])
+  assert e.value.code == 1
+  out = capsys.readouterr().out
+  assert "lengths            out nan    dq nan    dk nan    dv nan    NOT CLEAN" in out
+  assert "a model path leaks into the gradients" in out

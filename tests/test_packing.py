@@ -220,6 +220,35 @@ def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout():
   assert fwd == 3 and bwd == 3  # encoder self, decoder self and cross attention, each on cuDNN both ways
 
 
+@needs_cuda_plugin
+def test_check_unwritten_programs_compile_for_an_h100_on_cudnn():
+  # bench --check_unwritten runs on the card; here its six cuDNN programs (padding mode, the model's
+  # packed path, the raw packed layout; each also causal) compile for one, each with cuDNN both ways
+  code = textwrap.dedent("""
+    import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
+    import jax, jax.numpy as jnp
+    from jax.experimental import topologies
+    from paperjax import bench, roofline
+    from paperjax.models.transformer import TransformerConfig
+    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
+    cfg = TransformerConfig(kind="encdec", vocab_size=256, d_model=128, num_heads=2, head_dim=64, d_ff=256,
+                            num_layers=1, num_encoder_layers=1, dtype=jnp.bfloat16, attention_impl="cudnn")
+    inputs, rows, cases = bench.unwritten_cases(cfg, 128, 4, jnp.bfloat16)
+    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
+    abstract = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in inputs]
+    with roofline.cudnn_checks_for("h100"):
+      for name, fn in cases.items():
+        hlo = jax.jit(fn, in_shardings=sh).lower(*abstract).compile().as_text()
+        print(name, hlo.count("__cudnn$fmhaSoftmax\\""), hlo.count("__cudnn$fmhaSoftmaxBackward\\""))
+  """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_PLATFORMS": ""})
+  assert out.returncode == 0, out.stderr[-3000:]
+  found = {line.split()[0]: tuple(map(int, line.split()[1:])) for line in out.stdout.strip().splitlines()}
+  names = [n + c for c in ("", "_causal") for n in ("lengths", "packed", "packed_raw")]
+  assert found == {n: (1, 1) for n in names}, out.stdout
+
+
 @pytest.mark.parametrize("backward", [False, True])
 def test_zero_outside_clears_the_values_or_only_the_gradient(backward):
   x = jnp.full((1, 3, 1, 1), jnp.nan).at[0, :2].set(2.0)

@@ -300,16 +300,22 @@ def packed_attention(q_BLHK, k_BSHK, v_BSHK, q_seg: SegmentLayout, kv_seg: Segme
     query, so no real query sees it); otherwise the key and value gradients are selected to 0
     outside the segments, and the output too when the queries do not cover the padding
     (`_zero_outside`: a select, one way each)."""
-  from jax._src.cudnn import fused_attention_stablehlo as cudnn_attn  # pylint: disable=g-import-not-at-top
   if kv_seg.covers_padding and not is_causal:
     raise ValueError("Keys may cover the padding only under a causal mask: real queries would attend to it.")
   q = q_BLHK if q_seg.covers_padding else _zero_outside(q_BLHK, q_seg.valid, True)
   k, v = (x if kv_seg.covers_padding else _zero_outside(x, kv_seg.valid, True) for x in (k_BSHK, v_BSHK))
-  mask = cudnn_attn.MaskType.PADDING_CAUSAL if is_causal else cudnn_attn.MaskType.PADDING
-  out = cudnn_attn.dot_product_attention(
-      q, k, v, q_seqlen=q_seg.seqlen, kv_seqlen=kv_seg.seqlen, q_offsets=q_seg.offsets,
-      kv_offsets=kv_seg.offsets, scale=1.0 / math.sqrt(q.shape[-1]), mask_type=mask)
+  out = cudnn_packed(q, k, v, q_seg, kv_seg, is_causal=is_causal)
   return out if q_seg.covers_padding else _zero_outside(out, q_seg.valid, False)
+
+
+def cudnn_packed(q_BLHK, k_BSHK, v_BSHK, q_seg: SegmentLayout, kv_seg: SegmentLayout, *, is_causal: bool):
+  """cuDNN's packed layout as it is, nothing guarded: `packed_attention` without its covering and
+  selects (`bench --check_unwritten` asks what it leaves outside the segments)."""
+  from jax._src.cudnn import fused_attention_stablehlo as cudnn_attn  # pylint: disable=g-import-not-at-top
+  mask = cudnn_attn.MaskType.PADDING_CAUSAL if is_causal else cudnn_attn.MaskType.PADDING
+  return cudnn_attn.dot_product_attention(
+      q_BLHK, k_BSHK, v_BSHK, q_seqlen=q_seg.seqlen, kv_seqlen=kv_seg.seqlen, q_offsets=q_seg.offsets,
+      kv_offsets=kv_seg.offsets, scale=1.0 / math.sqrt(q_BLHK.shape[-1]), mask_type=mask)
 
 
 def segment_mask(q_seg_BL: Array, kv_seg_BS: Array, causal: bool = False) -> Array:
