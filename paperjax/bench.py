@@ -365,8 +365,8 @@ def _report_target(r: dict) -> None:
         f"full / {100 * r['roofline_mfu_causal']:.1f}% causal", flush=True)
   if r.get("packed") and r["attention"] != "xla":
     print(f"  not in this floor: cuDNN's packed layout runs B·max_segments = {r['batch']}·{r['max_segments']} "
-          "sequences, and its kernels pay for every slot, used or not (an H100 measured 347 / 278 / 268 ms "
-          "for T5-base B=256 at 16 / 4 / 2 slots; notes/perf.md, run 6)")
+          "sequences, and its kernels pay for every slot, used or not (measured on an H100: "
+          "models/transformer.py MAX_SEGMENTS, notes/perf.md run 6)")
   print(f"  {'category':14s} {'ms':>8s} {'GB':>8s} {'TFLOP':>7s} {'kernels':>8s}")
   for name, c in r["roofline"]["categories"].items():
     print(f"  {name:14s} {c['ms']:8.2f} {c['gb']:8.2f} {c['tflop']:7.2f} {c['count']:8d}")

@@ -127,7 +127,7 @@ def test_ul2_split_cuts_each_example_to_its_true_length():
     np.testing.assert_array_equal(_pad([ex["targets"]], 32)[0], batch["targets"][i])
     assert (ex["targets_denoiser"] == batch["denoiser"][i]).all() and ex["targets_mask"].all()
   with pytest.raises(ValueError, match="encdec"):
-    D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, _ids(), 64, 32, 70, "decoder").packing()
+    D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, _ids(), 64, 32, 70, "decoder").packing(2)
 
 
 def _ul2_iterator(process_index=0, process_count=1, batch=8):

@@ -106,12 +106,12 @@ class Packing:
   length; `along` packs per-position side features with a sequence feature (e.g. targets_mask with
   targets). Rows come out padded with 0, with `<feature>_segment_ids` (1, 2, … in row order, 0 =
   padding) and `<feature>_positions` (0, 1, … restarting in each example) for each sequence feature.
-  At most `max_segments` examples share a row (the model's `max_segments`, which cuDNN needs and pays
-  for per slot: see `TransformerConfig.max_segments`)."""
+  At most `max_segments` examples share a row: pass the model's `max_segments` (cuDNN's packed layout
+  has that many slots a row, and pays for each: `models.transformer.MAX_SEGMENTS`)."""
   lengths: Mapping[str, int]
   split: Callable[[dict], list]
+  max_segments: int
   along: Mapping[str, str] = dataclasses.field(default_factory=dict)
-  max_segments: int = 2
 
   def __post_init__(self):
     bad = {k: v for k, v in self.along.items() if v not in self.lengths}

@@ -39,6 +39,15 @@ REMAT_POLICIES = {
 }
 
 
+# Packed batches on cuDNN: the default of `TransformerConfig.max_segments`, the one number a packer's
+# cap comes from (`data.pipeline.Packing.max_segments`). cuDNN pays for every slot, used or not: its
+# packed layout runs B·max_segments sequences (its statistics, the dO·O and dQ passes of the backward
+# are that many rows long). T5-base UL2 at 512/128, B=256, one H100 (notes/perf.md, run 6): 347.3
+# ms/step at 16, 278.1 at 4, 267.9 at 2 (251.2 unpacked); packing puts 1.089 / 1.089 / 1.084 UL2
+# examples in a row at 16 / 4 / 2.
+MAX_SEGMENTS = 2
+
+
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   vocab_size: int
@@ -79,11 +88,7 @@ class TransformerConfig:
   # `Transformer`) on cuDNN: the most segments one row may hold. cuDNN's packed ("ragged") layout
   # takes per-row segment tables of this static size; the packer must not put more in a row
   # (`data.pipeline.Packing.max_segments`). Unused by XLA's attention, which takes a mask.
-  # cuDNN pays for every slot, used or not: its packed layout runs B·max_segments sequences (its
-  # statistics, the dO·O and dQ passes of the backward are that many rows long). T5-base UL2 at
-  # 512/128, B=256, one H100 (notes/perf.md, run 6): 347.3 ms/step at 16, 278.1 at 4, 267.9 at 2
-  # (251.2 unpacked); packing puts 1.089 / 1.089 / 1.084 UL2 examples in a row at 16 / 4 / 2.
-  max_segments: int = 2
+  max_segments: int = MAX_SEGMENTS
 
   def __post_init__(self):
     if self.norm_impl not in ("xla", "pallas", "auto"):

@@ -65,8 +65,9 @@ def run(args) -> None:
         it = pipeline.make_iterator(source, global_batch_size=args.batch, seed=args.seed, num_threads=1, **kw)
         paths[name] = (lambda it=it: next(it), args.batch)
       if arch == "encdec":
+        from paperjax.models.transformer import MAX_SEGMENTS  # the model's default cap, as the trainer packs
         it = pipeline.make_iterator(source, global_batch_size=args.batch, seed=args.seed, num_threads=1,
-                                    batch_fn=mix.batch, pack=mix.packing())
+                                    batch_fn=mix.batch, pack=mix.packing(MAX_SEGMENTS))
         from paperjax.models.lm import real_tokens
         held = []
 
