@@ -58,7 +58,9 @@ fi
 #  - T5 UL2 at B=256 on packed batches (two to a row), profiled, and the same on padded batches,
 #    profiled in the same call: the attention kernels of the two layouts side by side (run 6 profiled
 #    only the packed ones: 53.5 ms of attention at 2 slots, and 5.1 ms of selects);
-#  - the 1B decoder at B=16 with the fused norm (59.8% in 5b, 59.3% in 6), GPT-2 with it (43.2% in 6);
+#  - the 1B decoder at B=16 with the fused norm (59.8% in 5b, 59.3% in 6), then the same with the
+#    optimizer's bf16 copy of the kernels (`--param_copy`: no per-step casts; roofline −1.65 ms, so
+#    ~+0.2 points), back to back on one machine; GPT-2 with the fused norm (43.2% in 6);
 #  - then the trainer row (the base preset, which now packs), then the extras while time is left.
 VARIANTS=(
   "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
@@ -66,11 +68,13 @@ VARIANTS=(
   "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --profile=/tmp/trace_t5p"
   "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
   "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "1b_b16_fusednorm_copy|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --param_copy"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
 )
 EXTRA=(
   "check_unwritten_t5_nocb|$T --batch=32 --attention=cudnn --xla_flags=tuned_ops --check_unwritten"
   "t5_b256_packed_ms4|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --max_segments=4"
+  "gpt2_fusednorm_copy|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --param_copy"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_ops_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=4 --warmup=2 --profile=$OUT/trace_gpt2_ops"
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,synthetic"

@@ -89,6 +89,9 @@ def parse_args(argv=None):
   p.add_argument("--loss_impl", default="fused", choices=["fused", "remat"],
                  help="fused: losses.fused_linear_cross_entropy (no recompute); remat: lm.loss_sums(chunk=N)")
   p.add_argument("--optimizer", default="adamw")
+  p.add_argument("--param_copy", action="store_true",
+                 help="the optimizer also writes the weight kernels in --dtype, and the step reads that copy instead of "
+                      "casting them every step (optimizer.param_copy; optim.with_param_copy)")
   p.add_argument("--data", default=("synthetic",), type=_data_list,
                  help="synthetic: one device-resident batch of random tokens; ul2_resident: one real UL2 batch, "
                       "device-resident (the real sequence lengths, no host work); ul2: the UL2 host transform "
@@ -258,6 +261,8 @@ def build(args, devices=None):
                  b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.1, clip_norm=1.0)
   if args.optimizer == "adafactor":  # as configs/ul2.py's base and large presets (a test keeps them equal)
     opt.update(schedule="rsqrt", weight_decay=0.0, clip_norm=0.0, lr=1e-2)
+  if args.param_copy:
+    opt.update(param_copy=args.dtype)
   tx, lr_schedule = optim.build(opt, total_steps=10_000)
   mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, -1, 1), devices=devices)  # FSDP over every device
   rules = sharding.DEFAULT_RULES
@@ -343,7 +348,7 @@ def target(args) -> dict:
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, optimizer=args.optimizer, xla_flags=args.xla_flags,
+      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, optimizer=args.optimizer + ("+copy" if args.param_copy else ""), xla_flags=args.xla_flags,
       xla_flags_str=used_flags, compile_s=round(compile_s, 2), init_compile_s=round(init_compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=sum(lengths.values()) * batch_size, compiled_mem_gb=_memory_analysis(compiled),
@@ -566,7 +571,7 @@ def run(args) -> dict:
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
       fused=args.fused, norm=args.norm,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
-      data=",".join(args.data), optimizer=args.optimizer, xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
+      data=",".join(args.data), optimizer=args.optimizer + ("+copy" if args.param_copy else ""), xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=hlo_flops)
   if host_sources:  # real batches hold padding: the share of positions that hold a token (first batch)

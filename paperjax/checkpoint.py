@@ -47,10 +47,13 @@ def config_dict(config) -> dict:
 
 
 def config_diff(saved: dict, current: dict) -> list[str]:
+  """The fields that differ, save the resumable ones and fields added to the code since the run was
+  saved that are still off ("", 0, False, None: a new option at its default changes nothing)."""
   a, b = _flatten(saved), _flatten(current)
   keys = sorted(set(a) | set(b))
   return [f"{k}: {a.get(k, '<absent>')!r} → {b.get(k, '<absent>')!r}" for k in keys
-          if a.get(k) != b.get(k) and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)]
+          if a.get(k) != b.get(k) and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
+          and not (k not in a and b[k] in ("", 0, False, None))]
 
 
 class Checkpointer:

@@ -16,7 +16,7 @@ import jax
 import optax
 from jax.sharding import PartitionSpec as P
 
-from paperjax import sharding
+from paperjax import optim, sharding
 
 
 def sgd_step(loss_fn: Callable, tx: optax.GradientTransformation, lr_schedule: Callable) -> Callable:
@@ -25,7 +25,9 @@ def sgd_step(loss_fn: Callable, tx: optax.GradientTransformation, lr_schedule: C
   Metrics stay on device (the loop fetches step N's after dispatching step N+1: no host sync)."""
   def step(state, batch):
     rng = jax.random.fold_in(state.rng, state.step)
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+    params = optim.compute_params(state.params, state.opt_state)  # the optimizer's bf16 kernels, if it keeps them
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+    grads = optim.as_param_dtypes(grads, state.params)
     new_state = state.apply_gradients(grads, tx)
     return new_state, {**aux, "loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr_schedule(state.step)}
   return step

@@ -142,6 +142,15 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     _prepare_workdir(workdir, restart)
   ctx = build_context(config, workdir, mesh, rules)
   method = registry.make(config, ctx)
+  copy = config.optimizer.get("param_copy", "")
+  if copy and method.step is not None:
+    raise ValueError(f"optimizer.param_copy={copy!r} works with the trainer's default step only, and {config.method} has "
+                     "its own (which may change parameters outside the optimizer, leaving the copy stale); "
+                     "set optimizer.param_copy=''.")
+  model_dtype = config.get("model", {}).get("dtype", None)
+  if copy and model_dtype is not None and str(copy) != str(model_dtype):
+    raise ValueError(f"optimizer.param_copy={copy!r} differs from model.dtype={model_dtype!r}: the step would compute "
+                     f"with {copy} kernels; set optimizer.param_copy to the model's compute dtype or ''.")
   tx, lr_schedule = optim.build(config.optimizer, int(tcfg.steps))
   ctx.tx, ctx.lr_schedule, ctx.model = tx, lr_schedule, method.model
 

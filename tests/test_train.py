@@ -60,6 +60,18 @@ def test_workdir_with_other_config_is_refused(tmp_path):
   assert os.listdir(tmp_path / "checkpoints")  # nothing was deleted
 
 
+def test_config_diff_ignores_a_field_added_since_at_its_off_default():
+  """A run saved before a config field existed resumes if the field is still off; turned on, or
+  changed from a saved value, it is a difference."""
+  from paperjax.checkpoint import config_diff  # pylint: disable=g-import-not-at-top
+  saved = {"optimizer": {"lr": 1.0}}
+  assert config_diff(saved, {"optimizer": {"lr": 1.0, "param_copy": ""}}) == []
+  assert config_diff(saved, {"optimizer": {"lr": 1.0, "param_copy": "bfloat16"}}) == [
+      "optimizer.param_copy: '<absent>' → 'bfloat16'"]
+  assert config_diff({"optimizer": {"lr": 1.0, "param_copy": "bfloat16"}},
+                     {"optimizer": {"lr": 1.0, "param_copy": ""}}) == ["optimizer.param_copy: 'bfloat16' → ''"]
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   cfg = shrink(ul2_config.get_config(), steps=6)
   cfg.train.ckpt_every = 2
@@ -110,3 +122,38 @@ def test_stages_hand_parameters_over(tmp_path):
   assert set(s["stages"]) == {"span", "ul2"}
   assert s["stages"]["span"]["step"] == 2 and s["step"] == 3
   assert os.path.isdir(tmp_path / "span" / "checkpoints") and os.path.isdir(tmp_path / "ul2" / "checkpoints")
+
+
+
+def _copy_config(copy: bool):
+  c = shrink(ul2_config.get_config(), steps=4)
+  c.model.dtype = "bfloat16"
+  c.optimizer.param_copy = "bfloat16" if copy else ""
+  return c
+
+
+@pytest.mark.slow  # three short runs; the copy's numbers are checked in the fast suite (tests/test_optim.py)
+def test_param_copy_resumes_and_trains_as_without_it(tmp_path):
+  """`optimizer.param_copy` (the optimizer keeps the bf16 kernels the step reads): a run with it,
+  stopped and resumed from its checkpoint (the copy is part of the optimizer state), has the loss
+  curve of a straight run without it, to the last bit."""
+  straight = train.run(_copy_config(False), str(tmp_path / "plain"))
+  cfg = _copy_config(True)
+  cfg.train.stop_at = 2
+  first = train.run(cfg, str(tmp_path / "copy"))
+  cfg.train.stop_at = 0
+  second = train.run(cfg, str(tmp_path / "copy"))
+  assert losses(straight) == losses(first) + losses(second) and second["step"] == 4
+
+
+def test_param_copy_bad_combinations_are_one_sentence(tmp_path):
+  wrong = _copy_config(True)
+  wrong.model.dtype = "float32"
+  with pytest.raises(ValueError, match=r"param_copy='bfloat16' differs from model\.dtype='float32'"):
+    train.run(wrong, str(tmp_path / "wrong"))
+  from configs import look  # pylint: disable=g-import-not-at-top
+  own = shrink(look.get_config())
+  own.optimizer.param_copy = "bfloat16"
+  with pytest.raises(ValueError, match="default step only"):
+    train.run(own, str(tmp_path / "own"))
+  assert not any((tmp_path / d / "checkpoints").exists() for d in ("wrong", "own"))

@@ -37,6 +37,7 @@ _TOPOLOGY = flags.DEFINE_string("topology", "local", "cpu:N, tpu:NAME (e.g. tpu:
                                  "gpu:h100x8) or local.")
 _XLA_FLAGS = flags.DEFINE_string("xla_flags", "none", "A named XLA flag set from paperjax/xla_flags.py, as "
                                  "`paperjax.main --xla_flags` takes it: the step compiled as that run compiles it.")
+_HLO_OUT = flags.DEFINE_string("hlo_out", "", "Also write the compiled step's HLO text to this file.")
 
 
 def _reexec_with_cpu_devices(n: int) -> None:
@@ -147,7 +148,9 @@ def lower_step(config, topology: str = "local"):
                    "attention": (config.get("model", None) or {}).get("attention_impl", None)}
 
 
-def preflight(config, topology: str) -> dict:
+def preflight(config, topology: str, hlo_out: str = "") -> dict:
+  """Compiles `config`'s step for `topology`; its memory figures (and, with `hlo_out`, the compiled
+  program's text written there, for `paperjax.roofline` or a count of its collectives)."""
   gpu = gpu_target(topology)
   if gpu is None:
     lowered, out = lower_step(config, topology)
@@ -162,6 +165,9 @@ def preflight(config, topology: str) -> dict:
     with roofline.cudnn_checks_for(gpu[0]):
       lowered, out = lower_step(config, topology)
       compiled = lowered.compile()
+  if hlo_out:
+    with open(hlo_out, "w") as f:
+      f.write(compiled.as_text())
   mem = compiled.memory_analysis()
   if mem is not None:
     for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
@@ -183,7 +189,7 @@ def main(argv):
   if m:
     _reexec_with_cpu_devices(int(m.group(1)))
   with errors.one_sentence():
-    out = preflight(_CONFIG.value, topo)
+    out = preflight(_CONFIG.value, topo, _HLO_OUT.value)
   gib = lambda b: f"{b / 2**30:.3f} GiB"
   print(f"preflight: {_CONFIG.value.method} ({_CONFIG.value.get('preset', '')}) on {topo}: {out['devices']} × "
         f"{out['device_kind']}, mesh {out['mesh']}, {out['params'] / 1e6:.1f}M params, global batch {out['global_batch']}"

@@ -1,0 +1,98 @@
+"""`optimizer.param_copy`: the optimizer writes the weight kernels in the compute dtype, and the step
+differentiates that copy instead of casting the fp32 kernels every step — the same numbers."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from paperjax import bench, optim
+from paperjax import step as step_lib
+
+
+def _params():
+  r = np.random.default_rng(0)
+  f = lambda *s: jnp.asarray(r.normal(size=s), jnp.float32)
+  return {"dense": {"kernel": f(3, 2), "bias": f(2)}, "embed": {"embedding": f(5, 2)}, "norm": {"scale": f(2)}}
+
+
+def test_param_copy_keeps_the_kernels_cast_from_the_updated_parameters():
+  params = _params()
+  tx = optim.with_param_copy(optax.adamw(0.1, weight_decay=0.1), jnp.bfloat16)
+  state = tx.init(params)
+  masked = lambda x: isinstance(x, optax.MaskedNode)
+  assert state.copy["dense"]["kernel"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(state.copy["dense"]["kernel"], params["dense"]["kernel"].astype(jnp.bfloat16))
+  assert all(masked(state.copy[k][n]) for k, n in (("dense", "bias"), ("embed", "embedding"), ("norm", "scale")))
+
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  updates, state = tx.update(grads, state, params)
+  new = optax.apply_updates(params, updates)
+  # Adam's first update is -lr·sign(g) (plus decay): the kernel moved, and the copy is the moved one.
+  want = params["dense"]["kernel"] - 0.1 * (1.0 + 0.1 * params["dense"]["kernel"])
+  np.testing.assert_allclose(new["dense"]["kernel"], want, atol=2e-6)
+  np.testing.assert_array_equal(state.copy["dense"]["kernel"], new["dense"]["kernel"].astype(jnp.bfloat16))
+
+  view = optim.compute_params(new, state)
+  assert view["dense"]["kernel"] is state.copy["dense"]["kernel"]
+  assert all(view[k][n] is new[k][n] for k, n in (("dense", "bias"), ("embed", "embedding"), ("norm", "scale")))
+  plain = optax.adamw(0.1).init(params)
+  assert optim.compute_params(params, plain) is params
+  with pytest.raises(ValueError, match="needs the parameters"):
+    tx.update(grads, state)
+
+
+def test_build_wraps_the_optimizer_and_refuses_a_non_dtype():
+  opt = bench.AttrDict(name="adamw", lr=1e-3, warmup_steps=0, schedule="constant", clip_norm=1.0, param_copy="bfloat16")
+  tx, _ = optim.build(opt, 10)
+  assert isinstance(tx.init(_params()), optim.ParamCopyState)
+  opt.update(param_copy="bf17")
+  with pytest.raises(ValueError, match="not a dtype"):
+    optim.build(opt, 10)
+
+
+def _casts_of_inputs(step_fn, state, batch) -> int:
+  """f32 → bf16 converts applied directly to the step's own inputs (the state's parameters)."""
+  jaxpr = jax.make_jaxpr(step_fn)(state, batch).jaxpr
+  while len(jaxpr.eqns) == 1 and "jaxpr" in jaxpr.eqns[0].params:  # the jitted step's own body
+    jaxpr = jaxpr.eqns[0].params["jaxpr"].jaxpr
+  inputs = set(map(id, jaxpr.invars))
+  return sum(1 for e in jaxpr.eqns if e.primitive.name == "convert_element_type"
+             and e.params["new_dtype"] == jnp.bfloat16 and id(e.invars[0]) in inputs
+             and e.invars[0].aval.dtype == jnp.float32 and e.invars[0].aval.ndim >= 2)
+
+
+def test_param_copy_trains_the_same_numbers_without_casting_the_kernels(shape="tiny"):
+  """Three steps of the bench's bf16 model with and without the copy: the same losses and the same
+  parameters to the last bit, and the copy's step casts none of its fp32 kernels (the plain one casts
+  every one of them)."""
+  runs = {}
+  for copy in (False, True):
+    argv = [f"--shape={shape}", "--batch=4", "--dtype=bfloat16", "--loss_chunk=32"] + (["--param_copy"] if copy else [])
+    b = bench.build(bench.parse_args(argv))
+    state, _ = step_lib.init_sharded(b.init_state, jax.random.PRNGKey(0), b.mesh, b.rules, b.tx)
+    batch = jax.device_put(b.example, b.batch_shardings)
+    n_kernels = sum(1 for x in jax.tree.leaves(optim.matrix_labels(state.params)) if x == "matrix")
+    with step_lib.mesh_context(b.mesh, b.rules):
+      casts = _casts_of_inputs(b.p_step, state, batch)
+    losses = []
+    for _ in range(3):
+      state, metrics = b.p_step(state, batch)
+      losses.append(float(metrics["loss"]))
+    runs[copy] = (losses, state, casts, n_kernels)
+    if copy:  # the copy is laid out as its kernel (FSDP shards it too): its logical specs are the kernel's
+      with step_lib.mesh_context(b.mesh, b.rules):
+        boxed = jax.eval_shape(b.init_state, jax.random.PRNGKey(0))
+      specs = step_lib.state_specs(boxed, b.tx)
+      masked = lambda x: isinstance(x, optax.MaskedNode)
+      pairs = jax.tree.leaves(jax.tree.map(lambda c, p: None if masked(c) else (c, p), specs.opt_state.copy,
+                                           specs.params, is_leaf=masked), is_leaf=lambda x: isinstance(x, tuple))
+      assert len(pairs) == n_kernels and all(c == p for c, p in pairs) and any(len(p) for _, p in pairs), pairs
+  (l0, s0, c0, n), (l1, s1, c1, _) = runs[False], runs[True]
+  assert l0 == l1 and l0[0] != l0[-1]
+  jax.tree.map(np.testing.assert_array_equal, s0.params, s1.params)
+  assert n > 0 and c0 >= n and c1 == c0 - n
+  masked = lambda x: isinstance(x, optax.MaskedNode)
+  jax.tree.map(lambda c, p: masked(c) or np.testing.assert_array_equal(c, p.astype(jnp.bfloat16)),
+               s1.opt_state.copy, s1.params, is_leaf=masked)
