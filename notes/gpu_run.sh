@@ -62,6 +62,9 @@ fi
 #    optimizer's bf16 copy of the kernels (`--param_copy`: no per-step casts; roofline −1.65 ms, so
 #    ~+0.2 points), back to back on one machine; GPT-2 with the fused norm (43.2% in 6);
 #  - then the trainer row (the base preset, which now packs), then the extras while time is left.
+#  Every row now reports the host's time inside the step call ("call ms"): run 6's trainer spent
+#  300-331 ms of each 347 ms step there. The extra row t5_b256_nodonate asks whether donating the state
+#  is what makes the call wait for the step before it (its call time against t5_b256_fusednorm_data's).
 VARIANTS=(
   "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
   "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
@@ -75,6 +78,7 @@ EXTRA=(
   "check_unwritten_t5_nocb|$T --batch=32 --attention=cudnn --xla_flags=tuned_ops --check_unwritten"
   "t5_b256_packed_ms4|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --max_segments=4"
   "gpt2_fusednorm_copy|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --param_copy"
+  "t5_b256_nodonate|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --no_donate"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_ops_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=4 --warmup=2 --profile=$OUT/trace_gpt2_ops"
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,synthetic"
@@ -203,10 +207,11 @@ for r in [r for r in rows if "ok" in r and "cases" not in r]:  # --check_packing
   print(f"{r['tag']}: {r['examples']} examples in {r['rows']} packed rows, loss rel {r['loss_rel']:.2e}, "
         f"gradient rel {r['grad_rel']:.2e} on {r['device']} ({r['attention']}): {'EQUAL' if r['ok'] else 'DIFFERENT'}")
 rows = [r for r in rows if "ms_per_step" in r]
-print(f"\n{'variant':<30} {'B':>4} {'ms/step':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU full':>8} {'MFU caus':>8} {'peakGiB':>7} {'compile':>7} {'loss':>6}")
+print(f"\n{'variant':<30} {'B':>4} {'ms/step':>8} {'tok/s':>9} {'TFLOP/s':>8} {'MFU full':>8} {'MFU caus':>8} {'peakGiB':>7} {'compile':>7} {'loss':>6} {'call ms':>7}")
 for r in rows:
   print(f"{r['tag']:<30} {r['batch']:>4} {r['ms_per_step']:>8.2f} {r['tokens_per_s']/1e3:>8.1f}K {r['tflops_full']:>8.1f} "
         f"{100*r.get('mfu_full', 0):>7.1f}% {100*r.get('mfu_causal', 0):>7.1f}% {r.get('peak_mem_gb') or 0:>7.2f} {r['compile_s']:>6.1f}s {r['loss']:>6.3f}"
+        f" {r.get('call_ms_per_step', 0):>7.2f}"
         + (f"  fill {100 * r['fill']:.1f}%" if "fill" in r else ""))
   for name, d in list(r.get("by_data", {}).items())[1:]:
     print(f"  {'data=' + name:<28} {'':>4} {d['ms_per_step']:>8.2f} {d['tokens_per_s']/1e3:>8.1f}K {d['tflops_full']:>8.1f} "

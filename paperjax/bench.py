@@ -89,6 +89,9 @@ def parse_args(argv=None):
   p.add_argument("--loss_impl", default="fused", choices=["fused", "remat"],
                  help="fused: losses.fused_linear_cross_entropy (no recompute); remat: lm.loss_sums(chunk=N)")
   p.add_argument("--optimizer", default="adamw")
+  p.add_argument("--no_donate", action="store_true",
+                 help="jit the step without donating the state (the trainer donates it): does the step call block "
+                      "on the previous step's buffers? (call_ms_per_step says)")
   p.add_argument("--param_copy", action="store_true",
                  help="the optimizer also writes the weight kernels in --dtype, and the step reads that copy instead of "
                       "casting them every step (optimizer.param_copy; optim.with_param_copy)")
@@ -279,7 +282,7 @@ def build(args, devices=None):
   abstract_batch = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), example, batch_shardings)
   n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))
 
-  p_step = step_lib.jit_step(step_fn, state_shardings, batch_shardings, mesh, rules)
+  p_step = step_lib.jit_step(step_fn, state_shardings, batch_shardings, mesh, rules, donate=not args.no_donate)
   return types.SimpleNamespace(
       cfg=cfg, shape=shape, batch_size=batch_size, lengths=lengths, rng_np=rng_np, example=example,
       host_sources=host_sources, tx=tx, mesh=mesh, rules=rules, batch_shardings=batch_shardings,
@@ -571,7 +574,8 @@ def run(args) -> dict:
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
       fused=args.fused, norm=args.norm,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
-      data=",".join(args.data), optimizer=args.optimizer + ("+copy" if args.param_copy else ""), xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
+      data=",".join(args.data), optimizer=args.optimizer + ("+copy" if args.param_copy else ""), donate=not args.no_donate,
+      xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=hlo_flops)
   if host_sources:  # real batches hold padding: the share of positions that hold a token (first batch)
@@ -618,12 +622,16 @@ def run(args) -> dict:
   result.update(init_s=round(init_s, 2), first_step_s=round(first_step_s, 2))
   host0 = {name: f[1]() for name, f in feeds.items()}
   windows = {name: [] for name in feeds}
+  calls = {name: 0.0 for name in feeds}  # host seconds inside the step call: dispatch, or the runtime blocking it
   per_window = max(1, args.steps // 2)
   for _ in range(2):  # two timed windows per source, interleaved: their spread is this measurement's noise floor
     for name, (next_batch, _) in feeds.items():
       t0 = time.perf_counter()
       for _ in range(per_window):
-        state, m = compiled(state, next_batch())  # no host sync inside the window
+        batch = next_batch()
+        t_call = time.perf_counter()
+        state, m = compiled(state, batch)  # no host sync inside the window
+        calls[name] += time.perf_counter() - t_call
       jax.block_until_ready((state, m))
       windows[name].append((time.perf_counter() - t0) / per_window)
   loss = float(m["loss"])
@@ -636,6 +644,7 @@ def run(args) -> dict:
   for name in feeds:
     dt = float(np.mean(windows[name]))
     row = dict(ms_per_step=round(1e3 * dt, 3), window_ms=[round(1e3 * w, 3) for w in windows[name]],
+               call_ms_per_step=round(1e3 * calls[name] / (2 * per_window), 3),
                tokens_per_s=result["tokens_per_step"] / dt,
                tflops_full=result["flops_per_step_full"] / dt / 1e12 / jax.device_count(),
                tflops_causal=result["flops_per_step_causal"] / dt / 1e12 / jax.device_count())
@@ -728,11 +737,12 @@ def _report(r: dict) -> None:
   first = r["data"].split(",")[0]
   print(f"{head}\n  {r['ms_per_step']:.2f} ms/step (windows {r['window_ms']}), {r['tokens_per_s'] / 1e3:,.1f}K tokens/s, "
         f"{r['tflops_full']:.1f} TFLOP/s full ({r['tflops_causal']:.1f} causal), {mfu}, {mem_s}, "
-        f"loss {r['loss']:.3f}{_host_note(first, r)}"
+        f"loss {r['loss']:.3f}{_host_note(first, r)}; step call {r['call_ms_per_step']:.2f} ms"
         + (f"; {100 * r['fill']:.1f}% of positions hold a token (first batch)" if "fill" in r else ""), flush=True)
   for name, row in list(r.get("by_data", {}).items())[1:]:
     print(f"  data={name}: {row['ms_per_step']:.2f} ms/step (windows {row['window_ms']}), "
-          f"{100 * row['vs_first']:+.2f}% vs {first}{_host_note(name, row)}", flush=True)
+          f"{100 * row['vs_first']:+.2f}% vs {first}{_host_note(name, row)}; step call {row['call_ms_per_step']:.2f} ms",
+          flush=True)
 
 
 def _host_note(name: str, row: dict) -> str:

@@ -156,12 +156,13 @@ def threefry_kernels():
     jax.config.update("jax_threefry_gpu_kernel_lowering", before)
 
 
-def jit_step(step: Callable, state_shardings, batch_shardings, mesh, rules):
+def jit_step(step: Callable, state_shardings, batch_shardings, mesh, rules, donate: bool = True):
   """`step` jitted with explicit shardings and the state donated (its buffers are reused for the
-  new state, so params + optimizer state are not held twice). Trace it under `mesh_context`."""
+  new state, so params + optimizer state are not held twice; `donate=False` only for the benchmark's
+  question whether donation makes the call wait). Trace it under `mesh_context`."""
   with mesh_context(mesh, rules):
     return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
-                   out_shardings=(state_shardings, None), donate_argnums=(0,))
+                   out_shardings=(state_shardings, None), donate_argnums=(0,) if donate else ())
 
 
 def abstract_state(init_fn: Callable, rng, mesh, rules, tx=None):

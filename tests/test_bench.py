@@ -43,7 +43,7 @@ def test_encdec_flops_by_hand():
 
 
 @pytest.mark.parametrize("argv", [
-    ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE"],
+    ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE", "--no_donate"],
     ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96", "--fused"],
     # The same program as the row above (a compilation-cache hit): one real batch kept on the device, and
     # the trainer's grain iterator, timed in interleaved windows; Adafactor as in the UL2 presets.
@@ -65,6 +65,8 @@ def test_bench_runs_the_step(argv, tmp_path):
   assert r["mfu_causal"] <= r["mfu_full"]
   assert out.read_text().count("\n") == 1
   assert r["init_s"] > 0 and r["first_step_s"] > 0  # where a cold start goes, beside compile_s
+  assert 0 < r["call_ms_per_step"] < 10 * r["ms_per_step"]  # the host's time inside the step call
+  assert r["donate"] == ("--no_donate" not in argv)
   if r["data"] == "ul2":
     assert r["host_ms_per_step"] >= 0
   if "ul2" in r["data"]:  # real batches: the share of positions holding a token
