@@ -52,7 +52,9 @@ fi
 #  - check_unwritten: what cuDNN leaves outside the lengths / segments, forward and backward, in memory
 #    NaN-filled first (XLA's zero-fill of cuDNN's outputs is dropped under command buffers, openxla/xla
 #    PR #46500 says): is the padding mode the T5 rows and presets use clean, and could the packed path's
-#    5.1 ms of selects go (packed_raw clean)? (The first extra row asks the same with command buffers off.)
+#    5.1 ms of selects go (packed_unguarded clean: `model.packed_guard=False` is safe)? (An extra row
+#    asks the same with command buffers off; the first extra row, t5_b256_packed_noguard, times the
+#    packed step without the selects, whatever the check says: what turning the guard off would gain.)
 #  - check_packing: cuDNN's packed layout at max_segments=2 against XLA's attention with a dense mask
 #    (run 6 checked it at 16: EQUAL, gradient rel 9.4e-3);
 #  - T5 UL2 at B=256 on packed batches (two to a row), profiled, and the same on padded batches,
@@ -75,6 +77,7 @@ VARIANTS=(
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
 )
 EXTRA=(
+  "t5_b256_packed_noguard|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --no_packed_guard"
   "check_unwritten_t5_nocb|$T --batch=32 --attention=cudnn --xla_flags=tuned_ops --check_unwritten"
   "t5_b256_packed_ms4|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --max_segments=4"
   "gpt2_fusednorm_copy|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --param_copy"

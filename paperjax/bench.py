@@ -71,6 +71,10 @@ def parse_args(argv=None):
                  help="jax.nn.dot_product_attention implementation; cudnn needs bf16/fp16 and a GPU")
   p.add_argument("--padding_lengths", action="store_true",
                  help="encoder padding as per-example lengths (TransformerConfig.padding_as_lengths)")
+  p.add_argument("--no_packed_guard", action="store_true",
+                 help="packed batches on cuDNN without the selects that zero the key/value gradients outside the "
+                      "segments (TransformerConfig.packed_guard=False; safe only where --check_unwritten reports "
+                      "packed_unguarded clean)")
   p.add_argument("--max_segments", type=int, default=0,
                  help="packed data: most examples a row may hold (0: the model config's default); cuDNN's "
                       "packed layout pays for every slot")
@@ -159,6 +163,8 @@ def model_config(args):
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
     kw["max_segments"] = args.max_segments
+  if args.no_packed_guard:
+    kw["packed_guard"] = False
   if args.layers:
     kw["num_layers"] = args.layers
     if "num_encoder_layers" in kw:
@@ -463,8 +469,9 @@ def unwritten_cases(cfg, length: int, batch: int, dtype, seed: int = 0):
   in two segments; the output's cotangent `ct` is 0 at padded positions, as in training.
     lengths       the padding mode (`padding_as_lengths`): jax.nn.dot_product_attention with lengths
     packed        `transformer.packed_attention` (the model's packed path, with its covering / selects)
-    packed_raw    cuDNN's packed layout unguarded (`transformer.cudnn_packed`): are the selects needed?
-  The packed cases exist for cuDNN only; each case also runs causal (`<case>_causal`)."""
+    packed_unguarded  the same with `guard=False` (`TransformerConfig.packed_guard`): no selects
+    packed_raw    cuDNN's packed layout, no covering, no selects (`transformer.cudnn_packed`)
+  The packed cases exist for cuDNN only; each case but packed_unguarded also runs causal (`<case>_causal`)."""
   import jax
   import jax.numpy as jnp
   from paperjax.models import transformer as T
@@ -483,6 +490,8 @@ def unwritten_cases(cfg, length: int, batch: int, dtype, seed: int = 0):
       q, k, v, is_causal=c, query_seq_lengths=lens, key_value_seq_lengths=lens, implementation=cfg.attention_impl)}
   if cfg.attention_impl == "cudnn":
     paths["packed"] = lambda q, k, v, c: T.packed_attention(q, k, v, layout(True), layout(c), is_causal=c)
+    paths["packed_unguarded"] = lambda q, k, v, c: T.packed_attention(q, k, v, layout(True), layout(c), is_causal=c,
+                                                                       guard=False)
     paths["packed_raw"] = lambda q, k, v, c: T.cudnn_packed(q, k, v, layout(False), layout(False), is_causal=c)
 
   def case(attend, causal):
@@ -491,7 +500,8 @@ def unwritten_cases(cfg, length: int, batch: int, dtype, seed: int = 0):
       return (out, *vjp(ct))
     return jax.jit(fn)
   cases = {f"{name}{'_causal' if causal else ''}": case(attend, causal)
-           for causal in (False, True) for name, attend in paths.items()}
+           for causal in (False, True) for name, attend in paths.items()
+           if not (causal and name == "packed_unguarded")}  # causal keys cover the padding: no selects to drop
   return (q, k, v, ct), rows, cases
 
 
@@ -501,8 +511,8 @@ def check_unwritten(args) -> dict:
   memory is filled with NaN (arrays the size of the call's results, written and freed), so a row
   nobody writes shows. A path is clean when its outputs are finite and its q/k/v gradients exactly 0
   wherever they lie outside the rows (dW = xᵀ·dq sums over every position; a NaN output reaches
-  dW_out through 0·NaN). Exit 1 (main) if the lengths or packed path is not clean; packed_raw only
-  reports (it says whether the packed path's selects could go)."""
+  dW_out through 0·NaN). Exit 1 (main) if the lengths or packed path is not clean; packed_unguarded
+  and packed_raw only report (whether `packed_guard=False` is safe on this stack)."""
   used_flags = xla_flags.apply(args.xla_flags)
   import jax
   import jax.numpy as jnp
@@ -522,7 +532,7 @@ def check_unwritten(args) -> dict:
     inside = all(np.isfinite(np.asarray(a, np.float32)[rows]).all() for a in results)
     clean = inside and found["out"] != "nan" and all(found[x] == "zero" for x in ("dq", "dk", "dv"))
     cases[name] = dict(found, clean=bool(clean))
-  ok = all(c["clean"] for name, c in cases.items() if not name.startswith("packed_raw"))
+  ok = all(c["clean"] for name, c in cases.items() if name in ("lengths", "lengths_causal", "packed", "packed_causal"))
   result = dict(tag=args.tag or "check_unwritten", shape=args.shape, attention=impl, device=jax.devices()[0].device_kind,
                 batch=b, length=int(length), cases=cases, ok=bool(ok), xla_flags_str=used_flags)
   print(f"[{result['tag']}] {args.shape} attention={impl} on {result['device']}: B={b} L={length}, outside the rows "

@@ -222,8 +222,9 @@ def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout():
 
 @needs_cuda_plugin
 def test_check_unwritten_programs_compile_for_an_h100_on_cudnn():
-  # bench --check_unwritten runs on the card; here its six cuDNN programs (padding mode, the model's
-  # packed path, the raw packed layout; each also causal) compile for one, each with cuDNN both ways
+  # bench --check_unwritten runs on the card; here its seven cuDNN programs (padding mode, the model's
+  # packed path, the raw packed layout, each also causal; the packed path without its selects) compile
+  # for one, each with cuDNN both ways
   code = textwrap.dedent("""
     import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
     import jax, jax.numpy as jnp
@@ -239,14 +240,17 @@ def test_check_unwritten_programs_compile_for_an_h100_on_cudnn():
     with roofline.cudnn_checks_for("h100"):
       for name, fn in cases.items():
         hlo = jax.jit(fn, in_shardings=sh).lower(*abstract).compile().as_text()
-        print(name, hlo.count("__cudnn$fmhaSoftmax\\""), hlo.count("__cudnn$fmhaSoftmaxBackward\\""))
+        print(name, hlo.count("__cudnn$fmhaSoftmax\\""), hlo.count("__cudnn$fmhaSoftmaxBackward\\""),
+              hlo.count(" select("))
   """)
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "JAX_PLATFORMS": ""})
   assert out.returncode == 0, out.stderr[-3000:]
   found = {line.split()[0]: tuple(map(int, line.split()[1:])) for line in out.stdout.strip().splitlines()}
-  names = [n + c for c in ("", "_causal") for n in ("lengths", "packed", "packed_raw")]
-  assert found == {n: (1, 1) for n in names}, out.stdout
+  names = [n + c for c in ("", "_causal") for n in ("lengths", "packed", "packed_raw")] + ["packed_unguarded"]
+  assert {n: f[:2] for n, f in found.items()} == {n: (1, 1) for n in names}, out.stdout
+  # The guard is the key/value gradients' selects: the unguarded program has none of the guarded one's.
+  assert found["packed"][2] >= 2 and found["packed_unguarded"][2] <= found["packed"][2] - 2, out.stdout
 
 
 @pytest.mark.parametrize("backward", [False, True])
