@@ -96,6 +96,9 @@ def parse_args(argv=None):
   p.add_argument("--no_donate", action="store_true",
                  help="jit the step without donating the state (the trainer donates it): does the step call block "
                       "on the previous step's buffers? (call_ms_per_step says)")
+  p.add_argument("--group_leaves", action="store_true",
+                 help="the optimizer once per group of equal-shaped parameters, vmapped (optimizer.group_leaves; "
+                      "optim.grouped): one set of kernels per group instead of per parameter")
   p.add_argument("--param_copy", action="store_true",
                  help="the optimizer also writes the weight kernels in --dtype, and the step reads that copy instead of "
                       "casting them every step (optimizer.param_copy; optim.with_param_copy)")
@@ -272,6 +275,8 @@ def build(args, devices=None):
     opt.update(schedule="rsqrt", weight_decay=0.0, clip_norm=0.0, lr=1e-2)
   if args.param_copy:
     opt.update(param_copy=args.dtype)
+  if args.group_leaves:
+    opt.update(group_leaves=True)
   tx, lr_schedule = optim.build(opt, total_steps=10_000)
   mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, -1, 1), devices=devices)  # FSDP over every device
   rules = sharding.DEFAULT_RULES
@@ -357,7 +362,7 @@ def target(args) -> dict:
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, optimizer=args.optimizer + ("+copy" if args.param_copy else ""), xla_flags=args.xla_flags,
+      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, optimizer=args.optimizer + ("+copy" if args.param_copy else "") + ("+grouped" if args.group_leaves else ""), xla_flags=args.xla_flags,
       xla_flags_str=used_flags, compile_s=round(compile_s, 2), init_compile_s=round(init_compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=sum(lengths.values()) * batch_size, compiled_mem_gb=_memory_analysis(compiled),
@@ -584,7 +589,8 @@ def run(args) -> dict:
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
       fused=args.fused, norm=args.norm,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
-      data=",".join(args.data), optimizer=args.optimizer + ("+copy" if args.param_copy else ""), donate=not args.no_donate,
+      data=",".join(args.data), optimizer=args.optimizer + ("+copy" if args.param_copy else "") + ("+grouped" if args.group_leaves else ""),
+      donate=not args.no_donate,
       xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=hlo_flops)

@@ -23,7 +23,8 @@ def base(method: str) -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=3e-3, warmup_steps=50, schedule="cosine", end_lr_frac=0.1,
-      b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.01, clip_norm=1.0, momentum=0.0, nesterov=False, param_copy=""))
+      b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.01, clip_norm=1.0, momentum=0.0, nesterov=False, param_copy="",
+      group_leaves=False))
 
   c.train = ml_collections.ConfigDict(dict(
       steps=300, stop_at=0, log_every=25, eval_every=0, eval_batches=4, ckpt_every=100, ckpt_every_s=0.0,

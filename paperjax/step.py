@@ -95,10 +95,11 @@ def _specs_by_path(opt_state, param_specs, params):
   takes its spec (Adam's moments under optax.multi_transform); every other leaf is replicated. None if
   the state holds something other than arrays (a method's own annotated state)."""
   is_spec = lambda x: isinstance(x, P)
-  by_path = {}
-  for (path, spec), param in zip(jax.tree_util.tree_flatten_with_path(param_specs, is_leaf=is_spec)[0],
-                                 jax.tree.leaves(params)):
+  by_path, flat = {}, []
+  param_leaves = jax.tree.leaves(params)
+  for (path, spec), param in zip(jax.tree_util.tree_flatten_with_path(param_specs, is_leaf=is_spec)[0], param_leaves):
     by_path[_path_keys(path)] = (spec, tuple(param.shape))
+    flat.append(spec)
   leaves = jax.tree.leaves(opt_state)
   if not all(hasattr(x, "shape") for x in leaves):
     return None
@@ -110,7 +111,21 @@ def _specs_by_path(opt_state, param_specs, params):
       if hit is not None and hit[1] == tuple(leaf.shape):
         return hit[0]
     return P()
-  return jax.tree_util.tree_map_with_path(pick, opt_state)
+
+  def grouped(state: optim.GroupedState):
+    """A group's stacked leaves shaped [members, *parameter] take their members' spec behind the
+    stack axis (FSDP shards a stacked Adam moment as it shards the moment); the rest is replicated."""
+    out = []
+    for members, group_state in zip(optim.leaf_groups(params), state.groups):
+      specs = {flat[i] for i in members}
+      spec, shape = (specs.pop() if len(specs) == 1 else None), (len(members), *param_leaves[members[0]].shape)
+      out.append(jax.tree.map(lambda x, spec=spec, shape=shape: P(None, *spec) if spec is not None and
+                              tuple(x.shape) == shape else P(), group_state))
+    return optim.GroupedState(tuple(out))
+
+  is_grouped = lambda x: isinstance(x, optim.GroupedState)
+  return jax.tree_util.tree_map_with_path(lambda path, x: grouped(x) if is_grouped(x) else pick(path, x), opt_state,
+                                          is_leaf=is_grouped)
 
 
 def init_sharded(init_fn: Callable, rng, mesh, rules, tx=None):

@@ -103,3 +103,60 @@ def test_param_copy_trains_the_same_numbers_without_casting_the_kernels(flags):
   masked = lambda x: isinstance(x, optax.MaskedNode)
   jax.tree.map(lambda c, p: masked(c) or np.testing.assert_array_equal(c, p.astype(jnp.bfloat16)),
                s1.opt_state.copy, s1.params, is_leaf=masked)
+
+
+def _layered_params():
+  """Three 'layers' of equal-shaped leaves, a leaf Adafactor factors (both dims ≥ 128), odd ones out."""
+  r = np.random.default_rng(1)
+  f = lambda *s: jnp.asarray(r.normal(size=s), jnp.float32)
+  layer = lambda: {"kernel": f(160, 130), "bias": f(130), "scale": f(130)}
+  return {"layers": [layer() for _ in range(3)], "head": {"kernel": f(130, 7)}, "embed": {"embedding": f(11, 130)}}
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optax.adafactor(1e-2),  # factored moments, update clipping, parameter scale: all per leaf
+    lambda: optax.adamw(1e-2, weight_decay=0.1, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)),
+])
+def test_grouped_optimizer_is_the_per_leaf_optimizer(make):
+  """Run once per group of equal-shaped leaves (stacked, vmapped), the optimizer makes the updates it
+  makes leaf by leaf — per-leaf statistics, clipping and masks included — over several steps."""
+  params = _layered_params()
+  plain, grouped = make(), optim.grouped(make())
+  s_plain, s_grouped = plain.init(params), grouped.init(params)
+  assert len(s_grouped.groups) == len(optim.leaf_groups(params)) == 4  # embedding, head, biases + scales, kernels
+  p_plain = p_grouped = params
+  r = np.random.default_rng(2)
+  for _ in range(3):
+    grads = jax.tree.map(lambda x: jnp.asarray(r.normal(size=x.shape) * r.uniform(0.1, 10), jnp.float32), params)
+    u_plain, s_plain = plain.update(grads, s_plain, p_plain)
+    u_grouped, s_grouped = grouped.update(grads, s_grouped, p_grouped)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7), u_plain, u_grouped)
+    p_plain, p_grouped = optax.apply_updates(p_plain, u_plain), optax.apply_updates(p_grouped, u_grouped)
+  # Different per-leaf scales make different updates: a whole-group statistic would have made them alike.
+  assert not np.allclose(u_plain["layers"][0]["kernel"] / params["layers"][0]["kernel"].std(),
+                         u_plain["layers"][1]["kernel"] / params["layers"][1]["kernel"].std())
+
+
+def test_grouped_optimizer_state_is_sharded_as_its_members():
+  """The stacked optimizer leaves take their members' logical specs behind the stack axis (an FSDP run
+  shards them as it shards the per-leaf state); the step runs."""
+  b = bench.build(bench.parse_args(["--shape=tiny", "--batch=4", "--group_leaves", "--optimizer=adamw"]))
+  with step_lib.mesh_context(b.mesh, b.rules):
+    boxed = jax.eval_shape(b.init_state, jax.random.PRNGKey(0))
+  specs = step_lib.state_specs(boxed, b.tx)
+  grouped = next(x for x in jax.tree.leaves(specs.opt_state, is_leaf=lambda x: isinstance(x, optim.GroupedState))
+                 if isinstance(x, optim.GroupedState))
+  params = step_lib._raw_values(boxed.params)  # pylint: disable=protected-access
+  param_specs = jax.tree.leaves(nn_specs(boxed.params), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  checked = 0
+  for members, group in zip(optim.leaf_groups(params), grouped.groups):
+    want = jax.sharding.PartitionSpec(None, *param_specs[members[0]])
+    mu = group[0].mu  # AdamW's first moment, stacked: [members, *shape]
+    assert mu == want, (members, mu, want)
+    checked += any(want[1:])
+  assert checked  # some group is sharded along a parameter axis, so the check can fail
+
+
+def nn_specs(boxed):
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  return nn.get_partition_spec(boxed)
