@@ -24,8 +24,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 PY=${PY:-python3}
 CACHE=${CACHE:-/tmp/paperjax_jit_cache}
 LOGS=/tmp/paperjax_logs
-DEADLINE=${DEADLINE:-300}          # seconds from start after which no main row starts (leaves the trainer
-                                   # row its 150 s)
+DEADLINE=${DEADLINE:-360}          # seconds from start after which no main row starts (the trainer row
+                                   # then runs only if 150 s are left)
 CALL_LIMIT=${CALL_LIMIT:-580}      # the script ends by then: device call timeout_s=600
 COMPILE_TIMEOUT=${COMPILE_TIMEOUT:-150}   # run 5b, four in parallel: steps 12-36 s, init programs 5-16 s (before
                                    # step.threefry_kernels the init programs took 52-58 s, T5's > 117 s)
@@ -48,40 +48,45 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XL
 fi
 # tag|arguments, in the order phase 2 runs them (most important first). Seventh run's plan (run 6
 # measured cuDNN's packed layout: correct, but it pays for every one of max_segments slots — 347 ms at
-# 16, 268 at 2 against 251 padded; the default is 2 now, notes/perf.md "Sixth H100 run"):
+# 16, 268 at 2 against 251 padded; the default is 2 now, notes/perf.md "Sixth H100 run"; the session
+# after it built the three options these rows time, notes/perf.md "a session without a device (after
+# run 6)"):
 #  - check_unwritten: what cuDNN leaves outside the lengths / segments, forward and backward, in memory
 #    NaN-filled first (XLA's zero-fill of cuDNN's outputs is dropped under command buffers, openxla/xla
-#    PR #46500 says): is the padding mode the T5 rows and presets use clean, and could the packed path's
-#    5.1 ms of selects go (packed_unguarded clean: `model.packed_guard=False` is safe)? (An extra row
-#    asks the same with command buffers off; the first extra row, t5_b256_packed_noguard, times the
-#    packed step without the selects, whatever the check says: what turning the guard off would gain.)
-#  - check_packing: cuDNN's packed layout at max_segments=2 against XLA's attention with a dense mask
-#    (run 6 checked it at 16: EQUAL, gradient rel 9.4e-3);
-#  - T5 UL2 at B=256 on packed batches (two to a row), profiled, and the same on padded batches,
-#    profiled in the same call: the attention kernels of the two layouts side by side (run 6 profiled
-#    only the packed ones: 53.5 ms of attention at 2 slots, and 5.1 ms of selects);
+#    PR #46500 says): is the padding mode the T5 rows and presets use clean, and is the packed path
+#    without its 5.1 ms of selects (packed_unguarded: `model.packed_guard=False`) clean? (An extra row
+#    asks the same with command buffers off.)
+#  - T5 UL2 at B=256 on packed batches (two to a row), profiled; then the same with the two options
+#    for it — the optimizer once per group of equal-shaped leaves (`--group_leaves`: Adafactor's ~3000
+#    small kernels → ~1200; roofline −3.5 ms) and no selects (`--no_packed_guard`; roofline −4.9 ms;
+#    timed whatever the check says): predicted 267.9 → ~259 ms (43.4%);
 #  - the 1B decoder at B=16 with the fused norm (59.8% in 5b, 59.3% in 6), then the same with the
 #    optimizer's bf16 copy of the kernels (`--param_copy`: no per-step casts; roofline −1.65 ms, so
-#    ~+0.2 points), back to back on one machine; GPT-2 with the fused norm (43.2% in 6);
-#  - then the trainer row (the base preset, which now packs), then the extras while time is left.
+#    ~+0.2 points), back to back on one machine;
+#  - T5 on padded batches, profiled (run 6: 251.2 ms, 45.1%), and with `--group_leaves` (~247.7, 45.7%);
+#  - check_packing at max_segments=2 (run 6 checked 16: EQUAL);
+#  - then the trainer row if 150 s are left (the base preset, which now packs), then the extras.
 #  Every row now reports the host's time inside the step call ("call ms"): run 6's trainer spent
 #  300-331 ms of each 347 ms step there. The extra row t5_b256_nodonate asks whether donating the state
 #  is what makes the call wait for the step before it (its call time against t5_b256_fusednorm_data's).
 VARIANTS=(
   "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
-  "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
   "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --profile=/tmp/trace_t5p"
-  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
+  "t5_b256_packed_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --no_packed_guard"
   "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "1b_b16_fusednorm_copy|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --param_copy"
-  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
+  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
+  "t5_b256_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves"
+  "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
 )
 EXTRA=(
+  "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves"
   "t5_b256_packed_noguard|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --no_packed_guard"
+  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
   "check_unwritten_t5_nocb|$T --batch=32 --attention=cudnn --xla_flags=tuned_ops --check_unwritten"
-  "t5_b256_packed_ms4|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --max_segments=4"
-  "gpt2_fusednorm_copy|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --param_copy"
   "t5_b256_nodonate|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --no_donate"
+  "gpt2_fusednorm_copy|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --param_copy"
+  "t5_b256_packed_ms4|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --max_segments=4"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_ops_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=4 --warmup=2 --profile=$OUT/trace_gpt2_ops"
   "t5_b256_adafactor_data|$TB --optimizer=adafactor --steps=20 --warmup=3 --data=ul2_resident,synthetic"

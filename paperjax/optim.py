@@ -8,6 +8,9 @@ config.optimizer fields:
   param_copy    "" (off) or the model's compute dtype ("bfloat16"): the optimizer also writes each
                 weight kernel in that dtype, and the default step differentiates that copy instead of
                 casting the fp32 kernels again every step (`with_param_copy`; same numbers)
+  group_leaves  False, or True: the optimizer runs once per group of equal-shaped parameters (the
+                layers' copies of each weight), vmapped — the same per-leaf updates in a set of kernels
+                per group instead of per parameter (`grouped`; optax's optimizers, not a paper's own)
 Papers that invent an optimizer name it by import path: name="paperjax.papers.fira.method:fira" calls
 `fira(lr_schedule, config.optimizer)`, which returns an optax GradientTransformation (updates already
 scaled by -lr). Optimizers for weight matrices only (GaLore, Fira, ...) route with `route_matrices`:
@@ -217,6 +220,9 @@ def build(opt, total_steps: int) -> tuple[optax.GradientTransformation, optax.Sc
     raise ValueError(f"optimizer.name={name!r} is not an optax optimizer; use adamw, adam, adafactor, sgd, "
                      "another optax name, or 'module:function' for a paper's own.")
   if opt.get("group_leaves", False):
+    if ":" in name:
+      raise ValueError(f"optimizer.group_leaves=True runs optax's per-leaf optimizers once per group of equal-shaped "
+                       f"parameters, and {name!r} may look at the parameter tree itself; set group_leaves=False.")
     tx = grouped(tx)  # inside the global-norm clip, which is not per leaf
   clip = float(opt.get("clip_norm", 0.0))
   if clip:

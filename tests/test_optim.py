@@ -43,12 +43,18 @@ def test_param_copy_keeps_the_kernels_cast_from_the_updated_parameters():
     tx.update(grads, state)
 
 
-def test_build_wraps_the_optimizer_and_refuses_a_non_dtype():
+def test_build_wraps_the_optimizer_and_refuses_bad_options():
   opt = bench.AttrDict(name="adamw", lr=1e-3, warmup_steps=0, schedule="constant", clip_norm=1.0, param_copy="bfloat16")
   tx, _ = optim.build(opt, 10)
   assert isinstance(tx.init(_params()), optim.ParamCopyState)
   opt.update(param_copy="bf17")
   with pytest.raises(ValueError, match="not a dtype"):
+    optim.build(opt, 10)
+  opt.update(param_copy="", group_leaves=True)
+  tx, _ = optim.build(opt, 10)  # grouped inside the global-norm clip: a chain's second state
+  assert isinstance(tx.init(_params())[1], optim.GroupedState)
+  opt.update(name="paperjax.papers.fira.method:fira")
+  with pytest.raises(ValueError, match="group_leaves=False"):
     optim.build(opt, 10)
 
 
