@@ -66,6 +66,9 @@ fi
 #  - T5 on padded batches, profiled (run 6: 251.2 ms, 45.1%), and with `--group_leaves` (~247.7, 45.7%);
 #  - check_packing at max_segments=2 (run 6 checked 16: EQUAL);
 #  - then the trainer row if 150 s are left (the base preset, which now packs), then the extras.
+#  A second, short call (≥ 240 s of budget left): the two comparisons again with longer windows, e.g.
+#    ROWS="1b_b16_fusednorm_copy 1b_b16_fusednorm t5_b256_packed_best t5_b256_packed" ARGS_EXTRA="--steps=30
+#    --warmup=4" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 #  Every row now reports the host's time inside the step call ("call ms"): run 6's trainer spent
 #  300-331 ms of each 347 ms step there. The extra row t5_b256_nodonate asks whether donating the state
 #  is what makes the call wait for the step before it (its call time against t5_b256_fusednorm_data's).

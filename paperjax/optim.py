@@ -134,7 +134,7 @@ def grouped(tx: optax.GradientTransformation) -> optax.GradientTransformation:
     return GroupedState(tuple(jax.vmap(tx.init)(stack) for stack in split(params, groups)))
 
   def update(grads, state, params=None):
-    groups = leaf_groups(grads)
+    groups = leaf_groups(params if params is not None else grads)  # init grouped the parameters
     if len(groups) != len(state.groups):
       raise ValueError("optimizer.group_leaves: the gradients' shapes do not match the optimizer state's groups "
                        "(was the state made for other parameters?).")
