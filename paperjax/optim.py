@@ -76,9 +76,10 @@ def with_param_copy(tx: optax.GradientTransformation, dtype) -> optax.GradientTr
   unchanged (the kernels' gradients arrive in bf16, as the cast's transpose had them, and the step
   upcasts them before the optimizer). Embeddings, norm scales and biases are not copied: an
   embedding's gradient is summed over tokens and must accumulate in fp32 (`transformer.Embed`).
-  Only for kernels the model casts to `dtype` once each (every projection of the shared models);
-  and only with steps whose parameters change through the optimizer alone (`train` refuses a
-  method's own step), else the copy would go stale."""
+  Only for kernels the model casts to `dtype` once each (every projection of the shared models) and
+  losses that read them only through the model (the loss sees them in `dtype`: a penalty on the
+  weights would be computed in bf16); and only with steps whose parameters change through the
+  optimizer alone (`train` refuses a method's own step), else the copy would go stale."""
   dtype = jnp.dtype(dtype)
 
   def cast(params):
