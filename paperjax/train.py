@@ -129,6 +129,10 @@ def validate(config) -> None:
   need(int(t.get("stop_at", 0)) >= 0, f"train.stop_at={t.stop_at} must be ≥ 0 (0: run all train.steps).")
   for name in ("eval_every", "ckpt_every", "between_every"):
     need(int(t.get(name, 0)) >= 0, f"train.{name}={t.get(name)} must be ≥ 0 (0: off).")
+  copy, model_dtype = o.get("param_copy", ""), config.get("model", {}).get("dtype", None)
+  need(not copy or model_dtype is None or str(copy) == str(model_dtype),
+       f"optimizer.param_copy={copy!r} differs from model.dtype={model_dtype!r}: the step would compute with {copy} "
+       "kernels; set optimizer.param_copy to the model's compute dtype or ''.")
 
 
 def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=None) -> dict:
@@ -147,10 +151,6 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     raise ValueError(f"optimizer.param_copy={copy!r} works with the trainer's default step only, and {config.method} has "
                      "its own (which may change parameters outside the optimizer, leaving the copy stale); "
                      "set optimizer.param_copy=''.")
-  model_dtype = config.get("model", {}).get("dtype", None)
-  if copy and model_dtype is not None and str(copy) != str(model_dtype):
-    raise ValueError(f"optimizer.param_copy={copy!r} differs from model.dtype={model_dtype!r}: the step would compute "
-                     f"with {copy} kernels; set optimizer.param_copy to the model's compute dtype or ''.")
   tx, lr_schedule = optim.build(config.optimizer, int(tcfg.steps))
   ctx.tx, ctx.lr_schedule, ctx.model = tx, lr_schedule, method.model
 

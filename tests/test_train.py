@@ -153,7 +153,8 @@ def test_param_copy_bad_combinations_are_one_sentence(tmp_path):
     train.run(wrong, str(tmp_path / "wrong"))
   from configs import look  # pylint: disable=g-import-not-at-top
   own = shrink(look.get_config())
-  own.optimizer.param_copy = "bfloat16"
+  own.optimizer.param_copy = own.model.dtype = "bfloat16"
   with pytest.raises(ValueError, match="default step only"):
     train.run(own, str(tmp_path / "own"))
-  assert not any((tmp_path / d / "checkpoints").exists() for d in ("wrong", "own"))
+  assert not (tmp_path / "wrong").exists()  # refused before the workdir is touched
+  assert not (tmp_path / "own" / "checkpoints").exists()
