@@ -389,6 +389,10 @@ def _report_target(r: dict) -> None:
   print(f"  {'category':14s} {'ms':>8s} {'GB':>8s} {'TFLOP':>7s} {'kernels':>8s}")
   for name, c in r["roofline"]["categories"].items():
     print(f"  {name:14s} {c['ms']:8.2f} {c['gb']:8.2f} {c['tflop']:7.2f} {c['count']:8d}")
+  ph = r["roofline"].get("phases", {})
+  if ph:
+    print("  by phase: " + ", ".join(f"{n} {c['ms']:.2f} ms in {c['count']} kernels" for n, c in ph.items())
+          + " (rest: outside autodiff — the optimizer's update, metrics)")
   print("  costliest passes (ms per step at the floor, GB, launches; layer numbers folded):")
   for k in r["roofline"]["top"]:
     print(f"    {k['ms']:7.2f} ms {k['gb']:6.2f} GB ×{k['count']:<3d} {k['category']:13s} {k['bound']:7s} "

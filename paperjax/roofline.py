@@ -408,6 +408,13 @@ def kernels(hlo_text: str, card: Card = H100_SXM) -> list[Kernel]:
   return ks
 
 
+def phase(op_name: str) -> str:
+  """Which part of a training step a kernel belongs to, by JAX's name stack: "backward" (under
+  `transpose(jvp(...))`), "forward" (under `jvp(...)`), or "rest" — outside autodiff: the optimizer's
+  update, metrics, the step counter."""
+  return "backward" if "transpose(" in op_name else "forward" if "jvp(" in op_name else "rest"
+
+
 def summary(ks: list[Kernel], top: int = 15) -> dict:
   """Per-category totals (ms per step, GB moved, TFLOP) and the costliest passes: kernels grouped by
   the JAX op they came from (layer numbers folded, so one entry is "this pass in every layer"), their
@@ -422,10 +429,15 @@ def summary(ks: list[Kernel], top: int = 15) -> dict:
       c["count"] += k.count
     cats[k.category]["tflop"] += 1e-12 * k.flops * k.count
     groups[(k.category, re.sub(r"layer_\d+", "layer_N", k.op_name), re.sub(r"\{[^}]*\}", "", k.result))]["bound"] = k.bound
+  phases: dict[str, dict] = {p: {"ms": 0.0, "count": 0} for p in ("forward", "backward", "rest")}
+  for k in ks:
+    phases[phase(k.op_name)]["ms"] += 1e3 * k.time_s * k.count
+    phases[phase(k.op_name)]["count"] += k.count
   r3 = lambda d: {n: round(v, 3) if isinstance(v, float) else v for n, v in d.items()}
   return {
       "total_ms": round(sum(c["ms"] for c in cats.values()), 3),
       "categories": {n: r3(c) for n, c in sorted(cats.items(), key=lambda kv: -kv[1]["ms"])},
+      "phases": {n: r3(c) for n, c in phases.items()},
       "top": [dict(category=cat, op=op, result=res, **r3(g))
               for (cat, op, res), g in sorted(groups.items(), key=lambda kv: -kv[1]["ms"])[:top]],
   }

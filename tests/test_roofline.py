@@ -60,6 +60,23 @@ def test_cpu_program_dot_and_slice_by_hand():
   assert max(k.bytes for k in ks if k.category != "gemm") < 100 * 50 * 4
 
 
+def test_kernels_by_phase_of_a_training_step():
+  """Forward, backward and the rest (the update) told apart by JAX's name stack; together the whole step."""
+  def step(w, x):
+    g = jax.grad(lambda w: jnp.tanh(x @ w).sum())(w)
+    return w - 0.1 * g / jnp.sqrt(jnp.sum(g * g))  # an update with its own reduction, outside autodiff
+  text = jax.jit(step).lower(jnp.ones((32, 16)), jnp.ones((64, 32))).compile().as_text()
+  ks = roofline.kernels(text)
+  assert roofline.phase("jit(step)/transpose(jvp(Model))/dense/dot_general") == "backward"
+  assert roofline.phase("jit(step)/jvp(Model)/dense/dot_general") == "forward"
+  assert roofline.phase("jit(step)/sqrt") == "rest"
+  got = {roofline.phase(k.op_name) for k in ks}
+  assert {"forward", "backward", "rest"} <= got, [(k.name, k.op_name) for k in ks]
+  s = roofline.summary(ks)
+  assert sum(p["ms"] for p in s["phases"].values()) == pytest.approx(s["total_ms"], abs=1e-2)
+  assert sum(p["count"] for p in s["phases"].values()) == sum(k.count for k in ks)
+
+
 def test_card_attention_rate_by_head_dim():
   card = roofline.H100_SXM
   assert card.attention_rate(64, False) > card.attention_rate(64, True)
