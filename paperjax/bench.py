@@ -362,7 +362,7 @@ def target(args) -> dict:
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, optimizer=args.optimizer + ("+copy" if args.param_copy else "") + ("+grouped" if args.group_leaves else ""), xla_flags=args.xla_flags,
+      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, optimizer=_optimizer_label(args), xla_flags=args.xla_flags,
       xla_flags_str=used_flags, compile_s=round(compile_s, 2), init_compile_s=round(init_compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=sum(lengths.values()) * batch_size, compiled_mem_gb=_memory_analysis(compiled),
@@ -372,6 +372,10 @@ def target(args) -> dict:
       packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments)
   _report_target(result)
   return _write(result, args)
+
+
+def _optimizer_label(args) -> str:
+  return args.optimizer + ("+copy" if args.param_copy else "") + ("+grouped" if args.group_leaves else "")
 
 
 def _report_target(r: dict) -> None:
@@ -593,7 +597,7 @@ def run(args) -> dict:
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
       fused=args.fused, norm=args.norm,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
-      data=",".join(args.data), optimizer=args.optimizer + ("+copy" if args.param_copy else "") + ("+grouped" if args.group_leaves else ""),
+      data=",".join(args.data), optimizer=_optimizer_label(args),
       donate=not args.no_donate,
       xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
