@@ -131,16 +131,27 @@ def test_grouped_optimizer_is_the_per_leaf_optimizer(make):
   s_plain, s_grouped = plain.init(params), grouped.init(params)
   assert len(s_grouped.groups) == len(optim.leaf_groups(params)) == 4  # embedding, head, biases + scales, kernels
   p_plain = p_grouped = params
+  plain_update, grouped_update = jax.jit(plain.update), jax.jit(grouped.update)  # eager optax: slow, same numbers
   r = np.random.default_rng(2)
   for _ in range(3):
     grads = jax.tree.map(lambda x: jnp.asarray(r.normal(size=x.shape) * r.uniform(0.1, 10), jnp.float32), params)
-    u_plain, s_plain = plain.update(grads, s_plain, p_plain)
-    u_grouped, s_grouped = grouped.update(grads, s_grouped, p_grouped)
+    u_plain, s_plain = plain_update(grads, s_plain, p_plain)
+    u_grouped, s_grouped = grouped_update(grads, s_grouped, p_grouped)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7), u_plain, u_grouped)
     p_plain, p_grouped = optax.apply_updates(p_plain, u_plain), optax.apply_updates(p_grouped, u_grouped)
-  # Different per-leaf scales make different updates: a whole-group statistic would have made them alike.
-  assert not np.allclose(u_plain["layers"][0]["kernel"] / params["layers"][0]["kernel"].std(),
-                         u_plain["layers"][1]["kernel"] / params["layers"][1]["kernel"].std())
+  # And the comparison can fail: the optimizer applied to the stacks themselves (statistics and masks
+  # over the whole group, not per leaf) makes other updates for some group.
+  leaves = jax.tree.leaves(params)
+  g_leaves = jax.tree.leaves(grads)
+  whole = make()
+  u_fresh = jax.tree.leaves(plain_update(grads, plain.init(params), params)[0])
+  differs = []
+  for members in optim.leaf_groups(params):
+    p_stack, g_stack = (jnp.stack([xs[i] for i in members]) for xs in (leaves, g_leaves))
+    u_stack, _ = jax.jit(whole.update)(g_stack, whole.init(p_stack), p_stack)
+    per_leaf = jnp.stack([u_fresh[i] for i in members])
+    differs.append(not np.allclose(u_stack, per_leaf, rtol=1e-3))
+  assert any(differs), differs
 
 
 def test_grouped_optimizer_state_is_sharded_as_its_members():
