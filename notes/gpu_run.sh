@@ -46,50 +46,40 @@ if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XL
   G="--shape=tiny --batch=8"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"
 fi
-# tag|arguments, in the order phase 2 runs them (most important first). Seventh run's plan (run 6
-# measured cuDNN's packed layout: correct, but it pays for every one of max_segments slots — 347 ms at
-# 16, 268 at 2 against 251 padded; the default is 2 now, notes/perf.md "Sixth H100 run"; the session
-# after it built the three options these rows time, notes/perf.md "a session without a device (after
-# run 6)"):
-#  - check_unwritten: what cuDNN leaves outside the lengths / segments, forward and backward, in memory
-#    NaN-filled first (XLA's zero-fill of cuDNN's outputs is dropped under command buffers, openxla/xla
-#    PR #46500 says): is the padding mode the T5 rows and presets use clean, and is the packed path
-#    without its 5.1 ms of selects (packed_unguarded: `model.packed_guard=False`) clean? (An extra row
-#    asks the same with command buffers off.)
-#  - T5 UL2 at B=256 on packed batches (two to a row), profiled; then the same with the options for
-#    it — the optimizer once per group of equal-shaped leaves (`--group_leaves`: Adafactor's ~3000
-#    small kernels → ~1200; roofline −3.5 ms), no selects (`--no_packed_guard`; roofline −4.9 ms;
-#    timed whatever the check says) and, once grouped, the bf16 kernel copy (−0.5 ms more):
-#    predicted 267.9 → ~258.5 ms (43.6%);
-#  - the 1B decoder at B=16 with the fused norm (59.8% in 5b, 59.3% in 6), then the same with the
-#    optimizer's bf16 copy of the kernels (`--param_copy`: no per-step casts; roofline −1.65 ms, so
-#    ~+0.2 points), back to back on one machine;
-#  - T5 on padded batches, profiled (run 6: 251.2 ms, 45.1%), and with `--group_leaves` (~247.7, 45.7%);
-#  - check_packing at max_segments=2 (run 6 checked 16: EQUAL);
-#  - then the trainer row if 150 s are left (the base preset, which now packs), then the extras.
-#  A second, short call (≥ 240 s of budget left): the two comparisons again with longer windows, e.g.
-#    ROWS="1b_b16_fusednorm_copy 1b_b16_fusednorm t5_b256_packed_best t5_b256_packed" ARGS_EXTRA="--steps=30
-#    --warmup=4" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
-#  Every row now reports the host's time inside the step call ("call ms"): run 6's trainer spent
-#  300-331 ms of each 347 ms step there. The extra row t5_b256_nodonate asks whether donating the state
-#  is what makes the call wait for the step before it (its call time against t5_b256_fusednorm_data's).
+# tag|arguments, in the order phase 2 runs them (most important first). Eighth run's plan (run 7,
+# notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5 grouped 45.9%, packed grouped 42.6%; the
+# packed path without its selects NaN under command buffers, so that option is gone):
+#  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
+#    profiled, against the plain packed row: run 7 measured −1.02 ms packed against −4.00 ms padded for
+#    the same optimizer change — the profile says where the packed step's other 3 ms went;
+#  - GPT-2 with and without donating the state (`--no_donate`, the cheap program): every row's host call
+#    takes most of its step (T5 216-239 of 247-268 ms, GPT-2 46 of 65); predicted: without donation the
+#    call returns at once (the wait is for the donated buffers), ms/step within 1%;
+#  - padded T5 grouped with and without the bf16 kernel copy, one machine (run 7 compared them across
+#    machines: +1.33 ms, inconclusive; roofline −0.5 ms);
+#  - the 1B with and without the copy again (run 7: −0.79 ms, 60.2 → 60.3%);
+#  - the packed, grouped, copied step; then the trainer row (the base preset, now grouped), then extras.
+#  A second, short call (≥ 240 s of budget left), e.g. the packed comparison with longer windows:
+#    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
+#    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 VARIANTS=(
-  "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
-  "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --profile=/tmp/trace_t5p"
-  "t5_b256_packed_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --no_packed_guard --param_copy"
-  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
-  "1b_b16_fusednorm_copy|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --param_copy"
-  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic --profile=/tmp/trace_t5"
+  "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --profile=/tmp/trace_t5pg"
+  "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline"
+  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "gpt2_nodonate|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --no_donate"
   "t5_b256_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves"
-  "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
+  "t5_b256_grouped_copy|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --param_copy"
+  "1b_b16_fusednorm_copy|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --param_copy"
+  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "t5_b256_packed_grouped_copy|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --param_copy"
 )
 EXTRA=(
-  "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves"
-  "t5_b256_packed_noguard|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --no_packed_guard"
-  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --profile=$OUT/trace_gpt2"
-  "check_unwritten_t5_nocb|$T --batch=32 --attention=cudnn --xla_flags=tuned_ops --check_unwritten"
-  "t5_b256_nodonate|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --no_donate"
+  "t5_b256_nodonate|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --no_donate"
+  "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
+  "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic"
+  "check_packing_t5|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing"
   "gpt2_fusednorm_copy|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --param_copy"
+  "check_unwritten_t5_nocb|$T --batch=32 --attention=cudnn --xla_flags=tuned_ops --check_unwritten"
   "t5_b256_packed_ms4|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --max_segments=4"
   "1b_b16|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --steps=30 --warmup=4"
   "gpt2_ops_profile|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=4 --warmup=2 --profile=$OUT/trace_gpt2_ops"
@@ -98,7 +88,6 @@ EXTRA=(
   "gpt2_gemm_fusion|$G --attention=cudnn --loss_chunk=8192 --xla_flags=gemm_fusion --norm=auto --profile=/tmp/trace_gpt2_gf"
   "gpt2_xla_default|$G --attention=cudnn --loss_chunk=8192 --xla_flags=none --norm=auto"
   "1b_b20|$B2 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=6 --warmup=2"
-  "t5_b256_fusednorm|$TB --optimizer=adafactor --steps=10 --warmup=3 --norm=pallas --data=ul2_resident,synthetic"
 )
 # A short call (what a second call of a session can afford): ROWS="tag ..." runs only those rows, in
 # that order, as main rows ("trainer" for the trainer row; no extra rows); ARGS_EXTRA is appended to

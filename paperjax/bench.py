@@ -71,10 +71,6 @@ def parse_args(argv=None):
                  help="jax.nn.dot_product_attention implementation; cudnn needs bf16/fp16 and a GPU")
   p.add_argument("--padding_lengths", action="store_true",
                  help="encoder padding as per-example lengths (TransformerConfig.padding_as_lengths)")
-  p.add_argument("--no_packed_guard", action="store_true",
-                 help="packed batches on cuDNN without the selects that zero the key/value gradients outside the "
-                      "segments (TransformerConfig.packed_guard=False; safe only where --check_unwritten reports "
-                      "packed_unguarded clean)")
   p.add_argument("--max_segments", type=int, default=0,
                  help="packed data: most examples a row may hold (0: the model config's default); cuDNN's "
                       "packed layout pays for every slot")
@@ -166,8 +162,6 @@ def model_config(args):
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
     kw["max_segments"] = args.max_segments
-  if args.no_packed_guard:
-    kw["packed_guard"] = False
   if args.layers:
     kw["num_layers"] = args.layers
     if "num_encoder_layers" in kw:
@@ -482,7 +476,7 @@ def unwritten_cases(cfg, length: int, batch: int, dtype, seed: int = 0):
   in two segments; the output's cotangent `ct` is 0 at padded positions, as in training.
     lengths       the padding mode (`padding_as_lengths`): jax.nn.dot_product_attention with lengths
     packed        `transformer.packed_attention` (the model's packed path, with its covering / selects)
-    packed_unguarded  the same with `guard=False` (`TransformerConfig.packed_guard`): no selects
+    packed_unguarded  the same with `guard=False`: no selects (why the model keeps them)
     packed_raw    cuDNN's packed layout, no covering, no selects (`transformer.cudnn_packed`)
   The packed cases exist for cuDNN only; each case but packed_unguarded also runs causal (`<case>_causal`)."""
   import jax
@@ -525,7 +519,7 @@ def check_unwritten(args) -> dict:
   nobody writes shows. A path is clean when its outputs are finite and its q/k/v gradients exactly 0
   wherever they lie outside the rows (dW = xᵀ·dq sums over every position; a NaN output reaches
   dW_out through 0·NaN). Exit 1 (main) if the lengths or packed path is not clean; packed_unguarded
-  and packed_raw only report (whether `packed_guard=False` is safe on this stack)."""
+  and packed_raw only report (what the selects and the covering guard against on this stack)."""
   used_flags = xla_flags.apply(args.xla_flags)
   import jax
   import jax.numpy as jnp

@@ -27,6 +27,9 @@ import orbax.checkpoint as ocp
 RESUMABLE_KEYS = ("train.stop_at", "train.log_every", "train.eval_every", "train.ckpt_every",
                   "train.ckpt_every_s", "train.ckpt_keep", "train.progress", "train.profile_steps",
                   "train.peak_flops", "mesh", "axis_rules", "data.num_threads")
+# Fields since removed from the code, with the value whose behaviour the code now always has: a run
+# saved with that value resumes (another value refuses, as any changed field does).
+RETIRED_KEYS = {"model.packed_guard": True}   # the packed path's selects are no longer optional
 
 
 class ConfigMismatchError(ValueError):
@@ -47,13 +50,15 @@ def config_dict(config) -> dict:
 
 
 def config_diff(saved: dict, current: dict) -> list[str]:
-  """The fields that differ, save the resumable ones and fields added to the code since the run was
-  saved that are still off ("", 0, False, None: a new option at its default changes nothing)."""
+  """The fields that differ, save the resumable ones, fields added to the code since the run was
+  saved that are still off ("", 0, False, None: a new option at its default changes nothing), and
+  retired fields saved at the value the code now always has (`RETIRED_KEYS`)."""
   a, b = _flatten(saved), _flatten(current)
   keys = sorted(set(a) | set(b))
   return [f"{k}: {a.get(k, '<absent>')!r} → {b.get(k, '<absent>')!r}" for k in keys
           if a.get(k) != b.get(k) and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)
-          and not (k not in a and b[k] in ("", 0, False, None))]
+          and not (k not in a and b[k] in ("", 0, False, None))
+          and not (k not in b and k in RETIRED_KEYS and a[k] == RETIRED_KEYS[k])]
 
 
 class Checkpointer:

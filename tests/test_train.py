@@ -72,6 +72,16 @@ def test_config_diff_ignores_a_field_added_since_at_its_off_default():
                      {"optimizer": {"lr": 1.0, "param_copy": ""}}) == ["optimizer.param_copy: 'bfloat16' → ''"]
 
 
+def test_config_diff_ignores_a_retired_field_only_at_the_value_the_code_keeps():
+  """model.packed_guard is gone (the selects always run): a run saved with it True resumes, one saved
+  with it False ran without the selects and refuses."""
+  from paperjax.checkpoint import config_diff  # pylint: disable=g-import-not-at-top
+  now = {"model": {"max_segments": 2}}
+  assert config_diff({"model": {"max_segments": 2, "packed_guard": True}}, now) == []
+  assert config_diff({"model": {"max_segments": 2, "packed_guard": False}}, now) == [
+      "model.packed_guard: False → '<absent>'"]
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   cfg = shrink(ul2_config.get_config(), steps=6)
   cfg.train.ckpt_every = 2

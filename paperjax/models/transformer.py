@@ -89,11 +89,6 @@ class TransformerConfig:
   # takes per-row segment tables of this static size; the packer must not put more in a row
   # (`data.pipeline.Packing.max_segments`). Unused by XLA's attention, which takes a mask.
   max_segments: int = MAX_SEGMENTS
-  # cuDNN's packed layout, bidirectional: select the key/value gradients to 0 outside the segments
-  # (`packed_attention`), since nothing documents what cuDNN writes there. Off saves those selects
-  # (5.1 ms of a 268 ms packed T5-base step, H100 run 6) and is safe only on a stack where `python -m
-  # paperjax.bench --attention=cudnn --check_unwritten` reports `packed_unguarded` clean.
-  packed_guard: bool = True
 
   def __post_init__(self):
     if self.norm_impl not in ("xla", "pallas", "auto"):
@@ -232,7 +227,7 @@ class Attention(nn.Module):
     # A pure causal mask is passed as is_causal (no mask array) so the cuDNN kernel can skip
     # the masked blocks instead of reading a B x L x S boolean tensor.
     if packed is not None and cfg.attention_impl == "cudnn":
-      out_BLHK = packed_attention(q, k, v, *packed, is_causal=is_causal, guard=cfg.packed_guard)
+      out_BLHK = packed_attention(q, k, v, *packed, is_causal=is_causal, )
     else:
       out_BLHK = jax.nn.dot_product_attention(
           q, k, v, mask=mask_B1LS, is_causal=is_causal and mask_B1LS is None,
@@ -311,8 +306,10 @@ def packed_attention(q_BLHK, k_BSHK, v_BSHK, q_seg: SegmentLayout, kv_seg: Segme
     query, so no real query sees it); otherwise the key and value gradients are selected to 0
     outside the segments, and the output too when the queries do not cover the padding
     (`_zero_outside`: a select, one way each).
-  `guard=False` (`TransformerConfig.packed_guard`) drops the key/value gradients' selects, trusting
-  cuDNN to write 0 there (`bench --check_unwritten`'s `packed_unguarded` case says whether it does)."""
+  The selects are not optional: `guard=False` (only `bench --check_unwritten`'s `packed_unguarded` case
+  uses it) trusts cuDNN to leave 0 there, and on an H100 under XLA's command buffers (the `tuned` flags)
+  it does not: NaN key/value gradients, and a NaN loss within 24 steps of T5-base (notes/perf.md,
+  seventh run; clean with command buffers off, as XLA's zero-fill of cuDNN's results then survives)."""
   if kv_seg.covers_padding and not is_causal:
     raise ValueError("Keys may cover the padding only under a causal mask: real queries would attend to it.")
   q = q_BLHK if q_seg.covers_padding else _zero_outside(q_BLHK, q_seg.valid, True)
