@@ -227,7 +227,7 @@ class Attention(nn.Module):
     # A pure causal mask is passed as is_causal (no mask array) so the cuDNN kernel can skip
     # the masked blocks instead of reading a B x L x S boolean tensor.
     if packed is not None and cfg.attention_impl == "cudnn":
-      out_BLHK = packed_attention(q, k, v, *packed, is_causal=is_causal, )
+      out_BLHK = packed_attention(q, k, v, *packed, is_causal=is_causal)
     else:
       out_BLHK = jax.nn.dot_product_attention(
           q, k, v, mask=mask_B1LS, is_causal=is_causal and mask_B1LS is None,
