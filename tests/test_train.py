@@ -1,5 +1,6 @@
 """The loop end to end on the UL2 tiny config: exact resume, NaN guard, stages, summary."""
 
+import dataclasses
 import json
 import math
 import os
@@ -74,12 +75,19 @@ def test_config_diff_ignores_a_field_added_since_at_its_off_default():
 
 def test_config_diff_ignores_a_retired_field_only_at_the_value_the_code_keeps():
   """model.packed_guard is gone (the selects always run): a run saved with it True resumes, one saved
-  with it False ran without the selects and refuses."""
-  from paperjax.checkpoint import config_diff  # pylint: disable=g-import-not-at-top
-  now = {"model": {"max_segments": 2}}
-  assert config_diff({"model": {"max_segments": 2, "packed_guard": True}}, now) == []
-  assert config_diff({"model": {"max_segments": 2, "packed_guard": False}}, now) == [
-      "model.packed_guard: False → '<absent>'"]
+  with it False ran without the selects and refuses — against the UL2 config as it is now."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from paperjax.checkpoint import RETIRED_KEYS, config_dict, config_diff  # pylint: disable=g-import-not-at-top
+  from paperjax.models.transformer import TransformerConfig  # pylint: disable=g-import-not-at-top
+  now = config_dict(ul2_config.get_config("base"))
+  for key in RETIRED_KEYS:  # retired means gone: from the config and from the model's fields
+    section, name = key.split(".")
+    assert name not in now[section] and name not in {f.name for f in dataclasses.fields(TransformerConfig)}
+  saved = copy.deepcopy(now)
+  saved["model"]["packed_guard"] = True
+  assert config_diff(saved, now) == []
+  saved["model"]["packed_guard"] = False
+  assert config_diff(saved, now) == ["model.packed_guard: False → '<absent>'"]
 
 
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
@@ -132,7 +140,6 @@ def test_stages_hand_parameters_over(tmp_path):
   assert set(s["stages"]) == {"span", "ul2"}
   assert s["stages"]["span"]["step"] == 2 and s["step"] == 3
   assert os.path.isdir(tmp_path / "span" / "checkpoints") and os.path.isdir(tmp_path / "ul2" / "checkpoints")
-
 
 
 def _copy_config(copy: bool, group: bool = False):
