@@ -58,7 +58,20 @@ fi
 #  - padded T5 grouped with and without the bf16 kernel copy, one machine (run 7 compared them across
 #    machines: +1.33 ms, inconclusive; roofline −0.5 ms);
 #  - the 1B with and without the copy again (run 7: −0.79 ms, 60.2 → 60.3%);
-#  - the packed, grouped, copied step; then the trainer row (the base preset, now grouped), then extras.
+#  - the packed, grouped, copied step; then the trainer row (the base preset, now grouped), then extras,
+#    the first two for the step call: GPT-2 with XLA's command buffers off (`tuned_ops`) and with 30% of
+#    the card for JAX's allocator (`--mem_fraction=0.3`).
+#  The step call, read by position (every row now logs `call_ms_by_position`; windows start with the
+#  device idle): run 7's averages fit "the host runs a fixed number of steps ahead, then each call waits
+#  about a step": (n − k)/n of the step for n calls per window gives k ≈ 1.2 (T5, n=10), 1.4 (1B, 15),
+#  4.4 (GPT-2, 15). XLA's source (2026 head) rules out the usual suspects for this: the GPU client frees a
+#  step's temporaries as soon as its last kernel is enqueued (kComputeSynchronized), waits on the host
+#  for donated inputs only until their events are recorded, and allows 32 executions in flight (more than
+#  a window holds). Predicted: position 0 short (< 5 ms) and the rest ≈ the step in every row, k set by
+#  the row (GPT-2 larger); if `gpt2_mem30` has a smaller k the depth is memory (allocation waits for the
+#  previous step's buffers despite the above), if `gpt2_nocb` has a larger one it is the command buffers'
+#  update of a graph still running, if `gpt2_nodonate` has a larger one it is donation. None of these
+#  costs throughput (the pipeline rows are within 0.6%); the question is only what bounds the lead.
 #  A second, short call (≥ 240 s of budget left), e.g. the packed comparison with longer windows:
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
@@ -74,6 +87,8 @@ VARIANTS=(
   "t5_b256_packed_grouped_copy|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --param_copy"
 )
 EXTRA=(
+  "gpt2_nocb|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=30 --warmup=4"
+  "gpt2_mem30|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mem_fraction=0.3"
   "t5_b256_nodonate|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --no_donate"
   "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
   "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic"
@@ -213,7 +228,8 @@ for r in rows:
   print(f"{r['tag']:<30} {r['batch']:>4} {r['ms_per_step']:>8.2f} {r['tokens_per_s']/1e3:>8.1f}K {r['tflops_full']:>8.1f} "
         f"{100*r.get('mfu_full', 0):>7.1f}% {100*r.get('mfu_causal', 0):>7.1f}% {r.get('peak_mem_gb') or 0:>7.2f} {r['compile_s']:>6.1f}s {r['loss']:>6.3f}"
         f" {r.get('call_ms_per_step', 0):>7.2f}"
-        + (f"  fill {100 * r['fill']:.1f}%" if "fill" in r else ""))
+        + (f"  fill {100 * r['fill']:.1f}%" if "fill" in r else "")
+        + (f"  call by position {' '.join(f'{x:.0f}' for x in r['call_ms_by_position'][:4])} …" if r.get("call_ms_by_position") else ""))
   for name, d in list(r.get("by_data", {}).items())[1:]:
     print(f"  {'data=' + name:<28} {'':>4} {d['ms_per_step']:>8.2f} {d['tokens_per_s']/1e3:>8.1f}K {d['tflops_full']:>8.1f} "
           f"{100*d.get('mfu_full', 0):>7.1f}% {100*d.get('mfu_causal', 0):>7.1f}%   {100*d['vs_first']:+.2f}% vs {r['data'].split(',')[0]}")

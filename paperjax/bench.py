@@ -92,6 +92,10 @@ def parse_args(argv=None):
   p.add_argument("--no_donate", action="store_true",
                  help="jit the step without donating the state (the trainer donates it): does the step call block "
                       "on the previous step's buffers? (call_ms_per_step says)")
+  p.add_argument("--mem_fraction", type=float, default=None,
+                 help="the share of GPU memory JAX's allocator takes (XLA_PYTHON_CLIENT_MEM_FRACTION; default "
+                      "xla_flags.ENV_DEFAULTS): does the host run fewer steps ahead with less room? (the step call by "
+                      "position says)")
   p.add_argument("--group_leaves", action="store_true",
                  help="the optimizer once per group of equal-shaped parameters, vmapped (optimizer.group_leaves; "
                       "optim.grouped): one set of kernels per group instead of per parameter")
@@ -552,6 +556,10 @@ def check_unwritten(args) -> dict:
 
 
 def run(args) -> dict:
+  if args.mem_fraction is not None:  # read when the backend starts: before the first JAX computation
+    if not 0 < args.mem_fraction <= 1:
+      raise ValueError(f"--mem_fraction={args.mem_fraction} is not a share of the GPU's memory; pass a number in (0, 1].")
+    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = str(args.mem_fraction)
   used_flags = xla_flags.apply(args.xla_flags)  # before the first JAX computation
   import jax
   from paperjax import metrics, sharding
@@ -592,7 +600,7 @@ def run(args) -> dict:
       fused=args.fused, norm=args.norm,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
       data=",".join(args.data), optimizer=_optimizer_label(args),
-      donate=not args.no_donate,
+      donate=not args.no_donate, mem_fraction=float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "nan")),
       xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=hlo_flops)
@@ -640,16 +648,20 @@ def run(args) -> dict:
   result.update(init_s=round(init_s, 2), first_step_s=round(first_step_s, 2))
   host0 = {name: f[1]() for name, f in feeds.items()}
   windows = {name: [] for name in feeds}
-  calls = {name: 0.0 for name in feeds}  # host seconds inside the step call: dispatch, or the runtime blocking it
   per_window = max(1, args.steps // 2)
+  # Host seconds inside each step call (dispatch, or the runtime holding the host back), by the call's
+  # position in its window: every window starts with the device idle, so the positions show how many
+  # steps the host may run ahead before a call waits (a fixed depth: the first calls short, the rest
+  # about a step each) or whether every call waits for something inside its own step.
+  calls = {name: np.zeros(per_window) for name in feeds}
   for _ in range(2):  # two timed windows per source, interleaved: their spread is this measurement's noise floor
     for name, (next_batch, _) in feeds.items():
       t0 = time.perf_counter()
-      for _ in range(per_window):
+      for i in range(per_window):
         batch = next_batch()
         t_call = time.perf_counter()
         state, m = compiled(state, batch)  # no host sync inside the window
-        calls[name] += time.perf_counter() - t_call
+        calls[name][i] += time.perf_counter() - t_call
       jax.block_until_ready((state, m))
       windows[name].append((time.perf_counter() - t0) / per_window)
   loss = float(m["loss"])
@@ -662,7 +674,8 @@ def run(args) -> dict:
   for name in feeds:
     dt = float(np.mean(windows[name]))
     row = dict(ms_per_step=round(1e3 * dt, 3), window_ms=[round(1e3 * w, 3) for w in windows[name]],
-               call_ms_per_step=round(1e3 * calls[name] / (2 * per_window), 3),
+               call_ms_per_step=round(1e3 * calls[name].sum() / (2 * per_window), 3),
+               call_ms_by_position=[round(1e3 * c / 2, 3) for c in calls[name]],
                tokens_per_s=result["tokens_per_step"] / dt,
                tflops_full=result["flops_per_step_full"] / dt / 1e12 / jax.device_count(),
                tflops_causal=result["flops_per_step_causal"] / dt / 1e12 / jax.device_count())
@@ -755,12 +768,20 @@ def _report(r: dict) -> None:
   first = r["data"].split(",")[0]
   print(f"{head}\n  {r['ms_per_step']:.2f} ms/step (windows {r['window_ms']}), {r['tokens_per_s'] / 1e3:,.1f}K tokens/s, "
         f"{r['tflops_full']:.1f} TFLOP/s full ({r['tflops_causal']:.1f} causal), {mfu}, {mem_s}, "
-        f"loss {r['loss']:.3f}{_host_note(first, r)}; step call {r['call_ms_per_step']:.2f} ms"
+        f"loss {r['loss']:.3f}{_host_note(first, r)}; step call {r['call_ms_per_step']:.2f} ms{_positions(r)}"
         + (f"; {100 * r['fill']:.1f}% of positions hold a token (first batch)" if "fill" in r else ""), flush=True)
   for name, row in list(r.get("by_data", {}).items())[1:]:
     print(f"  data={name}: {row['ms_per_step']:.2f} ms/step (windows {row['window_ms']}), "
-          f"{100 * row['vs_first']:+.2f}% vs {first}{_host_note(name, row)}; step call {row['call_ms_per_step']:.2f} ms",
+          f"{100 * row['vs_first']:+.2f}% vs {first}{_host_note(name, row)}; step call {row['call_ms_per_step']:.2f} ms"
+          f"{_positions(row)}",
           flush=True)
+
+
+def _positions(row: dict, head: int = 5) -> str:
+  """The step call's ms by its position in the window: the first `head`, then the mean of the rest."""
+  c = row.get("call_ms_by_position") or []
+  rest = f" … rest {np.mean(c[head:]):.1f}" if len(c) > head else ""
+  return f" (by position: {' '.join(f'{x:.1f}' for x in c[:head])}{rest})" if c else ""
 
 
 def _host_note(name: str, row: dict) -> str:

@@ -66,6 +66,8 @@ def test_bench_runs_the_step(argv, tmp_path):
   assert out.read_text().count("\n") == 1
   assert r["init_s"] > 0 and r["first_step_s"] > 0  # where a cold start goes, beside compile_s
   assert 0 < r["call_ms_per_step"] < 10 * r["ms_per_step"]  # the host's time inside the step call
+  # ... by the call's position in its window (--steps=2: one call per window, the mean of the two)
+  assert len(r["call_ms_by_position"]) == 1 and r["call_ms_by_position"][0] == pytest.approx(r["call_ms_per_step"], abs=2e-3)
   assert r["donate"] == ("--no_donate" not in argv)
   if r["data"] == "ul2":
     assert r["host_ms_per_step"] >= 0
@@ -290,6 +292,22 @@ def test_bench_bad_input_is_one_sentence(capsys):
   err = capsys.readouterr().err.strip()
   assert err == ("paperjax: error: --data=ul2 needs an encoder-decoder or prefix-LM shape; 'decoder' has no "
                  "inputs. Use --shape=t5_base_ul2 or tiny_encdec.")
+
+
+def test_bench_mem_fraction_out_of_range_is_one_sentence(monkeypatch, capsys):
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  with pytest.raises(SystemExit) as e:
+    bench.main(["--shape=tiny", "--mem_fraction=1.5"])
+  assert e.value.code == 2 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
+  assert capsys.readouterr().err.strip() == ("paperjax: error: --mem_fraction=1.5 is not a share of the GPU's memory; "
+                                             "pass a number in (0, 1].")
+
+
+def test_positions_print_the_first_calls_then_the_mean_of_the_rest():
+  assert bench._positions({"call_ms_by_position": [0.5, 240.0, 246.0, 246.0, 246.0, 250.0, 244.0]}) == (
+      " (by position: 0.5 240.0 246.0 246.0 246.0 … rest 247.0)")
+  assert bench._positions({"call_ms_by_position": [1.0, 2.0]}) == " (by position: 1.0 2.0)"
+  assert bench._positions({}) == ""
 
 
 def test_check_packing_compares_packed_and_one_per_row_with_a_dense_mask_reference(tmp_path, capsys):
