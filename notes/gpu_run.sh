@@ -53,21 +53,20 @@ fi
 #    profiled, against the plain packed row: run 7 measured −1.02 ms packed against −4.00 ms padded for
 #    the same optimizer change — the profile says where the packed step's other 3 ms went;
 #  - GPT-2 with and without donating the state (`--no_donate`, the cheap program): every row's host call
-#    takes most of its step (T5 216-239 of 247-268 ms, GPT-2 46 of 65); predicted: without donation the
-#    call returns at once (the wait is for the donated buffers), ms/step within 1%;
+#    takes most of its step (T5 216-239 of 247-268 ms, GPT-2 46 of 65), and for the same question GPT-2
+#    with XLA's command buffers off (`tuned_ops`) and with 30% of the card for JAX's allocator
+#    (`--mem_fraction=0.3`): ~20 s each (the last is the first's program); predictions below;
 #  - padded T5 grouped with and without the bf16 kernel copy, one machine (run 7 compared them across
 #    machines: +1.33 ms, inconclusive; roofline −0.5 ms);
-#  - the 1B with and without the copy again (run 7: −0.79 ms, 60.2 → 60.3%);
 #  - the packed, grouped, copied step; then the trainer row (the base preset, now grouped), then extras,
-#    the first two for the step call: GPT-2 with XLA's command buffers off (`tuned_ops`) and with 30% of
-#    the card for JAX's allocator (`--mem_fraction=0.3`).
+#    first the 1B with and without the copy again (run 7: −0.79 ms, 60.2 → 60.3%: met either way).
 #  The step call, read by position (every row now logs `call_ms_by_position`; windows start with the
 #  device idle): run 7's averages fit "the host runs a fixed number of steps ahead, then each call waits
 #  about a step": (n − k)/n of the step for n calls per window gives k ≈ 1.2 (T5, n=10), 1.4 (1B, 15),
 #  4.4 (GPT-2, 15). XLA's source (2026 head) rules out the usual suspects for this: the GPU client frees a
 #  step's temporaries as soon as its last kernel is enqueued (kComputeSynchronized), waits on the host
 #  for donated inputs only until their events are recorded, and allows 32 executions in flight (more than
-#  a window holds). Predicted: position 0 short (< 5 ms) and the rest ≈ the step in every row, k set by
+#  a window holds), so the previous plan's guess (donation) is unlikely. Predicted: position 0 short (< 5 ms) and the rest ≈ the step in every row, k set by
 #  the row (GPT-2 larger); if `gpt2_mem30` has a smaller k the depth is memory (allocation waits for the
 #  previous step's buffers despite the above), if `gpt2_nocb` has a larger one it is the command buffers'
 #  update of a graph still running, if `gpt2_nodonate` has a larger one it is donation. None of these
@@ -80,15 +79,15 @@ VARIANTS=(
   "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "gpt2_nodonate|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --no_donate"
+  "gpt2_nocb|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=30 --warmup=4"
+  "gpt2_mem30|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mem_fraction=0.3"
   "t5_b256_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves"
   "t5_b256_grouped_copy|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --param_copy"
-  "1b_b16_fusednorm_copy|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --param_copy"
-  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "t5_b256_packed_grouped_copy|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --param_copy"
 )
 EXTRA=(
-  "gpt2_nocb|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=30 --warmup=4"
-  "gpt2_mem30|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mem_fraction=0.3"
+  "1b_b16_fusednorm_copy|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --param_copy"
+  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "t5_b256_nodonate|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --no_donate"
   "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
   "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic"
@@ -148,6 +147,7 @@ pids=()
 for v in "${VARIANTS[@]}"; do
   tag=${v%%|*}; args=${v#*|}
   [[ $tag == check_* ]] && continue   # a check compiles its own two small programs in phase 2
+  [[ $args == *--mem_fraction* ]] && continue   # the same program as its row without it (a cache hit then)
   [[ ${SMOKE:-0} == 1 ]] && args="${args//cudnn/xla} --steps=2 --warmup=1"
   XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -k 5 "$COMPILE_TIMEOUT" $PY -m paperjax.bench $args --compile_only --progress \
     --compilation_cache="$CACHE" --tag="$tag" --json="$OUT/compile.jsonl" > "$LOGS/compile_$tag.log" 2>&1 &
