@@ -600,7 +600,7 @@ def run(args) -> dict:
       fused=args.fused, norm=args.norm,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
       data=",".join(args.data), optimizer=_optimizer_label(args),
-      donate=not args.no_donate, mem_fraction=float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "nan")),
+      donate=not args.no_donate, mem_fraction=float(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]),  # set by now
       xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=tokens_per_example * batch_size, compiled_mem_gb=mem, hlo_flops=hlo_flops)

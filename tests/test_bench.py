@@ -68,7 +68,7 @@ def test_bench_runs_the_step(argv, tmp_path):
   assert 0 < r["call_ms_per_step"] < 10 * r["ms_per_step"]  # the host's time inside the step call
   # ... by the call's position in its window (--steps=2: one call per window, the mean of the two)
   assert len(r["call_ms_by_position"]) == 1 and r["call_ms_by_position"][0] == pytest.approx(r["call_ms_per_step"], abs=2e-3)
-  assert r["donate"] == ("--no_donate" not in argv)
+  assert r["donate"] == ("--no_donate" not in argv) and 0 < r["mem_fraction"] <= 1
   if r["data"] == "ul2":
     assert r["host_ms_per_step"] >= 0
   if "ul2" in r["data"]:  # real batches: the share of positions holding a token
