@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, xla_flags
 from tests.test_cli import SMALL
 
 CATALOGUE = [
@@ -27,7 +27,7 @@ CATALOGUE = [
     ("mesh-vs-devices", ["--config.mesh.shape=(3,1,1)"], {}, "mesh.shape (3, 1, 1) uses 3 devices but 1 are available"),
     ("mesh-two-fills", ["--config.mesh.shape=(-1,-1,1)"], {}, "has more than one -1"),
     ("batch-vs-data-axis", ["--config.data.batch_size=6", "--config.mesh.shape=(4,1,1)"],
-     {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, "data.batch_size=6 is not divisible by the 4 devices"),
+     {"XLA_FLAGS": xla_flags(4)}, "data.batch_size=6 is not divisible by the 4 devices"),
     ("zero-batch", ["--config.data.batch_size=0"], {}, "data.batch_size=0 must be positive"),
     ("zero-steps", ["--config.train.steps=0"], {}, "train.steps=0 must be at least 1"),
     ("sequence-too-short", ["--config.ul2.inputs_length=2"], {}, "no raw length in [2, 30] fits inputs_length=2"),

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, xla_flags
 from tests.test_cli import SMALL
 
 ARGS = ["--config=configs/ul2.py", *[a for a in SMALL if not a.startswith("--config.train.steps")],
@@ -22,7 +22,7 @@ def _losses(workdir):
 
 
 def _single(workdir, devices, *extra):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices), JAX_PLATFORMS="cpu",
              PYTHONPATH=str(ROOT))
   out = subprocess.run([sys.executable, "-m", "paperjax.main", *ARGS, f"--workdir={workdir}", *extra],
                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
