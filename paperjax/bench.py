@@ -95,7 +95,7 @@ def parse_args(argv=None):
   p.add_argument("--mem_fraction", type=float, default=None,
                  help="the share of GPU memory JAX's allocator takes (XLA_PYTHON_CLIENT_MEM_FRACTION; default "
                       "xla_flags.ENV_DEFAULTS): does the host run fewer steps ahead with less room? (the step call by "
-                      "position says)")
+                      "position says); timed runs only")
   p.add_argument("--group_leaves", action="store_true",
                  help="the optimizer once per group of equal-shaped parameters, vmapped (optimizer.group_leaves; "
                       "optim.grouped): one set of kernels per group instead of per parameter")
@@ -802,6 +802,9 @@ def main(argv=None) -> None:
   from paperjax import errors
   args = parse_args(argv)
   with errors.one_sentence(debug=bool(os.environ.get("PAPERJAX_DEBUG"))):
+    if args.mem_fraction is not None and (args.target or args.check_packing or args.check_unwritten):
+      raise ValueError("--mem_fraction sets the allocator of a timed run on a device; drop it with --target, "
+                       "--check_packing or --check_unwritten.")
     if args.check_packing or args.check_unwritten:
       if not (check_packing if args.check_packing else check_unwritten)(args)["ok"]:
         raise SystemExit(1)

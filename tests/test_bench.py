@@ -301,6 +301,10 @@ def test_bench_mem_fraction_out_of_range_is_one_sentence(monkeypatch, capsys):
   assert e.value.code == 2 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
   assert capsys.readouterr().err.strip() == ("paperjax: error: --mem_fraction=1.5 is not a share of the GPU's memory; "
                                              "pass a number in (0, 1].")
+  with pytest.raises(SystemExit) as e:  # where it would do nothing, it says so instead of being ignored
+    bench.main(["--shape=tiny", "--mem_fraction=0.5", "--target=h100"])
+  assert e.value.code == 2 and "XLA_PYTHON_CLIENT_MEM_FRACTION" not in os.environ
+  assert "--mem_fraction sets the allocator of a timed run" in capsys.readouterr().err
 
 
 def test_positions_print_the_first_calls_then_the_mean_of_the_rest():
