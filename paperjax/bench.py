@@ -42,6 +42,12 @@ SHAPES = {
     # GPT-2 small: 12 layers, 12 heads, d=768, T=1024, vocab 50304 (nanoGPT's padded 50257), tied.
     "gpt2_124m": dict(kind="decoder", d_model=768, num_heads=12, head_dim=64, d_ff=2048, num_layers=12,
                       vocab_size=50304, lengths={"tokens": 1024}, batch=32),
+    # The same with GPT-2's own MLP and positions (nanoGPT's block less its biases and LayerNorm): dense
+    # tanh-GELU d_ff 3072 (the same weights and FLOPs as gated 2048) and a learned 1024-row position
+    # table instead of rotary positions. cuBLASLt can take the GELU as the up-projection's epilogue.
+    "gpt2_124m_gelu": dict(kind="decoder", d_model=768, num_heads=12, head_dim=64, d_ff=3072, num_layers=12,
+                           mlp="dense", positions="learned", max_length=1024,
+                           vocab_size=50304, lengths={"tokens": 1024}, batch=32),
     # T5.1.1-base: 12+12 layers, d=768, 12 heads, gated-GELU d_ff=2048, untied head, vocab 32128;
     # UL2 lengths inputs 512 / targets 128 (raw chunks of 568 tokens, as configs/ul2.py:base).
     "t5_base_ul2": dict(kind="encdec", d_model=768, num_heads=12, head_dim=64, d_ff=2048, num_layers=12,

@@ -35,10 +35,15 @@ def device_peak_flops(device=None) -> float | None:
   return None
 
 
+def _mlp_matrices(cfg) -> int:
+  """d×d_ff matrices per MLP: three when gated (wi_0, wi_1, wo), two when dense (wi, wo)."""
+  return 2 if getattr(cfg, "mlp", "gated") == "dense" else 3
+
+
 def transformer_flops_per_token(cfg, seq_len: int, causal: bool) -> dict:
   """Training FLOPs per token of a decoder stack of `cfg` at attended length `seq_len`."""
   d, h, k, f, v = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
-  per_layer = 4 * d * h * k + 3 * d * f       # q, k, v, out; gated MLP has three matrices
+  per_layer = 4 * d * h * k + _mlp_matrices(cfg) * d * f       # q, k, v, out; the MLP's matrices
   n = cfg.num_layers * per_layer + d * v       # plus the unembedding
   attn = 12 * cfg.num_layers * h * k * seq_len
   return {"matmul_params": n, "full": 6 * n + attn, "causal": 6 * n + (attn / 2 if causal else attn)}
@@ -51,8 +56,9 @@ def encdec_flops_per_example(cfg, inputs_len: int, targets_len: int) -> dict:
   Cross-attention projects its keys and values from the encoder output, so those two matmuls run
   over the inputs (inputs_len rows), its query and output ones over the targets."""
   d, h, k, f, v = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
-  enc = cfg.num_encoder_layers * (4 * d * h * k + 3 * d * f) * inputs_len
-  dec = (cfg.num_layers * ((6 * d * h * k + 3 * d * f) * targets_len + 2 * d * h * k * inputs_len)
+  m = _mlp_matrices(cfg)
+  enc = cfg.num_encoder_layers * (4 * d * h * k + m * d * f) * inputs_len
+  dec = (cfg.num_layers * ((6 * d * h * k + m * d * f) * targets_len + 2 * d * h * k * inputs_len)
          + d * v * targets_len)
   enc_attn = 12 * cfg.num_encoder_layers * h * k * inputs_len * inputs_len
   cross_attn = 12 * cfg.num_layers * h * k * targets_len * inputs_len

@@ -29,6 +29,19 @@ def test_decoder_flops_by_hand():
   assert f["causal"] == (6 * n + attn / 2) * 32
 
 
+def test_dense_mlp_flops_by_hand_and_gpt2s_two_shapes_count_the_same():
+  # tiny with a dense MLP: two d×d_ff matrices per layer.
+  per_layer = 4 * 64 * 64 + 2 * 64 * 128
+  n = 2 * per_layer + 64 * 512
+  attn = 12 * 2 * 4 * 16 * 32
+  f = lm.flops_per_example(_tiny_cfg(mlp="dense"), {"tokens": 32})
+  assert f["full"] == (6 * n + attn) * 32
+  # GPT-2's dense d_ff 3072 holds the weights of the gated 2048: the same FLOPs per token (the
+  # learned position table is an embedding lookup, not counted)
+  gated, dense = (lm.flops_per_example(_tiny_cfg(s), {"tokens": 1024}) for s in ("gpt2_124m", "gpt2_124m_gelu"))
+  assert gated == dense
+
+
 def test_encdec_flops_by_hand():
   # 2+3 layers, d=64, 4×16 heads, d_ff=128, V=512, inputs 64, targets 32.
   d, hk, f_, v, li, lt = 64, 64, 128, 512, 64, 32

@@ -212,6 +212,59 @@ def test_gated_activation_recomputes_its_activation_in_the_backward_pass(name):
     assert grad_text(f).count("stablehlo.tanh") == 2 and grad_text(by_hand).count("stablehlo.tanh") == 1
 
 
+def _gelu_tanh(x):  # GPT-2's GELU, by hand
+  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))
+
+
+def test_dense_mlp_is_gelu_of_the_up_projection_then_the_down_projection():
+  """`mlp="dense"` (GPT-2): gelu_tanh(x·W1)·W2, against numpy; gradients equal plain autodiff's while
+  the backward recomputes the GELU from x·W1 (its tanh twice in the gradient program)."""
+  cfg = TransformerConfig(vocab_size=16, d_model=8, d_ff=32, mlp="dense")
+  mlp = T.DenseMLP(cfg)
+  x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype(np.float32)
+  p = nn.meta.unbox(mlp.init(jax.random.PRNGKey(0), x, True)["params"])
+  assert set(p) == {"wi", "wo"} and p["wi"]["kernel"].shape == (8, 32) and p["wo"]["kernel"].shape == (32, 8)
+  wi, wo = np.asarray(p["wi"]["kernel"], np.float64), np.asarray(p["wo"]["kernel"], np.float64)
+  np.testing.assert_allclose(mlp.apply({"params": p}, x, True), _gelu_tanh(x @ wi) @ wo, rtol=1e-5, atol=1e-6)
+  loss = lambda p: (mlp.apply({"params": p}, x, True) ** 2).sum()
+  plain = lambda p: ((jax.nn.gelu(x @ p["wi"]["kernel"], approximate=True) @ p["wo"]["kernel"]) ** 2).sum()
+  for a, b in zip(jax.tree.leaves(jax.grad(loss)(p)), jax.tree.leaves(jax.grad(plain)(p))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert jax.jit(jax.grad(loss)).lower(p).as_text().count("stablehlo.tanh") == 2
+
+
+def test_learned_positions_add_the_tables_row_and_replace_rotary():
+  """`positions="learned"` (GPT-2): the stack's input is token embedding + position table[position];
+  no rotary tables anywhere in the program; one table per stack."""
+  cfg = dict(vocab_size=32, d_model=16, num_heads=2, head_dim=8, d_ff=32, num_layers=1, num_encoder_layers=1,
+             positions="learned", max_length=12)
+  m = Transformer(TransformerConfig(kind="decoder", **cfg))
+  tokens = np.array([[3, 3, 3, 5, 7]], np.int32)
+  p = _init(m, {"tokens": tokens})
+  assert p["decoder_positions"].shape == (12, 16) and "encoder_positions" not in p
+  pos = np.array([[0, 1, 2, 3, 4]])
+  got = m.apply({"params": p}, tokens, pos, "decoder", method=Transformer.embed_at)
+  want = np.asarray(p["embed"]["embedding"])[tokens] + np.asarray(p["decoder_positions"])[pos]
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  out = m.apply({"params": p}, {"tokens": tokens})
+  assert not np.allclose(out[0, 1], out[0, 2], atol=1e-4)  # the same token after the same context: position tells
+  text = jax.jit(lambda p: m.apply({"params": p}, {"tokens": tokens}).sum()).lower(p).as_text()
+  assert "stablehlo.sine" not in text and "stablehlo.cosine" not in text
+  e = Transformer(TransformerConfig(kind="encdec", **cfg))
+  pe = _init(e, {"inputs": tokens, "targets": tokens[:, :3]})
+  assert pe["encoder_positions"].shape == pe["decoder_positions"].shape == (12, 16)
+  with pytest.raises(ValueError, match="longer than model.max_length=12"):
+    m.apply({"params": p}, {"tokens": np.ones((1, 13), np.int32)})
+
+
+@pytest.mark.parametrize("kw, match", [(dict(mlp="swiglu"), "model.mlp='swiglu'"),
+                                       (dict(positions="alibi"), "model.positions='alibi'"),
+                                       (dict(positions="learned"), "needs model.max_length > 0")])
+def test_bad_mlp_or_positions_is_one_sentence(kw, match):
+  with pytest.raises(ValueError, match=match):
+    TransformerConfig(vocab_size=8, **kw)
+
+
 def test_online_logsumexp_matches_the_two_pass_formula():
   rng = np.random.default_rng(0)
   for scale in (1.0, 50.0, 1e4):  # large spreads: the rescaling must not overflow or lose the max

@@ -89,8 +89,23 @@ class TransformerConfig:
   # takes per-row segment tables of this static size; the packer must not put more in a row
   # (`data.pipeline.Packing.max_segments`). Unused by XLA's attention, which takes a mask.
   max_segments: int = MAX_SEGMENTS
+  # "gated": act(x W0) * (x W1) then W2 (T5.1.1, PaLM, LLaMA); "dense": act(x W1) then W2 (GPT-2, BERT,
+  # the original Transformer). With d_ff = 4d a dense MLP holds the weights of a gated one at 8d/3.
+  mlp: str = "gated"
+  # "rope": rotary positions in every self-attention layer (Su et al. 2021); "learned": a learned
+  # absolute position table added to the token embeddings (GPT-2), one per stack, `max_length` rows.
+  positions: str = "rope"
+  max_length: int = 0            # rows of each learned position table (positions="learned" only)
 
   def __post_init__(self):
+    if self.mlp not in ("gated", "dense"):
+      raise ValueError(f"model.mlp={self.mlp!r} is not 'gated' (act(xW0)·xW1, T5.1.1/LLaMA) or 'dense' "
+                       "(act(xW1), GPT-2).")
+    if self.positions not in ("rope", "learned"):
+      raise ValueError(f"model.positions={self.positions!r} is not 'rope' or 'learned'.")
+    if self.positions == "learned" and self.max_length <= 0:
+      raise ValueError("model.positions='learned' needs model.max_length > 0 (the position table's rows); "
+                       "set it to the longest sequence the model will see.")
     if self.norm_impl not in ("xla", "pallas", "auto"):
       raise ValueError(f"model.norm_impl={self.norm_impl!r} is not 'xla', 'pallas' (the fused GPU kernel) "
                        "or 'auto' (the kernel on GPUs only).")
@@ -370,8 +385,30 @@ class GatedMLP(nn.Module):
     return checkpoint_name(out, "mlp_out")
 
 
+@functools.lru_cache(maxsize=None)
+def rematted_activation(name: str):
+  """`act(h)`, its derivative recomputed from h in the backward pass: h is the only residual, so
+  XLA's GPU GEMM rewriter can take the forward as one cuBLASLt GEMM with a GELU epilogue that also
+  writes h (plain autodiff of the tanh GELU saves tanh(...) too, and the pattern no longer matches)."""
+  return jax.checkpoint(ACTIVATIONS[name])
+
+
+class DenseMLP(nn.Module):
+  """act(x W1) W2 (GPT-2's MLP, without biases)."""
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BLD, deterministic: bool):
+    cfg = self.cfg
+    h_BLF = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi")(x_BLD)
+    h_BLF = nn.with_logical_constraint(rematted_activation(cfg.activation)(h_BLF), ("batch", "length", "act_mlp"))
+    h_BLF = nn.Dropout(cfg.dropout)(h_BLF, deterministic=deterministic)
+    out = Proj("BLF,FD->BLD", (cfg.d_ff, cfg.d_model), ("mlp", "embed"), cfg, name="wo")(h_BLF)
+    return checkpoint_name(out, "mlp_out")
+
+
 class Block(nn.Module):
-  """Pre-norm residual block: self-attention, optional cross-attention, gated MLP."""
+  """Pre-norm residual block: self-attention, optional cross-attention, MLP (gated or dense)."""
   cfg: TransformerConfig
   cross: bool = False
   causal: bool = False
@@ -390,7 +427,7 @@ class Block(nn.Module):
       h_q = h_kv = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
     else:  # y once for the query projection and once for key/value: the kernel sums their gradients
       x_BLD, h_q, h_kv = AddRMSNorm(cfg, copies=2, name="pre_attn_norm")(x_BLD, pending)
-    delta = drop(Attention(cfg, name="self_attn")(
+    delta = drop(Attention(cfg, use_rope=cfg.positions == "rope", name="self_attn")(
         h_q, h_kv, aux["self_mask"], aux["rope"], aux["rope"], self.causal,
         aux.get("self_len"), aux.get("self_len"), aux.get("self_packed")))
     if self.cross:  # each residual add and the norm after it as one op (one fused kernel with norm_impl="pallas")
@@ -400,7 +437,7 @@ class Block(nn.Module):
           None if aux.get("enc_len") is None else jnp.full_like(aux["enc_len"], x_BLD.shape[1]),
           aux.get("enc_len"), aux.get("cross_packed")))
     x_BLD, h = AddRMSNorm(cfg, name="pre_mlp_norm")(x_BLD, delta)
-    delta = drop(GatedMLP(cfg, name="mlp")(h, deterministic))
+    delta = drop((GatedMLP if cfg.mlp == "gated" else DenseMLP)(cfg, name="mlp")(h, deterministic))
     constrain = lambda y: nn.with_logical_constraint(y, ("batch", "length", "act_embed"))
     if cfg.norm_impl != "xla":
       return (constrain(x_BLD), constrain(delta)), None
@@ -418,7 +455,10 @@ class Stack(nn.Module):
   def __call__(self, x_BLD, aux, deterministic: bool = True):
     cfg = self.cfg
     # The rotary sin/cos of the stack's positions, once for all its layers (see `rope_tables`).
-    aux = dict(aux, rope=rope_tables(aux["positions"], cfg.head_dim, cfg.rope_theta))
+    if cfg.positions == "rope":
+      aux = dict(aux, rope=rope_tables(aux["positions"], cfg.head_dim, cfg.rope_theta))
+    else:
+      aux = dict(aux, rope=None)
     block = Block
     if cfg.remat != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
@@ -514,6 +554,13 @@ class Transformer(nn.Module):
     if cfg.kind == "encdec":
       self.encoder = Stack(cfg, cfg.num_encoder_layers, causal=False, name="encoder")
     self.decoder = Stack(cfg, cfg.num_layers, cross=cfg.kind == "encdec", causal=True, name="decoder")
+    if cfg.positions == "learned":  # one table per stack; unit variance, as the token embeddings
+      pos_init = nn.with_logical_partitioning(nn.initializers.normal(1.0), (None, "embed"))
+      self.decoder_positions = self.param("decoder_positions", pos_init, (cfg.max_length, cfg.d_model),
+                                          cfg.param_dtype)
+      if cfg.kind == "encdec":
+        self.encoder_positions = self.param("encoder_positions", pos_init, (cfg.max_length, cfg.d_model),
+                                            cfg.param_dtype)
     if not cfg.tie_embeddings:
       self.unembed = Proj("BLD,DV->BLV", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg, name="unembed")
 
@@ -525,11 +572,24 @@ class Transformer(nn.Module):
       out = self.unembed(h_BLD)
     return nn.with_logical_constraint(out.astype(self.cfg.logits_dtype), ("batch", "length", "act_vocab"))
 
+  def embed_at(self, ids_BL: Array, positions_BL: Array, stack: str) -> Array:
+    """Token embeddings, plus the stack's learned position embeddings with `positions="learned"`
+    (positions_BL [B, L] or [1, L]; a packed row's restart at 0 in each example)."""
+    x = self.embed(ids_BL)
+    if self.cfg.positions != "learned":
+      return x
+    if ids_BL.shape[1] > self.cfg.max_length:
+      raise ValueError(f"A sequence of {ids_BL.shape[1]} positions is longer than model.max_length="
+                       f"{self.cfg.max_length}, the learned position table's rows; raise model.max_length.")
+    table = self.decoder_positions if stack == "decoder" else self.encoder_positions
+    return x + embed_lookup(table, positions_BL, self.cfg.dtype)
+
   def encode(self, inputs_BS, deterministic=True, segment_ids_BS=None, positions_BS=None):
     """The encoder's output. A packed batch passes its segment ids (and positions, restarting at 0
     in each segment); then each position attends within its segment only."""
     cfg = self.cfg
-    x = self.embed(inputs_BS)
+    x = self.embed_at(inputs_BS, jnp.arange(inputs_BS.shape[1])[None] if positions_BS is None else positions_BS,
+                      "encoder")
     if segment_ids_BS is not None:
       aux = dict(self_mask=None, positions=positions_BS)
       if cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
@@ -592,7 +652,7 @@ class Transformer(nn.Module):
           prefix_B = batch["prefix_len"].reshape(-1)
           self_mask = (k <= q)[None, None] | (k[None, None] < prefix_B[:, None, None, None])
         aux = dict(self_mask=self_mask, positions=jnp.arange(L)[None])
-    x = self.embed(dec_in)
+    x = self.embed_at(dec_in, aux["positions"], "decoder")
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
     h = self.decoder(x, aux, deterministic)
     return h if return_hidden else self.logits(h)
