@@ -1,5 +1,10 @@
 """The shared transformer: attention masks do what each architecture promises; losses agree."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -10,6 +15,7 @@ from paperjax import losses
 from paperjax.models import lm
 from paperjax.models import transformer as T
 from paperjax.models.transformer import Transformer, TransformerConfig
+from tests.conftest import needs_cuda_plugin
 
 
 def _model(kind, **kw):
@@ -231,6 +237,37 @@ def test_dense_mlp_is_gelu_of_the_up_projection_then_the_down_projection():
   for a, b in zip(jax.tree.leaves(jax.grad(loss)(p)), jax.tree.leaves(jax.grad(plain)(p))):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   assert jax.jit(jax.grad(loss)).lower(p).as_text().count("stablehlo.tanh") == 2
+
+
+@needs_cuda_plugin
+def test_dense_mlp_gelu_is_a_cublaslt_epilogue_in_the_h100_program():
+  """Why the dense MLP rematerialises its GELU: compiled for an H100 (deviceless, the `tuned` flags),
+  the up-projection of `DenseMLP` is one cuBLASLt GEMM with a GELU_AUX epilogue (GELU and its input
+  written by the GEMM); with plain autodiff of the same function the pattern does not match."""
+  code = textwrap.dedent("""
+    import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
+    from paperjax import xla_flags; xla_flags.apply("tuned")
+    import jax, jax.numpy as jnp, flax.linen as nn
+    from jax.experimental import topologies
+    from paperjax import roofline
+    from paperjax.models import transformer as T
+    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
+    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
+    mlp = T.DenseMLP(T.TransformerConfig(vocab_size=8, d_model=256, d_ff=1024, mlp="dense", dtype=jnp.bfloat16))
+    x = jax.ShapeDtypeStruct((4, 128, 256), jnp.bfloat16)
+    params = jax.eval_shape(lambda: nn.meta.unbox(mlp.init(jax.random.key(0), jnp.ones(x.shape, x.dtype), True)["params"]))
+    def gelu_aux(apply):
+      grad = jax.grad(lambda p, x: apply(p, x).astype(jnp.float32).sum())
+      return jax.jit(grad, in_shardings=sh).lower(params, x).compile().as_text().count('"epilogue":"GELU_AUX"')
+    cast = lambda p, k: p[k]["kernel"].astype(jnp.bfloat16)
+    plain = lambda p, x: jax.nn.gelu(x @ cast(p, "wi"), approximate=True) @ cast(p, "wo")
+    print(gelu_aux(lambda p, x: mlp.apply({"params": p}, x, True)), gelu_aux(plain))
+  """)
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.split()[-2:] == ["1", "0"]
 
 
 def test_learned_positions_add_the_tables_row_and_replace_rotary():
