@@ -64,8 +64,12 @@ fi
 #    (`--mem_fraction=0.3`): ~20 s each (the last is the first's program); predictions below;
 #  - padded T5 grouped with and without the bf16 kernel copy, one machine (run 7 compared them across
 #    machines: +1.33 ms, inconclusive; roofline −0.5 ms);
-#  - the packed, grouped, copied step; then the trainer row (the base preset, now grouped), then extras,
-#    first the 1B with and without the copy again (run 7: −0.79 ms, 60.2 → 60.3%: met either way).
+#  - the packed, grouped, copied step; then the trainer row (the base preset, now grouped), then extras:
+#    first packed T5 grouped with learned positions instead of rotary (`--positions=learned`; T5.1.1 itself
+#    has neither — a relative position bias, which cuDNN's flash path would have to read as a bias): the
+#    deviceless roofline 254.32 → 247.12 ms (rotary's passes over 131K encoder rows are 7.2 ms); predicted
+#    −6.5 to −7.5 ms against `t5_b256_packed_grouped` (run 7 ran 1.045× its roofline): ~258.5 ms, ~43.8% —
+#    packed stays under 45% even so; then the 1B with and without the copy again (run 7: −0.79 ms).
 #  The step call, read by position (every row now logs `call_ms_by_position`; windows start with the
 #  device idle): run 7's averages fit "the host runs a fixed number of steps ahead, then each call waits
 #  about a step": (n − k)/n of the step for n calls per window gives k ≈ 1.2 (T5, n=10), 1.4 (1B, 15),
@@ -93,6 +97,7 @@ VARIANTS=(
   "t5_b256_packed_grouped_copy|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --param_copy"
 )
 EXTRA=(
+  "t5_b256_packed_learned|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --positions=learned"
   "1b_b16_fusednorm_copy|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --param_copy"
   "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "t5_b256_nodonate|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --no_donate"

@@ -80,6 +80,9 @@ def parse_args(argv=None):
   p.add_argument("--max_segments", type=int, default=0,
                  help="packed data: most examples a row may hold (0: the model config's default); cuDNN's "
                       "packed layout pays for every slot")
+  p.add_argument("--positions", default="", choices=["", "rope", "learned"],
+                 help="override the shape's positions: rotary, or a learned table per stack with as many rows as "
+                      "the shape's longest sequence (TransformerConfig.positions; '': the shape's)")
   p.add_argument("--dtype", default="bfloat16", help="compute dtype; parameters stay --param_dtype")
   p.add_argument("--param_dtype", default="float32")
   p.add_argument("--remat", default="none", help="key of transformer.REMAT_POLICIES")
@@ -172,6 +175,10 @@ def model_config(args):
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
     kw["max_segments"] = args.max_segments
+  if args.positions:
+    kw["positions"] = args.positions
+    if args.positions == "learned":
+      kw["max_length"] = max(kw.get("max_length", 0), *shape["lengths"].values())
   if args.layers:
     kw["num_layers"] = args.layers
     if "num_encoder_layers" in kw:
@@ -373,7 +380,7 @@ def target(args) -> dict:
       roofline=summ, roofline_ms=summ["total_ms"],
       roofline_mfu_full=flops["full"] * batch_size / step_s / peak,
       roofline_mfu_causal=flops["causal"] * batch_size / step_s / peak, peak_flops=peak,
-      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments)
+      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments, mlp=cfg.mlp, positions=cfg.positions)
   _report_target(result)
   return _write(result, args)
 
@@ -386,7 +393,7 @@ def _report_target(r: dict) -> None:
   mem = r["compiled_mem_gb"]
   print(f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} compiled for {r['device']} (deviceless, "
         f"{r['compile_s']:.1f}s; its init program {r['init_compile_s']:.1f}s): attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} norm={r['norm']} "
-        f"loss_chunk={r['loss_chunk']} optimizer={r['optimizer']} xla={r['xla_flags']}\n"
+        f"positions={r['positions']} mlp={r['mlp']} loss_chunk={r['loss_chunk']} optimizer={r['optimizer']} xla={r['xla_flags']}\n"
         f"  compiled memory ≈{mem['peak_estimate']:.2f} GiB (arguments {mem['arguments']:.2f}, temporaries "
         f"{mem['temp']:.2f}); roofline {r['roofline_ms']:.2f} ms/step → MFU ≤ {100 * r['roofline_mfu_full']:.1f}% "
         f"full / {100 * r['roofline_mfu_causal']:.1f}% causal", flush=True)
@@ -603,7 +610,7 @@ def run(args) -> dict:
       tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm,
+      fused=args.fused, norm=args.norm, mlp=cfg.mlp, positions=cfg.positions,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
       data=",".join(args.data), optimizer=_optimizer_label(args),
       donate=not args.no_donate, mem_fraction=float(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]),  # set by now
@@ -761,6 +768,7 @@ def _report(r: dict) -> None:
       f"peak ≈{r['compiled_mem_gb']['peak_estimate']:.2f} GiB (compiled estimate)" if r.get("compiled_mem_gb") else "peak n/a")
   head = (f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} {r['params'] / 1e6:.1f}M params on {r['device']}: "
           f"attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} dtype={r['dtype']} remat={r['remat']} "
+          f"positions={r['positions']} mlp={r['mlp']} "
           f"scan={r['scan']} loss={r['loss_impl']}{'/' + str(r['loss_chunk']) if r['loss_chunk'] else ''} "
           f"data={r['data']} xla={r['xla_flags']} compile {r['compile_s']:.1f}s"
           + (f", init compile {r['init_compile_s']:.1f}s" if r.get("init_compile_s") is not None else "")

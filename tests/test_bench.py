@@ -42,6 +42,14 @@ def test_dense_mlp_flops_by_hand_and_gpt2s_two_shapes_count_the_same():
   assert gated == dense
 
 
+def test_positions_flag_overrides_the_shape_with_a_table_as_long_as_its_longest_sequence():
+  cfg, _ = bench.model_config(bench.parse_args(["--shape=tiny_encdec", "--positions=learned"]))
+  assert cfg.positions == "learned" and cfg.max_length == 64  # inputs 64, targets 32
+  cfg, _ = bench.model_config(bench.parse_args(["--shape=gpt2_124m_gelu", "--positions=rope"]))
+  assert cfg.positions == "rope" and cfg.mlp == "dense"
+  assert bench.model_config(bench.parse_args(["--shape=tiny"]))[0].positions == "rope"
+
+
 def test_encdec_flops_by_hand():
   # 2+3 layers, d=64, 4×16 heads, d_ff=128, V=512, inputs 64, targets 32.
   d, hk, f_, v, li, lt = 64, 64, 128, 512, 64, 32
@@ -56,7 +64,7 @@ def test_encdec_flops_by_hand():
 
 
 @pytest.mark.parametrize("argv", [
-    ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE", "--no_donate"],
+    ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE", "--no_donate", "--positions=learned"],
     ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96", "--fused"],
     # The same program as the row above (a compilation-cache hit): one real batch kept on the device, and
     # the trainer's grain iterator, timed in interleaved windows; Adafactor as in the UL2 presets.
@@ -82,6 +90,7 @@ def test_bench_runs_the_step(argv, tmp_path):
   # ... by the call's position in its window (--steps=2: one call per window, the mean of the two)
   assert len(r["call_ms_by_position"]) == 1 and r["call_ms_by_position"][0] == pytest.approx(r["call_ms_per_step"], abs=2e-3)
   assert r["donate"] == ("--no_donate" not in argv) and 0 < r["mem_fraction"] <= 1
+  assert r["positions"] == ("learned" if "--positions=learned" in argv else "rope") and r["mlp"] == "gated"
   if r["data"] == "ul2":
     assert r["host_ms_per_step"] >= 0
   if "ul2" in r["data"]:  # real batches: the share of positions holding a token
