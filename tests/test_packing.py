@@ -40,13 +40,13 @@ def _pad(rows, length):
 GPT2_BLOCK = dict(mlp="dense", positions="learned", max_length=20)  # learned positions restart per example too
 
 
-@pytest.mark.parametrize("scan", [False, True, "gpt2_block"], ids=["layers", "scanned_layers_remat", "gpt2_block"])
-def test_a_packed_encdec_row_computes_each_example_as_if_alone(scan):
+@pytest.mark.parametrize("variant", ["layers", "scanned_layers_remat", "gpt2_block"])
+def test_a_packed_encdec_row_computes_each_example_as_if_alone(variant):
   rng = np.random.default_rng(0)
   exs = [(rng.integers(2, 64, n), rng.integers(2, 64, k)) for n, k in [(5, 3), (7, 4), (3, 2)]]
   # scanned + remat: the large preset's layers (the segment tables go through nn.scan)
-  m = _model("encdec", **(GPT2_BLOCK if scan == "gpt2_block" else
-                          dict(scan_layers=True, remat="dots_no_batch") if scan else {}))
+  m = _model("encdec", **{"layers": {}, "scanned_layers_remat": dict(scan_layers=True, remat="dots_no_batch"),
+                          "gpt2_block": GPT2_BLOCK}[variant])
   alone = {"inputs": _pad([a for a, _ in exs], 16), "targets": _pad([b for _, b in exs], 10)}
   params = nn.meta.unbox(lm.init(m, jax.random.key(0), alone))
   apply = jax.jit(lambda b: m.apply({"params": params}, b))  # compiled: op by op is slower on CPU
@@ -59,7 +59,7 @@ def test_a_packed_encdec_row_computes_each_example_as_if_alone(scan):
   for i, (_, b) in enumerate(exs):
     np.testing.assert_allclose(out_packed[0, start:start + len(b)], out_alone[i, :len(b)], atol=2e-5, rtol=2e-5)
     start += len(b)
-  if scan is False:  # and the packing is what isolates them: the same row read as one example differs
+  if variant == "layers":  # and the packing is what isolates them: the same row read as one example differs
     assert not np.allclose(apply({"inputs": inp, "targets": tgt})[0, 3:7], out_alone[1, :4])
 
 
