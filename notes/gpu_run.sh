@@ -81,11 +81,35 @@ fi
 #  previous step's buffers despite the above), if `gpt2_nocb` has a larger one it is the command buffers'
 #  update of a graph still running, if `gpt2_nodonate` has a larger one it is donation. None of these
 #  costs throughput (the pipeline rows are within 0.6%); the question is only what bounds the lead.
+#  The card: the only kind lent since 2026-11-28 is `nvidia-h200` — the H100's processor (the same
+#  matrix rates) with 141 GB of HBM3e at 4.8 TB/s (4.3 TB/s copy measured there). The script runs
+#  unchanged on it; its figures are H200 figures, and the issue's bars are an H100's. Predictions per
+#  card (deviceless rooflines `bench --target=h100|h200` of each row, jax 0.10.2; an H200 row predicted as
+#  run 7's H100 figure × its roofline's H200/H100 ratio, a new row as its roofline × run 7's ratio of
+#  the same kind, 1.10 GPT-2 / 1.045 packed T5):
+#      row                      H100 roofline  H200 roofline  run 7 (H100)     H200 predicted
+#      gpt2_fusednorm               58.65          54.15      64.61, 43.8%     ~59.7 ms, ~47.5%
+#      gpt2_gelu                    54.89          51.45      (~60.5, ~46.8%)  ~56.7 ms, ~49.9%
+#      t5_b256_packed_grouped      254.32         234.99      265.86, 42.6%    ~245.7 ms, ~46.1%
+#      t5_b256_packed_learned      247.12         229.92      (~258.2, ~43.9%) ~240.3 ms, ~47.1%
+#      t5_b256_grouped             248.50         230.36      246.78, 45.9%    ~228.8 ms, ~49.5%
+#      1b_b16_fusednorm            413.81         395.46      428.90, 60.2%    ~409.9 ms, ~63.0%
+#  i.e. on an H200 every target but GPT-2's would be passed, by the bandwidth the H100 lacks.
+#  - NEW, second row: packed T5 with `--packed_rows=32` (the packer lets at most 32 of 256 rows hold two
+#    examples and puts them last; every other row runs through cuDNN's padded layout, which skips its
+#    padding and has no per-slot passes or selects; `models/transformer.py` MixedLayout), against
+#    `t5_b256_packed_grouped` on the same machine. The roofline cannot price it (it counts both calls at full
+#    work and knows no per-slot cost: 254.32 → 259.71 ms, H200 234.99 → 240.56). Predicted from run 7's
+#    profiles: attention 52.9 → ~45 ms (the padded layout's 38.5 over every row, the packed one's cost
+#    on 32 rows ~6.6), the selects −5.8 ms, a copy of each padded call's output +2.5 ms and the tail
+#    slices +2.8 (the roofline's copies, 0.39 → 5.30 ms): ~−8.7 ms, **~257 ms, ~43.6%** on an H100
+#    (~238 ms, ~47.5% on an H200); its pipeline column says the capped packer keeps up.
 #  A second, short call (≥ 240 s of budget left), e.g. the packed comparison with longer windows:
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 VARIANTS=(
   "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --profile=/tmp/trace_t5pg"
+  "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32"
   "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"

@@ -80,6 +80,10 @@ def parse_args(argv=None):
   p.add_argument("--max_segments", type=int, default=0,
                  help="packed data: most examples a row may hold (0: the model config's default); cuDNN's "
                       "packed layout pays for every slot")
+  p.add_argument("--packed_rows", type=int, default=0,
+                 help="packed data: only this many rows, last in the batch, may hold several examples (the packer "
+                      "caps and sorts them) and run through cuDNN's packed layout, the rest through its padded "
+                      "one (TransformerConfig.packed_rows; 0: every row packed)")
   p.add_argument("--positions", default="", choices=["", "rope", "learned"],
                  help="override the shape's positions: rotary, or a learned table per stack with as many rows as "
                       "the shape's longest sequence (TransformerConfig.positions; '': the shape's)")
@@ -175,6 +179,8 @@ def model_config(args):
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
     kw["max_segments"] = args.max_segments
+  if args.packed_rows:
+    kw["packed_rows"] = args.packed_rows
   if args.positions:
     kw["positions"] = args.positions
     if args.positions == "learned":
@@ -223,7 +229,7 @@ def ul2_source(cfg, shape, batch, rng: np.random.Generator, pipeline: bool = Fal
       raise SystemExit(f"--data=ul2_pipeline needs grain ({e}); install it or use --data=ul2.") from e
     source = rng.integers(6, ids.first_sentinel, size=(16 * batch, raw_length), dtype=np.int32)
     it = pipeline_lib.make_iterator(source, global_batch_size=batch, seed=0, batch_fn=mix.batch,
-                                    num_threads=num_threads, pack=mix.packing(cfg.max_segments) if packed else None)
+                                    num_threads=num_threads, pack=mix.packing(cfg.max_segments, cfg.packed_rows) if packed else None)
     clock = {"s": 0.0}
 
     def next_batch():  # time spent waiting for the iterator (the transform itself runs ahead)
@@ -380,7 +386,7 @@ def target(args) -> dict:
       roofline=summ, roofline_ms=summ["total_ms"],
       roofline_mfu_full=flops["full"] * batch_size / step_s / peak,
       roofline_mfu_causal=flops["causal"] * batch_size / step_s / peak, peak_flops=peak,
-      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments, mlp=cfg.mlp, positions=cfg.positions)
+      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments, packed_rows=cfg.packed_rows, mlp=cfg.mlp, positions=cfg.positions)
   _report_target(result)
   return _write(result, args)
 

@@ -85,6 +85,21 @@ device_description_str: "NVIDIA H100 80GB HBM3"
 }
 
 
+def _with_fields(target: str, **fields) -> str:
+  """A target description with some of its `key: value` fields replaced (each must be there)."""
+  for key, value in fields.items():
+    target, n = re.subn(rf"(?m)^(\s*{key}: ).*$", lambda m, v=value: m.group(1) + str(v), target)
+    assert n == 1, f"{key} is not a field of the target description"
+  return target
+
+
+# The H200 is the H100's processor (the same sm_90 geometry, clocks and matrix rates) with 141 GB of HBM3e
+# at 4.8 TB/s: its description is the H100's with the memory, the L2 PyTorch reported on one here (60 MiB)
+# and the name changed.
+GPU_TARGETS["h200"] = _with_fields(GPU_TARGETS["h100"], memory_bandwidth=4_800_000_000_000, l2_cache_size=62914560,
+                                   device_memory_size=143771 * 2**20, device_description_str='"NVIDIA H200"')
+
+
 @contextlib.contextmanager
 def cudnn_checks_for(target: str):
   """jax's cuDNN attention asks the *local* GPU for its compute capability (its packed layout needs
@@ -104,7 +119,13 @@ def cudnn_checks_for(target: str):
 
 H100_SXM = Card("H100 SXM", bandwidth=3.0e12, gemm_flops=742e12,
                 attention_flops=((64, 310e12, 213e12), (128, 473e12, 352e12)))
-CARDS = {"h100": H100_SXM}
+# H200: the H100's matrix and attention rates (the same processor: its 8192³ bf16 GEMM ran at 769–798 TFLOP/s
+# here, the H100's ~798 ceiling) and the copy bandwidth measured on one here, 4.3 TB/s counting bytes read and
+# written (/work/.library/device/KINDS.md), the way H100_SXM's 3.0 is counted. The attention rates are a lead
+# until an H200 run measures them: cuDNN's small helper passes in the backward are memory-bound and should
+# be faster there.
+H200_SXM = dataclasses.replace(H100_SXM, name="H200 SXM", bandwidth=4.3e12)
+CARDS = {"h100": H100_SXM, "h200": H200_SXM}
 
 _SHAPE = re.compile(r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True)) + r")\[([0-9,]*)\]")
 # Computation headers and instructions, with or without XLA's `%` sigils and the header's signature

@@ -192,9 +192,10 @@ def test_packed_pipeline_gives_each_process_its_rows_of_the_same_global_batch():
 
 
 @needs_cuda_plugin
-def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout():
+@pytest.mark.parametrize("packed_rows", [0, 2])
+def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout(packed_rows):
   # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
-  code = textwrap.dedent("""
+  code = textwrap.dedent(f"""
     import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
     import jax, jax.numpy as jnp, numpy as np, flax.linen as nn
     from jax.experimental import topologies
@@ -204,7 +205,7 @@ def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout():
     topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
     cfg = TransformerConfig(kind="encdec", vocab_size=256, d_model=128, num_heads=2, head_dim=64, d_ff=256,
                             num_layers=1, num_encoder_layers=1, dtype=jnp.bfloat16, attention_impl="cudnn",
-                            max_segments=8)
+                            max_segments=8, packed_rows={packed_rows})
     model = Transformer(cfg)
     B, S, L = 4, 128, 32
     i32 = lambda *s: jax.ShapeDtypeStruct(s, np.int32)
@@ -214,15 +215,21 @@ def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout():
     sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
     with roofline.cudnn_checks_for("h100"):  # jax asks the local GPU (none here) for Hopper
       params = jax.eval_shape(lambda: nn.meta.unbox(lm.init(
-          model, jax.random.key(0), {k: np.ones(v.shape, np.int32) for k, v in batch.items()})))
+          model, jax.random.key(0), {{k: np.ones(v.shape, np.int32) for k, v in batch.items()}})))
       hlo = jax.jit(grad, in_shardings=sh).lower(params, batch).compile().as_text()
-    print(hlo.count("__cudnn$fmhaSoftmax\\""), hlo.count("__cudnn$fmhaSoftmaxBackward\\""))
+    calls = [l for l in hlo.splitlines() if "__cudnn$fmhaSoftmax" in l]
+    print(sum("Backward" not in l for l in calls), sum("Backward" in l for l in calls),
+          sum(" bf16[2,128,2,64]" in l.split("custom-call(")[-1] or " bf16[2,32,2,64]" in l.split("custom-call(")[-1]
+              for l in calls))
   """)
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                        env={**os.environ, "JAX_PLATFORMS": ""})
   assert out.returncode == 0, out.stderr[-3000:]
-  fwd, bwd = map(int, out.stdout.split()[-2:])
-  assert fwd == 3 and bwd == 3  # encoder self, decoder self and cross attention, each on cuDNN both ways
+  fwd, bwd, on_tail = map(int, out.stdout.split()[-3:])
+  # encoder self, decoder self and cross attention, each on cuDNN both ways; with packed_rows, each
+  # twice: the padded layout over all 4 rows and the packed one over the last 2 only
+  calls = 3 if packed_rows == 0 else 6
+  assert (fwd, bwd, on_tail) == (calls, calls, 0 if packed_rows == 0 else 6), out.stdout
 
 
 @needs_cuda_plugin
@@ -276,3 +283,137 @@ def test_keys_may_cover_the_padding_only_under_a_causal_mask():
   covering = T.SegmentLayout.of(seg, 2, covers_padding=True)
   with pytest.raises(ValueError, match="causal"):
     T.packed_attention(x, x, x, covering, covering, is_causal=False)
+
+
+# ---- packed_rows: only the last rows of a batch packed, the rest through cuDNN's padded layout ----
+
+def _first_fit_by_hand(examples, rows, lengths, max_segments, multi_rows):
+  """First-fit into `rows` rows (an example takes the first row where every feature fits and that holds
+  fewer than max_segments examples — and, once `multi_rows` rows hold several, no row holding exactly one),
+  a batch emitted when an example fits no row; rows holding several then moved last, in order."""
+  batches, bins = [], []
+  for ex in examples:
+    n = {k: len(ex[k]) for k in lengths}
+    multi = sum(len(b) > 1 for b in bins)
+    fits = lambda b: (len(b) < max_segments and (len(b) != 1 or multi < multi_rows)
+                      and all(sum(len(e[k]) for e in b) + n[k] <= lengths[k] for k in lengths))
+    row = next((b for b in bins if fits(b)), None)
+    if row is None and len(bins) < rows:
+      bins.append(row := [])
+    if row is None:
+      batches.append(sorted(bins, key=lambda b: len(b) > 1))  # stable: single rows first, in order
+      bins = [row := []]
+    row.append(ex)
+  return batches
+
+
+def _rows_of(batch):
+  return [[tuple(batch["inputs"][r][batch["inputs_segment_ids"][r] == s])
+           for s in range(1, batch["inputs_segment_ids"][r].max() + 1)] for r in range(batch["inputs"].shape[0])]
+
+
+def test_capped_packing_is_first_fit_with_at_most_k_multi_rows_last_and_resumes_exactly():
+  mix = D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, _ids(), 96, 64, 70)  # rows that two examples fit
+  source = np.random.default_rng(3).integers(6, 400, (256, 70)).astype(np.int32)
+  make = lambda cap=2, **kw: pipeline.make_iterator(source, global_batch_size=8, seed=0, batch_fn=mix.batch,
+                                                    pack=mix.packing(max_segments=2, multi_rows=cap), **kw)
+  it, uncapped = make(), make(cap=0)
+  got = [next(it) for _ in range(6)]
+  plain = pipeline.make_iterator(source, global_batch_size=8, seed=0, batch_fn=mix.batch)
+  stream = [ex for _ in range(10) for ex in mix.split(next(plain))]
+  want = _first_fit_by_hand(stream, 8, {"inputs": 96, "targets": 64}, 2, 2)
+  multi = [int((b["inputs_segment_ids"].max(1) > 1).sum()) for b in got]
+  assert max(multi) == 2 and max((next(uncapped)["inputs_segment_ids"].max(1) > 1).sum() for _ in range(6)) > 2
+  assert sum(multi) >= 6, multi  # the cap binds, and not vacuously
+  for b, w in zip(got, want):
+    assert _rows_of(b) == [[tuple(e["inputs"]) for e in row] for row in w]
+    assert (b["inputs_segment_ids"][:6].max(1) <= 1).all()  # the multi rows are the last two
+  # exact resume, and each of two processes has its own multi row last (rows p, p+2, … of the batch)
+  it = make()
+  next(it)
+  state = it.get_state()
+  want_next = next(it)
+  again = make()
+  again.set_state(state)
+  nxt = next(again)
+  assert all((want_next[k] == nxt[k]).all() for k in want_next)
+  for p in range(2):
+    mine = next(make(process_index=p, process_count=2))
+    np.testing.assert_array_equal(mine["inputs"], got[0]["inputs"][p::2])
+    assert (mine["inputs_segment_ids"][:3].max(1) <= 1).all()
+
+
+def test_take_and_put_tail_by_hand():
+  x = np.arange(8)
+  np.testing.assert_array_equal(T.take_tail(x, 4, 2), [2, 3, 6, 7])  # the last 2 of each block of 4
+  np.testing.assert_array_equal(T.take_tail(x, 2, 1), [6, 7])
+  np.testing.assert_array_equal(T.put_tail(jnp.asarray(x), -jnp.arange(1, 5), 4, 2), [0, 1, -1, -2, 4, 5, -3, -4])
+
+
+def _mixed_segments(rng, B, L, tail_rows, groups):
+  """Segment ids: one example per row, two (sometimes) in the last tail_rows/groups rows of each block."""
+  seg = np.zeros((B, L), np.int32)
+  per = B // groups
+  for b in range(B):
+    n = rng.integers(3, L + 1)
+    seg[b, :n] = 1
+    if b % per >= per - tail_rows // groups and rng.random() < 0.8:
+      seg[b, rng.integers(1, n):n] = 2
+  return seg
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_mixed_attention_equals_segment_masked_attention_values_and_gradients(causal):
+  rng = np.random.default_rng(0)
+  B, L, H, K = 8, 16, 2, 8
+  seg = jnp.asarray(_mixed_segments(rng, B, L, 4, 2))
+  layout = T.MixedLayout.of(seg, seg, 4, 2, causal=causal, q_covers_padding=True, groups=2)
+  np.testing.assert_array_equal(layout.q_len, np.where(np.arange(B) % 4 >= 2, 1, np.maximum((seg == 1).sum(1), 1)))
+  q, k, v = (jnp.asarray(rng.normal(size=(B, L, H, K)), jnp.float32) for _ in range(3))
+  valid = (seg > 0)[:, :, None, None]
+  w = jnp.asarray(rng.normal(size=(B, L, H, K)), jnp.float32) * valid  # a loss of the real positions only
+  mask = T.segment_mask(seg, seg, causal=causal)
+  ref = lambda q, k, v: (jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla") * w).sum()
+  mixed = lambda q, k, v: (T.mixed_attention(q, k, v, layout, is_causal=causal, impl="xla") * w).sum()
+  np.testing.assert_allclose(jax.jit(mixed)(q, k, v), ref(q, k, v), rtol=1e-5)
+  for a, b in zip(jax.jit(jax.grad(mixed, (0, 1, 2)))(q, k, v), jax.grad(ref, (0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(a * valid, b * valid, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["encdec", "decoder"])
+def test_a_model_with_packed_rows_trains_as_the_fully_packed_one(kind):
+  rng = np.random.default_rng(1)
+  B = 4
+  if kind == "encdec":
+    iseg, tseg = _mixed_segments(rng, B, 20, 2, 1), None
+    tseg = np.zeros((B, 12), np.int32)
+    for b in range(B):  # the same examples' targets: one per input segment, 1-5 tokens each
+      pos = 0
+      for s in range(1, iseg[b].max() + 1):
+        n = rng.integers(1, 6)
+        tseg[b, pos:pos + n] = s
+        pos += n
+    pos_of = lambda seg: np.where(seg > 0, np.arange(seg.shape[1]) - np.argmax(seg[:, :, None] == seg[:, None, :], 2), 0)
+    batch = dict(inputs=rng.integers(2, 64, (B, 20)) * (iseg > 0), targets=rng.integers(2, 64, (B, 12)) * (tseg > 0),
+                 inputs_segment_ids=iseg, targets_segment_ids=tseg, inputs_positions=pos_of(iseg),
+                 targets_positions=pos_of(tseg), targets_mask=(tseg > 0))
+  else:
+    seg = _mixed_segments(rng, B, 20, 2, 1)
+    pos_of = lambda seg: np.where(seg > 0, np.arange(seg.shape[1]) - np.argmax(seg[:, :, None] == seg[:, None, :], 2), 0)
+    batch = dict(tokens=rng.integers(2, 64, (B, 20)) * (seg > 0), tokens_segment_ids=seg, tokens_positions=pos_of(seg),
+                 loss_mask=(seg > 0))
+  batch = {k: jnp.asarray(v, jnp.int32) for k, v in batch.items()}
+  packed, mixed = _model(kind), _model(kind, packed_rows=2)
+  params = nn.meta.unbox(lm.init(packed, jax.random.key(0), batch))
+  loss = lambda m: jax.jit(jax.value_and_grad(lambda p: lm.loss_sums(m, p, batch)[0]))(params)
+  (l0, g0), (l1, g1) = loss(packed), loss(mixed)
+  np.testing.assert_allclose(l1, l0, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4), g1, g0)
+
+
+def test_packed_rows_must_be_a_count():
+  with pytest.raises(ValueError, match="packed_rows=-1 is negative"):
+    T.TransformerConfig(vocab_size=8, packed_rows=-1)
+  with pytest.raises(ValueError, match="does not split evenly"):
+    seg = jnp.ones((6, 4), jnp.int32)
+    T.MixedLayout.of(seg, seg, 3, 2, causal=False, q_covers_padding=True, groups=2)

@@ -38,6 +38,7 @@ def test_gpu_topology_names_a_card_and_a_count():
   from paperjax.launch import preflight
   assert preflight.gpu_target("gpu:h100") == ("h100", 1)
   assert preflight.gpu_target("gpu:h100x8") == ("h100", 8)
+  assert preflight.gpu_target("gpu:h200x2") == ("h200", 2)
   assert preflight.gpu_target("cpu:8") is None
   with pytest.raises(ValueError, match="names no GPU"):
     preflight.gpu_target("gpu:8xh100")

@@ -7,6 +7,7 @@ causal flash attention forward and backward on [2,128,4,64], and a 5-step scan t
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from paperjax import bench, roofline
+from paperjax import bench, metrics, roofline
 from tests.conftest import needs_cuda_plugin
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "h100_fixture.hlo")
@@ -83,6 +84,34 @@ def test_card_attention_rate_by_head_dim():
   assert card.attention_rate(128, True) > card.attention_rate(64, True) == card.attention_rate(80, True)
 
 
+def test_h200_is_the_h100_processor_with_its_own_memory():
+  fields = lambda t: dict(re.findall(r"(?m)^\s*(\w+): (.+)$", t))
+  h100, h200 = fields(roofline.GPU_TARGETS["h100"]), fields(roofline.GPU_TARGETS["h200"])
+  changed = {k for k in h100 if h100[k] != h200[k]}
+  assert changed == {"memory_bandwidth", "l2_cache_size", "device_memory_size", "device_description_str"}
+  assert int(h200["memory_bandwidth"]) == 4_800_000_000_000 and int(h200["device_memory_size"]) == 143771 * 2**20
+  assert "cuda_compute_capability { major: 9 minor: 0 }" in roofline.GPU_TARGETS["h200"]
+  # every card the bench can compile for has floor rates and a peak for its MFU
+  assert set(roofline.CARDS) == set(roofline.GPU_TARGETS) and all(c in metrics.PEAK_FLOPS for c in roofline.CARDS)
+  h100c, h200c = roofline.CARDS["h100"], roofline.CARDS["h200"]
+  assert (h200c.gemm_flops, h200c.attention_flops) == (h100c.gemm_flops, h100c.attention_flops)
+  assert h200c.bandwidth == 4.3e12 > h100c.bandwidth
+  with pytest.raises(AssertionError, match="not a field"):
+    roofline._with_fields(roofline.GPU_TARGETS["h100"], hbm_bandwidth=1)
+
+
+def test_h200_floors_are_the_h100_rates_with_the_h200_bandwidth():
+  text = open(FIXTURE).read()
+  by = lambda card: {k.name: k for k in roofline.kernels(text, roofline.CARDS[card])}
+  h100, h200 = by("h100"), by("h200")
+  launch = roofline.H100_SXM.launch_s
+  assert any(k.flops for k in h100.values()) and any(not k.flops for k in h100.values())
+  for name, k in h100.items():
+    t_flop = 0.0 if k.bound == "memory" else k.time_s - launch  # the same processor: the same matrix rate
+    assert h200[name].time_s == pytest.approx(max(k.bytes / 4.3e12, t_flop) + launch)
+    assert h200[name].time_s <= k.time_s
+
+
 def test_bench_target_without_the_cuda_plugin_says_how_to_get_it(monkeypatch, capsys):
   from jax.experimental import topologies
 
@@ -96,14 +125,16 @@ def test_bench_target_without_the_cuda_plugin_says_how_to_get_it(monkeypatch, ca
 
 
 @needs_cuda_plugin
-def test_bench_target_compiles_for_an_h100_without_one(tmp_path):
+@pytest.mark.parametrize("card", ["h100", "h200"])
+def test_bench_target_compiles_for_a_gpu_without_one(tmp_path, card):
   # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
   out, hlo = tmp_path / "r.jsonl", tmp_path / "s.hlo"
-  subprocess.run([sys.executable, "-m", "paperjax.bench", "--shape=tiny", "--target=h100", "--norm=auto",
+  subprocess.run([sys.executable, "-m", "paperjax.bench", "--shape=tiny", f"--target={card}", "--norm=auto",
                   f"--json={out}", f"--hlo_out={hlo}"], check=True, capture_output=True,
                  env={**os.environ, "JAX_PLATFORMS": ""})
   r = json.loads(out.read_text())
   assert r["roofline_ms"] > 0 and r["compiled_mem_gb"]["peak_estimate"] > 0 and r["init_compile_s"] > 0
+  assert r["device"] == roofline.CARDS[card].name and r["peak_flops"] == 989e12
   text = hlo.read_text()
   assert "__cudnn$fmha" in text  # the GPU's program: cuDNN attention, and the fused norm's Triton kernels ("auto")
   assert "xla.gpu.triton" in text and r["roofline"]["categories"]["pallas"]["count"] > 0

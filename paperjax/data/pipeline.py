@@ -30,6 +30,7 @@ import os
 from typing import Callable, Mapping, Sequence
 
 import grain
+from grain._src.python.dataset.transformations import packing_packed_batch  # the packer class grain's first-fit uses
 import numpy as np
 
 
@@ -107,17 +108,51 @@ class Packing:
   targets). Rows come out padded with 0, with `<feature>_segment_ids` (1, 2, … in row order, 0 =
   padding) and `<feature>_positions` (0, 1, … restarting in each example) for each sequence feature.
   At most `max_segments` examples share a row: pass the model's `max_segments` (cuDNN's packed layout
-  has that many slots a row, and pays for each: `models.transformer.MAX_SEGMENTS`)."""
+  has that many slots a row, and pays for each: `models.transformer.MAX_SEGMENTS`).
+  `multi_rows` > 0 (the model's `packed_rows`): at most that many rows of a global batch hold more than
+  one example (a row that would be the next takes no second one), and those rows come last in the
+  batch (a stable sort: the rest keep their order), so the model runs every other row through cuDNN's
+  padded layout and only these through the packed one (`models.transformer.MixedLayout`). Each
+  process's strided share of the batch (`make_iterator`) then has its own such rows last too."""
   lengths: Mapping[str, int]
   split: Callable[[dict], list]
   max_segments: int
   along: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  multi_rows: int = 0
 
   def __post_init__(self):
     bad = {k: v for k, v in self.along.items() if v not in self.lengths}
     if bad:
       raise ValueError(f"Packing.along maps {bad} to features that are not packed sequences; "
                        f"use one of {sorted(self.lengths)}.")
+    if self.multi_rows < 0:
+      raise ValueError(f"Packing.multi_rows={self.multi_rows} is negative; use 0 (any row may hold several "
+                       "examples) or the number of rows that may.")
+
+
+class _CappedFirstFit(packing_packed_batch.FirstFitPackedBatch):
+  """grain's first-fit packer, with at most `multi_rows` rows holding more than one example: once that
+  many do, every row holding one takes no second (its cap drops to 1; grain compares the per-row example
+  counts with `_max_sequences_per_bin`, which broadcasts). tests/test_pipeline.py checks it against a
+  first-fit written out by hand, so a grain that packs differently fails there, not silently."""
+  multi_rows: int = 0
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._max_segments = self._max_sequences_per_bin
+
+  def try_add_to_batch(self, element):
+    n = self._num_examples_per_row
+    if (n > 1).sum() >= self.multi_rows:
+      self._max_sequences_per_bin = np.where(n > 1, self._max_segments, 1)
+    return super().try_add_to_batch(element)
+
+
+def multi_rows_last(batch: dict, feature: str) -> dict:
+  """`batch`'s rows reordered so that those holding more than one example (segment id > 1 somewhere in
+  `<feature>_segment_ids`) come last, the rest first, each group in its own order."""
+  order = np.argsort(np.asarray(batch[f"{feature}_segment_ids"]).max(1) > 1, kind="stable")
+  return {k: np.asarray(v)[order] for k, v in batch.items()}
 
 
 class _Split(grain.experimental.FlatMapTransform):
@@ -143,9 +178,13 @@ def packed_iter_dataset(ds: grain.IterDataset, pack: Packing, *, rows: int, spli
   ds = grain.experimental.FirstFitPackIterDataset(
       ds, length_struct=lengths, num_packing_bins=rows, seed=seed, shuffle_bins=False,
       max_sequences_per_bin=pack.max_segments)
+  if 0 < pack.multi_rows < rows:  # (as many as the batch's rows: no cap)
+    ds._packer_cls = type("CappedFirstFit", (_CappedFirstFit,), {"multi_rows": pack.multi_rows})
   ds = ds.batch(rows, drop_remainder=True)
   if pack.along:
     ds = ds.map(functools.partial(_drop_side_layout, side=tuple(pack.along)))
+  if pack.multi_rows:
+    ds = ds.map(functools.partial(multi_rows_last, feature=next(iter(pack.lengths))))
   return ds
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
 from paperjax.models import fused_norm
@@ -96,6 +97,12 @@ class TransformerConfig:
   # absolute position table added to the token embeddings (GPT-2), one per stack, `max_length` rows.
   positions: str = "rope"
   max_length: int = 0            # rows of each learned position table (positions="learned" only)
+  # Packed batches: 0, every row through cuDNN's packed layout; R > 0, only the last R rows of the batch
+  # (of each process's block of it) may hold more than one example — the packer caps and sorts them so
+  # (`data.pipeline.Packing.multi_rows`) — and only they run through the packed layout; every other row
+  # runs through cuDNN's padded layout, which skips its padding and has none of the packed layout's
+  # per-slot passes or selects (`MixedLayout`). The same loss and gradients when the batch is so.
+  packed_rows: int = 0
 
   def __post_init__(self):
     if self.mlp not in ("gated", "dense"):
@@ -106,6 +113,9 @@ class TransformerConfig:
     if self.positions == "learned" and self.max_length <= 0:
       raise ValueError("model.positions='learned' needs model.max_length > 0 (the position table's rows); "
                        "set it to the longest sequence the model will see.")
+    if self.packed_rows < 0:
+      raise ValueError(f"model.packed_rows={self.packed_rows} is negative; use 0 (every packed row through "
+                       "cuDNN's packed layout) or the number of rows, last in each batch, that may hold several examples.")
     if self.norm_impl not in ("xla", "pallas", "auto"):
       raise ValueError(f"model.norm_impl={self.norm_impl!r} is not 'xla', 'pallas' (the fused GPU kernel) "
                        "or 'auto' (the kernel on GPUs only).")
@@ -241,7 +251,9 @@ class Attention(nn.Module):
     q, k, v = (checkpoint_name(t, "qkv") for t in (q, k, v))
     # A pure causal mask is passed as is_causal (no mask array) so the cuDNN kernel can skip
     # the masked blocks instead of reading a B x L x S boolean tensor.
-    if packed is not None and cfg.attention_impl == "cudnn":
+    if isinstance(packed, MixedLayout):
+      out_BLHK = mixed_attention(q, k, v, packed, is_causal=is_causal, impl=cfg.attention_impl)
+    elif packed is not None and cfg.attention_impl == "cudnn":
       out_BLHK = packed_attention(q, k, v, *packed, is_causal=is_causal)
     else:
       out_BLHK = jax.nn.dot_product_attention(
@@ -341,6 +353,110 @@ def cudnn_packed(q_BLHK, k_BSHK, v_BSHK, q_seg: SegmentLayout, kv_seg: SegmentLa
   return cudnn_attn.dot_product_attention(
       q_BLHK, k_BSHK, v_BSHK, q_seqlen=q_seg.seqlen, kv_seqlen=kv_seg.seqlen, q_offsets=q_seg.offsets,
       kv_offsets=kv_seg.offsets, scale=1.0 / math.sqrt(q_BLHK.shape[-1]), mask_type=mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedLayout:
+  """A packed batch whose rows hold one example each except, at most, the last `rows` of each of `groups`
+  equal blocks of the batch (one block per process: `data.pipeline.Packing.multi_rows` sorts the rows so
+  and `make_iterator` hands each process its strided share; `TransformerConfig.packed_rows`). Attention
+  then runs every row through cuDNN's padded layout with per-row lengths (the first segment's; 1 in the
+  tail rows, whose results it discards) and only the tail rows through the packed layout, whose cost
+  is per row and per slot (notes/perf.md, run 6). Off cuDNN the tail takes a segment mask instead.
+    q_len, kv_len [B]: the padded call's lengths;  q_tail, kv_tail: the tail rows' `SegmentLayout`s;
+    tail_mask [R, 1, L, S]: the tail rows' segment mask (causal where the attention is)."""
+  q_len: Array
+  kv_len: Array
+  q_tail: SegmentLayout
+  kv_tail: SegmentLayout
+  tail_mask: Array
+  rows: int = 0
+  groups: int = 1
+
+  @classmethod
+  def of(cls, q_seg_BL: Array, kv_seg_BS: Array, rows: int, max_segments: int, *, causal: bool,
+         q_covers_padding: bool, kv_covers_padding: bool = False, groups: int | None = None) -> "MixedLayout":
+    groups = jax.process_count() if groups is None else groups
+    B = q_seg_BL.shape[0]
+    if rows >= B:  # (e.g. `init` on one row) every row through the packed layout: right for any batch
+      rows, groups = B, 1
+    if B % groups or rows % groups:
+      raise ValueError(f"model.packed_rows={rows} does not split evenly over a batch of {B} rows in {groups} "
+                       f"process blocks; use a multiple of {groups} (and a batch that is one).")
+    tail = lambda x: take_tail(x, rows, groups)
+    per_group = B // groups
+    in_tail = (jnp.arange(B) % per_group) >= per_group - rows // groups
+    length = lambda seg: jnp.where(in_tail, 1, jnp.maximum((seg == 1).sum(-1, dtype=jnp.int32), 1))
+    q_t, kv_t = tail(q_seg_BL), tail(kv_seg_BS)
+    return cls(length(q_seg_BL), length(kv_seg_BS),
+               SegmentLayout.of(q_t, max_segments, covers_padding=q_covers_padding),
+               SegmentLayout.of(kv_t, max_segments, covers_padding=kv_covers_padding),
+               segment_mask(q_t, kv_t, causal=causal), rows, groups)
+
+
+jax.tree_util.register_dataclass(MixedLayout, data_fields=["q_len", "kv_len", "q_tail", "kv_tail", "tail_mask"],
+                                 meta_fields=["rows", "groups"])
+
+
+def take_tail(x: Array, rows: int, groups: int) -> Array:
+  """The last rows/groups rows of each of `groups` equal blocks of x's leading axis, stacked: [rows, ...]."""
+  per = x.shape[0] // groups
+  return x.reshape(groups, per, *x.shape[1:])[:, per - rows // groups:].reshape(rows, *x.shape[1:])
+
+
+def put_tail(x: Array, tail: Array, rows: int, groups: int) -> Array:
+  """x with `take_tail`'s rows replaced by `tail` (an in-place update of those rows only)."""
+  per = x.shape[0] // groups
+  blocks = x.reshape(groups, per, *x.shape[1:])
+  blocks = jax.lax.dynamic_update_slice_in_dim(blocks, tail.reshape(groups, rows // groups, *x.shape[1:]),
+                                               per - rows // groups, axis=1)
+  return blocks.reshape(x.shape)
+
+
+def mixed_attention(q_BLHK, k_BSHK, v_BSHK, layout: MixedLayout, *, is_causal: bool, impl: str | None):
+  """Attention over a `MixedLayout` batch: every row through the padded layout (`impl`'s attention with
+  per-row lengths), the tail rows again through the packed one (cuDNN's, or a segment mask elsewhere),
+  their results written over the padded call's in those rows. A custom VJP so that the gradients combine
+  the same way (the padded call's query, key and value gradients with the tail's rows written over
+  them) instead of as a sum of two full-size tensors."""
+  return _mixed(q_BLHK, k_BSHK, v_BSHK, layout, is_causal, impl)
+
+
+def _mixed_calls(layout: MixedLayout, is_causal: bool, impl):
+  def padded(q, k, v):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, query_seq_lengths=layout.q_len,
+                                        key_value_seq_lengths=layout.kv_len, implementation=impl)
+
+  def tail(q, k, v):
+    if impl == "cudnn":
+      return packed_attention(q, k, v, layout.q_tail, layout.kv_tail, is_causal=is_causal)
+    return jax.nn.dot_product_attention(q, k, v, mask=layout.tail_mask, implementation=impl)
+  return padded, tail
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _mixed(q, k, v, layout, is_causal, impl):
+  return _mixed_fwd(q, k, v, layout, is_causal, impl)[0]
+
+
+def _mixed_fwd(q, k, v, layout, is_causal, impl):
+  padded, tail = _mixed_calls(layout, is_causal, impl)
+  rows, groups = layout.rows, layout.groups
+  out, vjp_padded = jax.vjp(padded, q, k, v)
+  out_tail, vjp_tail = jax.vjp(tail, *(take_tail(x, rows, groups) for x in (q, k, v)))
+  return put_tail(out, out_tail, rows, groups), (vjp_padded, vjp_tail, layout)
+
+
+def _mixed_bwd(is_causal, impl, res, g):
+  vjp_padded, vjp_tail, layout = res
+  rows, groups = layout.rows, layout.groups
+  full = vjp_padded(g)  # its tail rows are overwritten whole: what the padded call did there never counts
+  tail = vjp_tail(take_tail(g, rows, groups))
+  zero_layout = jax.tree.map(lambda x: np.zeros(x.shape, jax.dtypes.float0), layout)
+  return (*(put_tail(f, t, rows, groups) for f, t in zip(full, tail)), zero_layout)
+
+
+_mixed.defvjp(_mixed_fwd, _mixed_bwd)
 
 
 def segment_mask(q_seg_BL: Array, kv_seg_BS: Array, causal: bool = False) -> Array:
@@ -592,7 +708,10 @@ class Transformer(nn.Module):
                       "encoder")
     if segment_ids_BS is not None:
       aux = dict(self_mask=None, positions=positions_BS)
-      if cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
+      if cfg.packed_rows:
+        aux["self_packed"] = MixedLayout.of(segment_ids_BS, segment_ids_BS, cfg.packed_rows, cfg.max_segments,
+                                            causal=False, q_covers_padding=True)
+      elif cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
         aux["self_packed"] = (SegmentLayout.of(segment_ids_BS, cfg.max_segments, covers_padding=True),
                               SegmentLayout.of(segment_ids_BS, cfg.max_segments))
       else:
@@ -616,7 +735,12 @@ class Transformer(nn.Module):
         encoded = self.encode(inputs_BS, deterministic, enc_seg, batch["inputs_positions"])
         dec_in = shift_right(targets_BL, segment_ids_BL=dec_seg)
         aux = dict(self_mask=None, cross_mask=None, positions=batch["targets_positions"], encoded=encoded)
-        if cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
+        if cfg.packed_rows:
+          mixed = functools.partial(MixedLayout.of, rows=cfg.packed_rows, max_segments=cfg.max_segments,
+                                    q_covers_padding=True)
+          aux.update(self_packed=mixed(dec_seg, dec_seg, causal=True, kv_covers_padding=True),
+                     cross_packed=mixed(dec_seg, enc_seg, causal=False))
+        elif cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
           dec = SegmentLayout.of(dec_seg, cfg.max_segments, covers_padding=True)
           aux.update(self_packed=(dec, dec), cross_packed=(dec, SegmentLayout.of(enc_seg, cfg.max_segments)))
         else:
@@ -639,7 +763,10 @@ class Transformer(nn.Module):
       if packed:
         seg = batch["tokens_segment_ids"]
         aux = dict(self_mask=None, positions=batch["tokens_positions"])
-        if cfg.attention_impl == "cudnn":  # causal: both sides may cover the padding (packed_attention)
+        if cfg.packed_rows:
+          aux["self_packed"] = MixedLayout.of(seg, seg, cfg.packed_rows, cfg.max_segments, causal=True,
+                                              q_covers_padding=True, kv_covers_padding=True)
+        elif cfg.attention_impl == "cudnn":  # causal: both sides may cover the padding (packed_attention)
           layout = SegmentLayout.of(seg, cfg.max_segments, covers_padding=True)
           aux["self_packed"] = (layout, layout)
         else:

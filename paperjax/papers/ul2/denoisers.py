@@ -456,14 +456,14 @@ class MixtureOfDenoisers:
              "targets_denoiser": np.full(b, batch["denoiser"][i], np.int32)}
             for i, (a, b) in enumerate(zip(n_in.tolist(), n_tgt.tolist()))]
 
-  def packing(self, max_segments: int):
+  def packing(self, max_segments: int, multi_rows: int = 0):
     """How `data.pipeline.make_iterator` packs this mixture's examples several to a row, as T5X's UL2
     pretraining does: rows stay inputs_length / targets_length, an example's inputs and targets
-    share a segment id. encdec only (see `split`)."""
+    share a segment id. encdec only (see `split`). `multi_rows`: the model's `packed_rows`."""
     from paperjax.data.pipeline import Packing  # pylint: disable=g-import-not-at-top
     self._check_packable()
     return Packing({"inputs": self.inputs_length, "targets": self.targets_length}, self.split, max_segments,
-                   along={"targets_mask": "targets", "targets_denoiser": "targets"})
+                   along={"targets_mask": "targets", "targets_denoiser": "targets"}, multi_rows=multi_rows)
 
   def _check_packable(self):
     if self.architecture != "encdec":

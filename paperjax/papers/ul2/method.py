@@ -182,7 +182,7 @@ def make(config, ctx) -> Method:
       # busy accelerator host is what keeps the pipeline off the step's critical path (notes/perf.md).
       batch_fn=mix.batch,
       # data.pack: several examples per row, as T5X's UL2 pretraining packs (data/pipeline.py Packing).
-      pack=mix.packing(mcfg.max_segments) if config.data.get("pack", False) else None,
+      pack=mix.packing(mcfg.max_segments, mcfg.packed_rows) if config.data.get("pack", False) else None,
       evaluators=evaluators,
       flops_per_example=flops["full"],
       tokens_per_example=li + lt,
