@@ -101,7 +101,9 @@ class TransformerConfig:
   # (of each process's block of it) may hold more than one example — the packer caps and sorts them so
   # (`data.pipeline.Packing.multi_rows`) — and only they run through the packed layout; every other row
   # runs through cuDNN's padded layout, which skips its padding and has none of the packed layout's
-  # per-slot passes or selects (`MixedLayout`). The same loss and gradients when the batch is so.
+  # per-slot passes or selects (`MixedLayout`). The same loss and gradients when the batch is so. A GPU
+  # setting: off cuDNN the same split runs on XLA's attention (how the CPU tests check it), correct but
+  # no faster than the segment mask that 0 uses.
   packed_rows: int = 0
 
   def __post_init__(self):
