@@ -99,20 +99,24 @@ fi
 #    examples and puts them last; every other row runs through cuDNN's padded layout, which skips its
 #    padding and has no per-slot passes or selects; `models/transformer.py` MixedLayout), against
 #    `t5_b256_packed_grouped` on the same machine. The roofline cannot price it (it counts both calls at full
-#    work and knows no per-slot cost: 254.32 → 259.71 ms, H200 234.99 → 240.56). Predicted from run 7's
-#    profiles: attention 52.9 → ~45 ms (the padded layout's 38.5 over every row, the packed one's cost
-#    on 32 rows ~6.6), the selects −5.8 ms, a copy of each padded call's output +2.5 ms and the tail
-#    slices +2.8 (the roofline's copies, 0.39 → 5.30 ms): ~−8.7 ms, **~257 ms, ~43.6%** on an H100
-#    (~238 ms, ~47.5% on an H200); its pipeline column says the capped packer keeps up.
+#    work and knows no per-slot cost: 254.32 → 256.92 ms). Predicted from run 7's profiles: attention
+#    52.9 → ~45 ms (the padded layout's 38.5 over every row, the packed one's cost on 32 rows ~6.6), the
+#    selects −5.9 ms, the tail rows' slices +2.3 (the roofline's copies 0.39 → 2.70 ms): ~−11.4 ms,
+#    **~254.5 ms, ~44.0%** on an H100 (~236 ms, ~47.5% on an H200); its pipeline column says the capped
+#    packer keeps up. Then `check_packing_t5_rows` (the cuDNN path with packed_rows against XLA's
+#    attention one example per row, loss and gradient: must say EQUAL, or the timing means nothing), and
+#    the same row with learned positions (rotary's 7.2 ms gone as well): ~247 ms, **~45.3%** on an H100.
 #  A second, short call (≥ 240 s of budget left), e.g. the packed comparison with longer windows:
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 VARIANTS=(
   "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --profile=/tmp/trace_t5pg"
   "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32"
-  "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline"
+  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "t5_b256_packed_rows32_learned|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned"
+  "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline"
   "gpt2_nodonate|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --no_donate"
   "gpt2_nocb|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=30 --warmup=4"
   "gpt2_mem30|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mem_fraction=0.3"
@@ -161,12 +165,12 @@ RUN_TRAINER=1
 
 # The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
 # configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, fused norm, Adafactor, unfused projections,
-# packed two to a row) at B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
+# packed two to a row) with packed_rows=32 (the capped packer and MixedLayout; ≈ t5_b256_packed_rows32) at B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
 # base's 32K vocab). Its metrics.jsonl logs step time, tokens/s, MFU and the host's input and
 # device-wait time per 10-step window; the first window starts after the compiled first step.
 # Stops at step 30 (no final eval).
 TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
- --config.data.max_chars=20000000 --config.data.batch_size=256
+ --config.data.max_chars=20000000 --config.data.batch_size=256 --config.model.packed_rows=32
  --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
  --config.train.ckpt_every_s=0 --xla_flags=tuned"   # paperjax.launch.preflight takes the same flags
 if [[ ${SMOKE:-0} == 1 ]]; then

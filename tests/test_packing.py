@@ -417,3 +417,18 @@ def test_packed_rows_must_be_a_count():
   with pytest.raises(ValueError, match="does not split evenly"):
     seg = jnp.ones((6, 4), jnp.int32)
     T.MixedLayout.of(seg, seg, 3, 2, causal=False, q_covers_padding=True, groups=2)
+
+
+def test_swap_residual_hands_the_backward_another_saved_output():
+  @jax.custom_vjp
+  def exp(x):  # saves its own output, as cuDNN's attention does (its backward reads O)
+    return jnp.exp(x)
+  exp.defvjp(lambda x: (jnp.exp(x),) * 2, lambda y, g: (g * y,))
+
+  def grads(x, new):
+    y, vjp = jax.vjp(exp, x)
+    return T.swap_residual(vjp, y, new)(jnp.ones_like(x))[0]
+  x, new = jnp.arange(3.0), jnp.asarray([7.0, 8.0, 9.0])
+  np.testing.assert_array_equal(jax.jit(grads)(x, new), new)  # g · (the swapped-in output)
+  y, vjp = jax.vjp(jnp.sin, x)  # no residual is the output itself: unchanged
+  np.testing.assert_allclose(T.swap_residual(vjp, y, new)(jnp.ones(3))[0], jnp.cos(x))

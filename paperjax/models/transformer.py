@@ -446,7 +446,18 @@ def _mixed_fwd(q, k, v, layout, is_causal, impl):
   rows, groups = layout.rows, layout.groups
   out, vjp_padded = jax.vjp(padded, q, k, v)
   out_tail, vjp_tail = jax.vjp(tail, *(take_tail(x, rows, groups) for x in (q, k, v)))
-  return put_tail(out, out_tail, rows, groups), (vjp_padded, vjp_tail, layout)
+  combined = put_tail(out, out_tail, rows, groups)
+  # cuDNN's backward reads the forward's output (D = rowsum(dO·O)); handed the combined output instead,
+  # its head rows are the same and its tail rows are discarded anyway, so the tail is written into the
+  # padded call's output in place rather than into a copy kept alive for the backward.
+  return combined, (swap_residual(vjp_padded, out, combined), vjp_tail, layout)
+
+
+def swap_residual(vjp_fn, old: Array, new: Array):
+  """`vjp_fn` (from `jax.vjp`) with the residual that is `old` itself (the same traced value: a function
+  that saves its own output) replaced by `new`; unchanged if it saves no such residual."""
+  leaves, tree = jax.tree.flatten(vjp_fn)
+  return jax.tree.unflatten(tree, [new if leaf is old else leaf for leaf in leaves])
 
 
 def _mixed_bwd(is_causal, impl, res, g):
