@@ -102,10 +102,10 @@ fi
 #    work and knows no per-slot cost: 254.32 → 256.92 ms). Predicted from run 7's profiles: attention
 #    52.9 → ~45 ms (the padded layout's 38.5 over every row, the packed one's cost on 32 rows ~6.6), the
 #    selects −5.9 ms, the tail rows' slices +2.3 (the roofline's copies 0.39 → 2.70 ms): ~−11.4 ms,
-#    **~254.5 ms, ~44.0%** on an H100 (~236 ms, ~47.5% on an H200); its pipeline column says the capped
+#    **~254.5 ms, ~44.5%** on an H100 (~236.6 ms, ~47.9% on an H200); its pipeline column says the capped
 #    packer keeps up. Then `check_packing_t5_rows` (the cuDNN path with packed_rows against XLA's
 #    attention one example per row, loss and gradient: must say EQUAL, or the timing means nothing), and
-#    the same row with learned positions (rotary's 7.2 ms gone as well): ~247 ms, **~45.3%** on an H100.
+#    the same row with learned positions (roofline 256.92 → 250.47): ~247.8 ms, **~45.7%** on an H100.
 #  A second, short call (≥ 240 s of budget left), e.g. the packed comparison with longer windows:
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
