@@ -96,16 +96,16 @@ fi
 #      1b_b16_fusednorm            413.81         395.46      428.90, 60.2%    ~409.9 ms, ~63.0%
 #  i.e. on an H200 every target but GPT-2's would be passed, by the bandwidth the H100 lacks.
 #  - NEW, second row: packed T5 with `--packed_rows=32` (the packer lets at most 32 of 256 rows hold two
-#    examples and puts them last; every other row runs through cuDNN's padded layout, which skips its
-#    padding and has no per-slot passes or selects; `models/transformer.py` MixedLayout), against
-#    `t5_b256_packed_grouped` on the same machine. The roofline cannot price it (it counts both calls at full
-#    work and knows no per-slot cost: 254.32 → 256.92 ms). Predicted from run 7's profiles: attention
-#    52.9 → ~45 ms (the padded layout's 38.5 over every row, the packed one's cost on 32 rows ~6.6), the
-#    selects −5.9 ms, the tail rows' slices +2.3 (the roofline's copies 0.39 → 2.70 ms): ~−11.4 ms,
-#    **~254.5 ms, ~44.5%** on an H100 (~236.6 ms, ~47.9% on an H200); its pipeline column says the capped
-#    packer keeps up. Then `check_packing_t5_rows` (the cuDNN path with packed_rows against XLA's
+#    examples and puts them last; no row goes through cuDNN's packed layout: every row through the padded
+#    one for its first example, the 32 rows' second examples through it again, rolled to the front;
+#    `models/transformer.py` MixedLayout), against `t5_b256_packed_grouped` on the same machine. The
+#    roofline cannot price it (it counts every call at full work and knows no per-slot cost: 254.32 →
+#    259.22 ms). Predicted from run 7's profiles: attention 52.9 → ~40.5 ms (the padded layout's 38.5 plus
+#    the packed batch's extra tokens and the second call's passes), element-wise −2.5 (the selects gone,
+#    rolls added), copies +1.2: ~−13.7 ms, **~252 ms, ~44.9%** on an H100 (~234 ms, ~48.4% on an H200);
+#    its pipeline column says the capped packer keeps up. Then `check_packing_t5_rows` (the cuDNN path with packed_rows against XLA's
 #    attention one example per row, loss and gradient: must say EQUAL, or the timing means nothing), and
-#    the same row with learned positions (roofline 256.92 → 250.47): ~247.8 ms, **~45.7%** on an H100.
+#    the same row with learned positions (roofline 259.22 → 253.36): ~246 ms, **~46.0%** on an H100.
 #  A second, short call (≥ 240 s of budget left), e.g. the packed comparison with longer windows:
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh

@@ -192,8 +192,8 @@ def test_packed_pipeline_gives_each_process_its_rows_of_the_same_global_batch():
 
 
 @needs_cuda_plugin
-@pytest.mark.parametrize("packed_rows", [0, 2])
-def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout(packed_rows):
+@pytest.mark.parametrize("packed_rows,max_segments", [(0, 8), (2, 2), (2, 8)])
+def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout(packed_rows, max_segments):
   # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
   code = textwrap.dedent(f"""
     import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
@@ -205,7 +205,7 @@ def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout(pack
     topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
     cfg = TransformerConfig(kind="encdec", vocab_size=256, d_model=128, num_heads=2, head_dim=64, d_ff=256,
                             num_layers=1, num_encoder_layers=1, dtype=jnp.bfloat16, attention_impl="cudnn",
-                            max_segments=8, packed_rows={packed_rows})
+                            max_segments={max_segments}, packed_rows={packed_rows})
     model = Transformer(cfg)
     B, S, L = 4, 128, 32
     i32 = lambda *s: jax.ShapeDtypeStruct(s, np.int32)
@@ -226,10 +226,11 @@ def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout(pack
                        env={**os.environ, "JAX_PLATFORMS": ""})
   assert out.returncode == 0, out.stderr[-3000:]
   fwd, bwd, on_tail = map(int, out.stdout.split()[-3:])
-  # encoder self, decoder self and cross attention, each on cuDNN both ways; with packed_rows, each
-  # twice: the padded layout over all 4 rows and the packed one over the last 2 only
-  calls = 3 if packed_rows == 0 else 6
-  assert (fwd, bwd, on_tail) == (calls, calls, 0 if packed_rows == 0 else 6), out.stdout
+  # encoder self, decoder self and cross attention, each on cuDNN both ways: in the packed layout, or with
+  # packed_rows in the padded one, once over all 4 rows and once per later segment over the last 2 only
+  calls = 3 if packed_rows == 0 else 3 * max_segments
+  on_tail = 0 if packed_rows == 0 else 2 * 3 * (max_segments - 1)
+  assert (fwd, bwd, on_tail) == (calls, calls, on_tail), out.stdout
 
 
 @needs_cuda_plugin
@@ -350,25 +351,41 @@ def test_take_and_put_tail_by_hand():
   np.testing.assert_array_equal(T.put_tail(jnp.asarray(x), -jnp.arange(1, 5), 4, 2), [0, 1, -1, -2, 4, 5, -3, -4])
 
 
-def _mixed_segments(rng, B, L, tail_rows, groups):
-  """Segment ids: one example per row, two (sometimes) in the last tail_rows/groups rows of each block."""
+def _mixed_segments(rng, B, L, tail_rows, groups, max_segments=2):
+  """Segment ids: one example per row; up to max_segments (sometimes fewer) in the last tail_rows/groups
+  rows of each block."""
   seg = np.zeros((B, L), np.int32)
   per = B // groups
   for b in range(B):
     n = rng.integers(3, L + 1)
     seg[b, :n] = 1
     if b % per >= per - tail_rows // groups and rng.random() < 0.8:
-      seg[b, rng.integers(1, n):n] = 2
+      cuts = np.sort(rng.choice(np.arange(1, n), size=min(max_segments - 1, rng.integers(1, max_segments)), replace=False))
+      for i, c in enumerate(cuts):
+        seg[b, c:n] = i + 2
   return seg
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_mixed_attention_equals_segment_masked_attention_values_and_gradients(causal):
+def test_roll_rows_by_hand_and_its_gradient_rolls_back():
+  x = jnp.arange(10.0).reshape(2, 5)
+  np.testing.assert_array_equal(T.roll_rows(x, jnp.asarray([1, 3])), [[1, 2, 3, 4, 0], [8, 9, 5, 6, 7]])
+  w = jnp.arange(10.0).reshape(2, 5) ** 2
+  g = jax.grad(lambda x: (T.roll_rows(x, jnp.asarray([1, 3])) * w).sum())(x)
+  np.testing.assert_array_equal(g, T.roll_rows(w, jnp.asarray([-1, -3])))
+  assert "scatter" not in jax.jit(jax.grad(lambda x: (T.roll_rows(x, jnp.asarray([1, 3])) * w).sum())).lower(x).as_text()
+
+
+@pytest.mark.parametrize("causal,max_segments", [(False, 2), (True, 2), (False, 3), (True, 3)])
+def test_mixed_attention_equals_segment_masked_attention_values_and_gradients(causal, max_segments):
   rng = np.random.default_rng(0)
   B, L, H, K = 8, 16, 2, 8
-  seg = jnp.asarray(_mixed_segments(rng, B, L, 4, 2))
-  layout = T.MixedLayout.of(seg, seg, 4, 2, causal=causal, q_covers_padding=True, groups=2)
-  np.testing.assert_array_equal(layout.q_len, np.where(np.arange(B) % 4 >= 2, 1, np.maximum((seg == 1).sum(1), 1)))
+  seg = jnp.asarray(_mixed_segments(rng, B, L, 4, 2, max_segments))
+  assert seg.max() == max_segments
+  layout = T.MixedLayout.of(seg, seg, 4, max_segments, groups=2)
+  np.testing.assert_array_equal(layout.q_len, np.maximum((seg == 1).sum(1), 1))
+  tail = np.asarray(seg)[[2, 3, 6, 7]]  # the last 2 rows of each block of 4
+  np.testing.assert_array_equal(layout.q_shift[0], (tail == 1).sum(1))  # segment 2 starts after segment 1
+  np.testing.assert_array_equal(layout.q_slen[0], np.maximum((tail == 2).sum(1), 1))
   q, k, v = (jnp.asarray(rng.normal(size=(B, L, H, K)), jnp.float32) for _ in range(3))
   valid = (seg > 0)[:, :, None, None]
   w = jnp.asarray(rng.normal(size=(B, L, H, K)), jnp.float32) * valid  # a loss of the real positions only
@@ -416,7 +433,7 @@ def test_packed_rows_must_be_a_count():
     T.TransformerConfig(vocab_size=8, packed_rows=-1)
   with pytest.raises(ValueError, match="does not split evenly"):
     seg = jnp.ones((6, 4), jnp.int32)
-    T.MixedLayout.of(seg, seg, 3, 2, causal=False, q_covers_padding=True, groups=2)
+    T.MixedLayout.of(seg, seg, 3, 2, groups=2)
 
 
 def test_swap_residual_hands_the_backward_another_saved_output():

@@ -111,8 +111,8 @@ class Packing:
   has that many slots a row, and pays for each: `models.transformer.MAX_SEGMENTS`).
   `multi_rows` > 0 (the model's `packed_rows`): at most that many rows of a global batch hold more than
   one example (a row that would be the next takes no second one), and those rows come last in the
-  batch (a stable sort: the rest keep their order), so the model runs every other row through cuDNN's
-  padded layout and only these through the packed one (`models.transformer.MixedLayout`). Each
+  batch (a stable sort: the rest keep their order), so that the model needs cuDNN's packed layout for
+  no row, and its padded one twice only for these (`models.transformer.MixedLayout`). Each
   process's strided share of the batch (`make_iterator`) then has its own such rows last too."""
   lengths: Mapping[str, int]
   split: Callable[[dict], list]

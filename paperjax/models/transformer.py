@@ -99,11 +99,12 @@ class TransformerConfig:
   max_length: int = 0            # rows of each learned position table (positions="learned" only)
   # Packed batches: 0, every row through cuDNN's packed layout; R > 0, only the last R rows of the batch
   # (of each process's block of it) may hold more than one example — the packer caps and sorts them so
-  # (`data.pipeline.Packing.multi_rows`) — and only they run through the packed layout; every other row
-  # runs through cuDNN's padded layout, which skips its padding and has none of the packed layout's
-  # per-slot passes or selects (`MixedLayout`). The same loss and gradients when the batch is so. A GPU
-  # setting: off cuDNN the same split runs on XLA's attention (how the CPU tests check it), correct but
-  # no faster than the segment mask that 0 uses.
+  # (`data.pipeline.Packing.multi_rows`) — and no row needs the packed layout: every row runs through
+  # cuDNN's padded layout (which skips each row's padding and has none of the packed layout's per-slot
+  # passes or selects) for its first example, and the R rows' later examples through it again, each
+  # rolled to the front of its row (`MixedLayout`). The same loss and gradients when the batch is so. A
+  # GPU setting: off cuDNN the same calls run on XLA's attention (how the CPU tests check it), correct
+  # but no faster than the segment mask that 0 uses.
   packed_rows: int = 0
 
   def __post_init__(self):
@@ -362,42 +363,48 @@ class MixedLayout:
   """A packed batch whose rows hold one example each except, at most, the last `rows` of each of `groups`
   equal blocks of the batch (one block per process: `data.pipeline.Packing.multi_rows` sorts the rows so
   and `make_iterator` hands each process its strided share; `TransformerConfig.packed_rows`). Attention
-  then runs every row through cuDNN's padded layout with per-row lengths (the first segment's; 1 in the
-  tail rows, whose results it discards) and only the tail rows through the packed layout, whose cost
-  is per row and per slot (notes/perf.md, run 6). Off cuDNN the tail takes a segment mask instead.
-    q_len, kv_len [B]: the padded call's lengths;  q_tail, kv_tail: the tail rows' `SegmentLayout`s;
-    tail_mask [R, 1, L, S]: the tail rows' segment mask (causal where the attention is)."""
+  then needs no packed layout at all (whose cost is per row and per slot, and whose unwritten rows need
+  selects: notes/perf.md, runs 6 and 7): every row runs through the padded layout with per-row lengths
+  — its first segment's, which is the whole example in a one-example row — and, for the tail rows only,
+  segment s ≥ 2 runs through the padded layout once more, each row rolled so that the segment starts
+  at position 0 (attention within a segment does not depend on where the segment sits: positions are
+  in q and k already).
+    q_len, kv_len [B]: the first call's lengths (≥ 1);  q_seg [R, L]: the tail rows' query segment ids;
+    q_shift, kv_shift, q_slen, kv_slen [M-1, R]: where segment s = 2..M of each tail row starts, and its
+    length (≥ 1: a call over an absent segment computes a row nobody reads)."""
   q_len: Array
   kv_len: Array
-  q_tail: SegmentLayout
-  kv_tail: SegmentLayout
-  tail_mask: Array
+  q_seg: Array
+  q_shift: Array
+  kv_shift: Array
+  q_slen: Array
+  kv_slen: Array
   rows: int = 0
   groups: int = 1
 
   @classmethod
-  def of(cls, q_seg_BL: Array, kv_seg_BS: Array, rows: int, max_segments: int, *, causal: bool,
-         q_covers_padding: bool, kv_covers_padding: bool = False, groups: int | None = None) -> "MixedLayout":
+  def of(cls, q_seg_BL: Array, kv_seg_BS: Array, rows: int, max_segments: int,
+         groups: int | None = None) -> "MixedLayout":
     groups = jax.process_count() if groups is None else groups
     B = q_seg_BL.shape[0]
-    if rows >= B:  # (e.g. `init` on one row) every row through the packed layout: right for any batch
+    if rows >= B:  # (e.g. `init` on one row) every row a tail row: right for any batch
       rows, groups = B, 1
     if B % groups or rows % groups:
       raise ValueError(f"model.packed_rows={rows} does not split evenly over a batch of {B} rows in {groups} "
                        f"process blocks; use a multiple of {groups} (and a batch that is one).")
-    tail = lambda x: take_tail(x, rows, groups)
-    per_group = B // groups
-    in_tail = (jnp.arange(B) % per_group) >= per_group - rows // groups
-    length = lambda seg: jnp.where(in_tail, 1, jnp.maximum((seg == 1).sum(-1, dtype=jnp.int32), 1))
-    q_t, kv_t = tail(q_seg_BL), tail(kv_seg_BS)
-    return cls(length(q_seg_BL), length(kv_seg_BS),
-               SegmentLayout.of(q_t, max_segments, covers_padding=q_covers_padding),
-               SegmentLayout.of(kv_t, max_segments, covers_padding=kv_covers_padding),
-               segment_mask(q_t, kv_t, causal=causal), rows, groups)
+    ids = jnp.arange(2, max_segments + 1, dtype=q_seg_BL.dtype)[:, None, None]          # M-1 1 1
+    def segments(seg):  # the first call's lengths [B]; each later segment's start and length [M-1, R]
+      first = jnp.maximum((seg == 1).sum(-1, dtype=jnp.int32), 1)
+      t = take_tail(seg, rows, groups)[None]
+      start = ((t > 0) & (t < ids)).sum(-1, dtype=jnp.int32)
+      return first, start, jnp.maximum((t == ids).sum(-1, dtype=jnp.int32), 1)
+    (q_len, q_shift, q_slen), (kv_len, kv_shift, kv_slen) = segments(q_seg_BL), segments(kv_seg_BS)
+    return cls(q_len, kv_len, take_tail(q_seg_BL, rows, groups), q_shift, kv_shift, q_slen, kv_slen, rows, groups)
 
 
-jax.tree_util.register_dataclass(MixedLayout, data_fields=["q_len", "kv_len", "q_tail", "kv_tail", "tail_mask"],
-                                 meta_fields=["rows", "groups"])
+jax.tree_util.register_dataclass(
+    MixedLayout, data_fields=["q_len", "kv_len", "q_seg", "q_shift", "kv_shift", "q_slen", "kv_slen"],
+    meta_fields=["rows", "groups"])
 
 
 def take_tail(x: Array, rows: int, groups: int) -> Array:
@@ -415,25 +422,45 @@ def put_tail(x: Array, tail: Array, rows: int, groups: int) -> Array:
   return blocks.reshape(x.shape)
 
 
+@jax.custom_vjp
+def roll_rows(x_BL: Array, shift_B: Array) -> Array:
+  """Row b rolled left by shift[b] along axis 1: out[b, i] = x[b, (i + shift[b]) mod L]. Its gradient is
+  the opposite roll (a gather, not autodiff's scatter-add)."""
+  L = x_BL.shape[1]
+  idx = (jnp.arange(L)[None] + shift_B[:, None]) % L
+  return jnp.take_along_axis(x_BL, idx.reshape(*idx.shape, *(1,) * (x_BL.ndim - 2)), axis=1,
+                             mode="promise_in_bounds")  # (in bounds by construction: no clamp or select)
+
+
+roll_rows.defvjp(lambda x, shift: (roll_rows(x, shift), shift),
+                 lambda shift, g: (roll_rows(g, -shift), np.zeros(shift.shape, jax.dtypes.float0)))
+
+
 def mixed_attention(q_BLHK, k_BSHK, v_BSHK, layout: MixedLayout, *, is_causal: bool, impl: str | None):
-  """Attention over a `MixedLayout` batch: every row through the padded layout (`impl`'s attention with
-  per-row lengths), the tail rows again through the packed one (cuDNN's, or a segment mask elsewhere),
-  their results written over the padded call's in those rows. A custom VJP so that the gradients combine
-  the same way (the padded call's query, key and value gradients with the tail's rows written over
-  them) instead of as a sum of two full-size tensors."""
+  """Attention over a `MixedLayout` batch (see there): one padded-layout call over every row, and one
+  over the tail rows for each later segment, its rows rolled to put the segment first and its output
+  rolled back into that segment's positions. A custom VJP combines the gradients in place (the tail's
+  rows of the first call's query, key and value gradients plus the later segments', disjoint by
+  construction) instead of autodiff's full-size sums."""
   return _mixed(q_BLHK, k_BSHK, v_BSHK, layout, is_causal, impl)
 
 
 def _mixed_calls(layout: MixedLayout, is_causal: bool, impl):
-  def padded(q, k, v):
-    return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, query_seq_lengths=layout.q_len,
-                                        key_value_seq_lengths=layout.kv_len, implementation=impl)
+  def padded(q, k, v, q_len, kv_len):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, query_seq_lengths=q_len,
+                                        key_value_seq_lengths=kv_len, implementation=impl)
 
-  def tail(q, k, v):
-    if impl == "cudnn":
-      return packed_attention(q, k, v, layout.q_tail, layout.kv_tail, is_causal=is_causal)
-    return jax.nn.dot_product_attention(q, k, v, mask=layout.tail_mask, implementation=impl)
-  return padded, tail
+  def first(q, k, v):
+    return padded(q, k, v, layout.q_len, layout.kv_len)
+
+  def later(q, k, v):  # the tail rows' segments 2..M, each in its own positions; 0 elsewhere
+    out = jnp.zeros_like(q)
+    for i in range(layout.q_shift.shape[0]):
+      qs, ks = layout.q_shift[i], layout.kv_shift[i]
+      o = padded(roll_rows(q, qs), roll_rows(k, ks), roll_rows(v, ks), layout.q_slen[i], layout.kv_slen[i])
+      out = jnp.where((layout.q_seg == i + 2)[:, :, None, None], roll_rows(o, -qs), out)
+    return out
+  return first, later
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -442,15 +469,17 @@ def _mixed(q, k, v, layout, is_causal, impl):
 
 
 def _mixed_fwd(q, k, v, layout, is_causal, impl):
-  padded, tail = _mixed_calls(layout, is_causal, impl)
+  first, later = _mixed_calls(layout, is_causal, impl)
   rows, groups = layout.rows, layout.groups
-  out, vjp_padded = jax.vjp(padded, q, k, v)
-  out_tail, vjp_tail = jax.vjp(tail, *(take_tail(x, rows, groups) for x in (q, k, v)))
-  combined = put_tail(out, out_tail, rows, groups)
-  # cuDNN's backward reads the forward's output (D = rowsum(dO·O)); handed the combined output instead,
-  # its head rows are the same and its tail rows are discarded anyway, so the tail is written into the
-  # padded call's output in place rather than into a copy kept alive for the backward.
-  return combined, (swap_residual(vjp_padded, out, combined), vjp_tail, layout)
+  out, vjp_first = jax.vjp(first, q, k, v)
+  out_later, vjp_later = jax.vjp(later, *(take_tail(x, rows, groups) for x in (q, k, v)))
+  in_later = (layout.q_seg > 1)[:, :, None, None]
+  combined = put_tail(out, jnp.where(in_later, out_later, take_tail(out, rows, groups)), rows, groups)
+  # cuDNN's backward reads the forward's output (D = rowsum(dO·O)). Handed the combined output instead it
+  # computes the same: the two differ only at later segments' queries, whose cotangent the first call
+  # never gets (below). So the tail is written into the first call's output in place, not into a copy
+  # kept alive for the backward.
+  return combined, (swap_residual(vjp_first, out, combined), vjp_later, layout)
 
 
 def swap_residual(vjp_fn, old: Array, new: Array):
@@ -461,12 +490,18 @@ def swap_residual(vjp_fn, old: Array, new: Array):
 
 
 def _mixed_bwd(is_causal, impl, res, g):
-  vjp_padded, vjp_tail, layout = res
+  vjp_first, vjp_later, layout = res
   rows, groups = layout.rows, layout.groups
-  full = vjp_padded(g)  # its tail rows are overwritten whole: what the padded call did there never counts
-  tail = vjp_tail(take_tail(g, rows, groups))
+  g_tail = take_tail(g, rows, groups)
+  in_later = (layout.q_seg > 1)[:, :, None, None]
+  zero = jnp.zeros((), g.dtype)
+  # Each call gets the cotangent of the positions it produced: the first call none of the later segments'
+  # (whose queries lie past its lengths, and whose keys it masks), the later calls only theirs; so their
+  # query, key and value gradients have disjoint supports and add up to the whole.
+  first = vjp_first(put_tail(g, jnp.where(in_later, zero, g_tail), rows, groups))
+  later = vjp_later(jnp.where(in_later, g_tail, zero))
   zero_layout = jax.tree.map(lambda x: np.zeros(x.shape, jax.dtypes.float0), layout)
-  return (*(put_tail(f, t, rows, groups) for f, t in zip(full, tail)), zero_layout)
+  return (*(put_tail(f, take_tail(f, rows, groups) + t, rows, groups) for f, t in zip(first, later)), zero_layout)
 
 
 _mixed.defvjp(_mixed_fwd, _mixed_bwd)
@@ -722,8 +757,7 @@ class Transformer(nn.Module):
     if segment_ids_BS is not None:
       aux = dict(self_mask=None, positions=positions_BS)
       if cfg.packed_rows:
-        aux["self_packed"] = MixedLayout.of(segment_ids_BS, segment_ids_BS, cfg.packed_rows, cfg.max_segments,
-                                            causal=False, q_covers_padding=True)
+        aux["self_packed"] = MixedLayout.of(segment_ids_BS, segment_ids_BS, cfg.packed_rows, cfg.max_segments)
       elif cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
         aux["self_packed"] = (SegmentLayout.of(segment_ids_BS, cfg.max_segments, covers_padding=True),
                               SegmentLayout.of(segment_ids_BS, cfg.max_segments))
@@ -749,10 +783,8 @@ class Transformer(nn.Module):
         dec_in = shift_right(targets_BL, segment_ids_BL=dec_seg)
         aux = dict(self_mask=None, cross_mask=None, positions=batch["targets_positions"], encoded=encoded)
         if cfg.packed_rows:
-          mixed = functools.partial(MixedLayout.of, rows=cfg.packed_rows, max_segments=cfg.max_segments,
-                                    q_covers_padding=True)
-          aux.update(self_packed=mixed(dec_seg, dec_seg, causal=True, kv_covers_padding=True),
-                     cross_packed=mixed(dec_seg, enc_seg, causal=False))
+          aux.update(self_packed=MixedLayout.of(dec_seg, dec_seg, cfg.packed_rows, cfg.max_segments),
+                     cross_packed=MixedLayout.of(dec_seg, enc_seg, cfg.packed_rows, cfg.max_segments))
         elif cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
           dec = SegmentLayout.of(dec_seg, cfg.max_segments, covers_padding=True)
           aux.update(self_packed=(dec, dec), cross_packed=(dec, SegmentLayout.of(enc_seg, cfg.max_segments)))
@@ -777,8 +809,7 @@ class Transformer(nn.Module):
         seg = batch["tokens_segment_ids"]
         aux = dict(self_mask=None, positions=batch["tokens_positions"])
         if cfg.packed_rows:
-          aux["self_packed"] = MixedLayout.of(seg, seg, cfg.packed_rows, cfg.max_segments, causal=True,
-                                              q_covers_padding=True, kv_covers_padding=True)
+          aux["self_packed"] = MixedLayout.of(seg, seg, cfg.packed_rows, cfg.max_segments)
         elif cfg.attention_impl == "cudnn":  # causal: both sides may cover the padding (packed_attention)
           layout = SegmentLayout.of(seg, cfg.max_segments, covers_padding=True)
           aux["self_packed"] = (layout, layout)
