@@ -232,7 +232,8 @@ class Attention(nn.Module):
     """q_rope / k_rope: `rope_tables` of the query / key positions (unused when `use_rope` is off).
     packed: (q `SegmentLayout`, kv `SegmentLayout`) of a packed batch: with cuDNN, attention runs in
     its packed layout (segment i of the queries attends to segment i of the keys, `is_causal` within
-    each); elsewhere `mask_B1LS` says the same."""
+    each); elsewhere `mask_B1LS` says the same. Or a `MixedLayout` (`TransformerConfig.packed_rows`):
+    the same attention through the padded layout only, on any implementation."""
     cfg = self.cfg
     shape, axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv")
     stacked = lambda n: (cfg.d_model, n, cfg.num_heads, cfg.head_dim)
