@@ -403,10 +403,14 @@ def _report_target(r: dict) -> None:
         f"  compiled memory ≈{mem['peak_estimate']:.2f} GiB (arguments {mem['arguments']:.2f}, temporaries "
         f"{mem['temp']:.2f}); roofline {r['roofline_ms']:.2f} ms/step → MFU ≤ {100 * r['roofline_mfu_full']:.1f}% "
         f"full / {100 * r['roofline_mfu_causal']:.1f}% causal", flush=True)
-  if r.get("packed") and r["attention"] != "xla":
+  if r.get("packed") and r["attention"] != "xla" and not r.get("packed_rows"):
     print(f"  not in this floor: cuDNN's packed layout runs B·max_segments = {r['batch']}·{r['max_segments']} "
           "sequences, and its kernels pay for every slot, used or not (measured on an H100: "
           "models/transformer.py MAX_SEGMENTS, notes/perf.md run 6)")
+  elif r.get("packed") and r["attention"] != "xla":
+    print(f"  not in this floor: the padded layout skips each row's padding (the floor counts every call's "
+          f"attention in full: the first over all {r['batch']} rows, each later segment's over "
+          f"{r['packed_rows']} rows; models/transformer.py MixedLayout)")
   print(f"  {'category':14s} {'ms':>8s} {'GB':>8s} {'TFLOP':>7s} {'kernels':>8s}")
   for name, c in r["roofline"]["categories"].items():
     print(f"  {name:14s} {c['ms']:8.2f} {c['gb']:8.2f} {c['tflop']:7.2f} {c['count']:8d}")
