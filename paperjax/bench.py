@@ -82,8 +82,9 @@ def parse_args(argv=None):
                       "packed layout pays for every slot")
   p.add_argument("--packed_rows", type=int, default=0,
                  help="packed data: only this many rows, last in the batch, may hold several examples (the packer "
-                      "caps and sorts them) and run through cuDNN's packed layout, the rest through its padded "
-                      "one (TransformerConfig.packed_rows; 0: every row packed)")
+                      "caps and sorts them); attention then takes the padded layout only: every row's first "
+                      "example, and those rows' later ones again, rolled to the front (TransformerConfig."
+                      "packed_rows; 0: every row through cuDNN's packed layout)")
   p.add_argument("--positions", default="", choices=["", "rope", "learned"],
                  help="override the shape's positions: rotary, or a learned table per stack with as many rows as "
                       "the shape's longest sequence (TransformerConfig.positions; '': the shape's)")

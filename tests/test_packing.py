@@ -193,7 +193,7 @@ def test_packed_pipeline_gives_each_process_its_rows_of_the_same_global_batch():
 
 @needs_cuda_plugin
 @pytest.mark.parametrize("packed_rows,max_segments", [(0, 8), (2, 2), (2, 8)])
-def test_cudnn_packed_attention_compiles_for_an_h100_with_the_ragged_layout(packed_rows, max_segments):
+def test_packed_batches_compile_for_an_h100_on_cudnn_packed_or_padded_layout(packed_rows, max_segments):
   # its own process: the CUDA plugin registers only if nothing initialised JAX's backends before
   code = textwrap.dedent(f"""
     import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
@@ -402,7 +402,8 @@ def test_a_model_with_packed_rows_trains_as_the_fully_packed_one(kind):
   rng = np.random.default_rng(1)
   B = 4
   if kind == "encdec":
-    iseg, tseg = _mixed_segments(rng, B, 20, 2, 1), None
+    iseg = _mixed_segments(rng, B, 20, 2, 1)
+    assert iseg.max() == 2 and iseg[:2].max() == 1  # two examples in a tail row, one in each head row
     tseg = np.zeros((B, 12), np.int32)
     for b in range(B):  # the same examples' targets: one per input segment, 1-5 tokens each
       pos = 0
@@ -416,6 +417,7 @@ def test_a_model_with_packed_rows_trains_as_the_fully_packed_one(kind):
                  targets_positions=pos_of(tseg), targets_mask=(tseg > 0))
   else:
     seg = _mixed_segments(rng, B, 20, 2, 1)
+    assert seg.max() == 2 and seg[:2].max() == 1
     pos_of = lambda seg: np.where(seg > 0, np.arange(seg.shape[1]) - np.argmax(seg[:, :, None] == seg[:, None, :], 2), 0)
     batch = dict(tokens=rng.integers(2, 64, (B, 20)) * (seg > 0), tokens_segment_ids=seg, tokens_positions=pos_of(seg),
                  loss_mask=(seg > 0))

@@ -133,7 +133,7 @@ class Packing:
 class _CappedFirstFit(packing_packed_batch.FirstFitPackedBatch):
   """grain's first-fit packer, with at most `multi_rows` rows holding more than one example: once that
   many do, every row holding one takes no second (its cap drops to 1; grain compares the per-row example
-  counts with `_max_sequences_per_bin`, which broadcasts). tests/test_pipeline.py checks it against a
+  counts with `_max_sequences_per_bin`, which broadcasts). tests/test_packing.py checks it against a
   first-fit written out by hand, so a grain that packs differently fails there, not silently."""
   multi_rows: int = 0
 
