@@ -36,7 +36,8 @@ def get_config(arg: str | None = None):
       fused_projections=False, norm_impl="xla",   # "auto"/"pallas": fused residual-add + RMSNorm GPU kernels
       loss_chunk=0, loss_impl="fused", z_loss=0.0,
       max_segments=2,   # data.pack: most examples in a row (cuDNN pays per slot; transformer.py)
-      packed_rows=0)    # data.pack: >0, only that many rows (last) hold several; no packed layout (MixedLayout)
+      packed_rows=0,    # data.pack: >0, only that many rows (last) hold several; no packed layout (MixedLayout)
+      mlp_impl="xla", mlp_tiles="")   # "auto"/"pallas": the MLP's gate inside GEMM kernels of ours (fused_mlp.py)
 
   # Mixture-of-Denoisers (paper §3.1.2 and the UL2-20B configuration in its appendix):
   # R: (μ=3, r=.15), (8, .15) with [NLU]; X: (3, .5), (8, .5), (64, .15), (64, .5) with [NLG];

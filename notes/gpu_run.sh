@@ -43,13 +43,33 @@ T="--shape=t5_base_ul2 --dtype=bfloat16"
 B1="--shape=decoder_1b --batch=16 --dtype=bfloat16"
 B2="--shape=decoder_1b --batch=20 --dtype=bfloat16"
 TB="$T --batch=256 --attention=cudnn --padding_lengths --loss_chunk=8192 --xla_flags=tuned"
+# --check_mlp's tile settings of models/fused_mlp.py's kernels ("bm,bn,bk,warps,stages", "up|down"): the
+# default first (the step rows' kernels), then Triton's other usual Hopper bf16 tiles, then each kernel alone
+CHECK_B=256; CHECK_B_G=32   # --check_mlp's rows: the step's (T5's encoder: 131072; GPT-2: 32768)
+MLP_TILES="128,128,64,8,3;128,64,64,4,4;128,128,64,8,4|256,128,64,8,3;64,128,64,4,4|128,256,64,8,3;128,128,32,8,4;xla|128,128,64,8,3;128,128,64,8,3|xla"
 if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XLA attention, 2 steps
   G="--shape=tiny --batch=8"; GG="$G"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"
+  MLP_TILES="16,16,16,4,2;32,32,16,4,2"; CHECK_B=2; CHECK_B_G=2
 fi
-# tag|arguments, in the order phase 2 runs them (most important first). Eighth run's plan (run 7,
-# notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5 grouped 45.9%, packed grouped 42.6%; the
-# packed path without its selects NaN under command buffers, so that option is gone):
+# tag|arguments, in the order phase 2 runs them (most important first). Eighth run's plan, as revised
+# on 2026-11-28 (fourth session without a device; notes/perf.md, its last section): the MLP's element-wise
+# work inside GEMM kernels of ours (`--mlp_impl=auto`, models/fused_mlp.py, Pallas on Triton) — never run
+# on a GPU, so first `check_mlp_t5`: the kernels against XLA's GEMMs at T5's 131072 encoder rows, bf16,
+# errors against float32 (must say WITHIN) and ms / TFLOP/s of forward + backward for five tile settings
+# (the default first: the step rows' kernels). Then the step rows, each `_mlp` row next to its row without:
+#      row                              H100 roofline xla → auto   predicted H100 (85% of cuBLAS's rate)   H200 roofline
+#      t5_b256_packed_rows32[_mlp]          259.22 → 240.80        ~252 → ~238 ms, 44.9 → ~47.5%            225.09
+#      gpt2_gelu[_mlp]                       54.89 → 52.45         ~60.5 → ~58.5 ms, 46.8 → ~48.4%          49.73
+#      1b_b16_fusednorm_mlp                 413.81 → 393.80        428.9 (run 7) → ~419 ms, ~61.6%          381.40
+#      t5_b256_grouped_mlp (padded)         248.50 → 230.07        246.8 (run 7) → ~233 ms, ~48.6%          215.01
+#      gpt2_fusednorm[_mlp] (gated)          58.65 → 54.85         64.6 (run 7) → ~61.2 ms, ~46.3%          50.96
+#  (on an H200 each row's figure is its H100 prediction × the H200/H100 roofline ratio). `check_packing_t5_rows`
+#  now runs the kernels too (the whole model with cuDNN, packed rows and our MLP against XLA's attention and
+#  MLP one example per row: EQUAL). If `check_mlp_*` finds a faster tile setting than the default, a short
+#  second call reruns the `_mlp` rows with `--mlp_tiles=<it>`; if it says ABOVE, the `_mlp` rows mean nothing.
+# The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
+# grouped 45.9%, packed grouped 42.6%; the packed path without its selects NaN under command buffers):
 #  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
 #    profiled, against the plain packed row: run 7 measured −1.02 ms packed against −4.00 ms padded for
 #    the same optimizer change — the profile says where the packed step's other 3 ms went;
@@ -110,24 +130,32 @@ fi
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 VARIANTS=(
-  "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --profile=/tmp/trace_t5pg"
-  "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32"
-  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8"
-  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "check_mlp_t5|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
+  "t5_b256_packed_rows32_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32 --mlp_impl=auto"
+  "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32"
+  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto"
+  "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
+  "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
+  "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
+  "gpt2_fusednorm_mlp|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
+  "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "t5_b256_packed_rows32_learned_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned --mlp_impl=auto"
+  "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --profile=/tmp/trace_t5pg"
+)
+EXTRA=(
   "t5_b256_packed_rows32_learned|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned"
-  "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline"
+  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "t5_b256_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves"
   "gpt2_nodonate|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --no_donate"
   "gpt2_nocb|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_ops --norm=auto --steps=30 --warmup=4"
   "gpt2_mem30|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mem_fraction=0.3"
-  "t5_b256_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves"
+  "t5_b256_packed|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline"
   "t5_b256_grouped_copy|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --param_copy"
   "t5_b256_packed_grouped_copy|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --param_copy"
-)
-EXTRA=(
   "t5_b256_packed_learned|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --positions=learned"
   "1b_b16_fusednorm_copy|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --param_copy"
-  "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "t5_b256_nodonate|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --no_donate"
   "check_unwritten_t5|$T --batch=32 --attention=cudnn --xla_flags=tuned --check_unwritten"
   "t5_b256_fusednorm_data|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident,ul2_pipeline,synthetic"
@@ -165,12 +193,13 @@ RUN_TRAINER=1
 
 # The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
 # configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, fused norm, Adafactor, unfused projections,
-# packed two to a row) with packed_rows=32 (the capped packer and MixedLayout; ≈ t5_b256_packed_rows32) at B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
+# packed two to a row) with packed_rows=32 (the capped packer and MixedLayout) and the MLP kernels
+# (mlp_impl=auto; ≈ t5_b256_packed_rows32_mlp) at B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
 # base's 32K vocab). Its metrics.jsonl logs step time, tokens/s, MFU and the host's input and
 # device-wait time per 10-step window; the first window starts after the compiled first step.
 # Stops at step 30 (no final eval).
 TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
- --config.data.max_chars=20000000 --config.data.batch_size=256 --config.model.packed_rows=32
+ --config.data.max_chars=20000000 --config.data.batch_size=256 --config.model.packed_rows=32 --config.model.mlp_impl=auto
  --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
  --config.train.ckpt_every_s=0 --xla_flags=tuned"   # paperjax.launch.preflight takes the same flags
 if [[ ${SMOKE:-0} == 1 ]]; then
@@ -259,7 +288,13 @@ for r in [r for r in rows if "cases" in r]:  # --check_unwritten rows
   print(f"{r['tag']} on {r['device']} ({r['attention']}, B={r['batch']} L={r['length']}; NaN-filled memory first):")
   for name, c in r["cases"].items():
     print(f"  {name:18s} out {c['out']:6s} dq {c['dq']:6s} dk {c['dk']:6s} dv {c['dv']:6s} {'clean' if c['clean'] else 'NOT CLEAN'}")
-for r in [r for r in rows if "ok" in r and "cases" not in r]:  # --check_packing rows
+for r in [r for r in rows if "mlp_cases" in r]:  # --check_mlp rows
+  print(f"{r['tag']}: {r['mlp']} MLP, {r['rows']} rows × {r['d_model']} × {r['d_ff']} on {r['device']}, errors against "
+        f"float32 ({'WITHIN' if r['ok'] else 'ABOVE'} {r['limit']:.1e}):")
+  for name, c in r["mlp_cases"].items():
+    print(f"  {name:40s} {c['ms']:8.3f} ms {c['tflops']:6.1f} TFLOP/s  value {c['value']:.1e} dx {c['dx']:.1e} "
+          f"dW {c['dw']:.1e} dWo {c['dwo']:.1e}")
+for r in [r for r in rows if "ok" in r and "cases" not in r and "mlp_cases" not in r]:  # --check_packing rows
   print(f"{r['tag']}: {r['examples']} examples in {r['rows']} packed rows, loss rel {r['loss_rel']:.2e}, "
         f"gradient rel {r['grad_rel']:.2e} on {r['device']} ({r['attention']}): {'EQUAL' if r['ok'] else 'DIFFERENT'}")
 rows = [r for r in rows if "ms_per_step" in r]

@@ -97,6 +97,11 @@ def parse_args(argv=None):
   p.add_argument("--norm", default="xla", choices=["xla", "pallas", "auto"],
                  help="pallas: each residual add + RMSNorm as one fused GPU kernel each way; auto: that kernel on "
                       "GPUs, plain JAX elsewhere (TransformerConfig.norm_impl)")
+  p.add_argument("--mlp_impl", default="xla", choices=["xla", "pallas", "auto"],
+                 help="pallas: the gated MLP's gate inside two GEMM kernels of ours, one each way (models/fused_mlp.py); "
+                      "auto: those kernels on GPUs, XLA's GEMMs elsewhere (TransformerConfig.mlp_impl)")
+  p.add_argument("--mlp_tiles", default="",
+                 help="the MLP kernels' tiles, 'bm,bn,bk,warps,stages' for both or 'up|down' (fused_mlp.Tiles)")
   p.add_argument("--loss_chunk", type=int, default=0,
                  help="0: full logits (fp32, as lm.loss_sums); N: chunked cross-entropy, N tokens (rows "
                       "of batch·length) per chunk with --loss_impl=fused, N positions with =remat")
@@ -138,6 +143,12 @@ def parse_args(argv=None):
                       "per row, through this model and attention, against those examples through XLA's attention "
                       "with a dense mask (on a GPU: checks cuDNN's packed layout and its padding mode): prints the "
                       "loss and gradient differences; exit 1 if not equal")
+  p.add_argument("--check_mlp", action="store_true",
+                 help="no step: the shape's MLP over batch × length rows (bf16) through XLA's GEMMs and through "
+                      "models/fused_mlp.py's kernels (--mlp_impl=pallas; each --mlp_tiles setting, ';'-separated), "
+                      "each against the MLP in float32: the errors of output and gradients, and the ms of "
+                      "forward + backward; exit 1 if a kernel's error is above XLA's bf16 path's by more than "
+                      "rounding")
   p.add_argument("--target", default="", choices=["", *sorted(roofline.GPU_TARGETS)],
                  help="compile the step for this GPU without one (XLA's deviceless compile; needs the CUDA plugin, "
                       "`pip install jax[cuda12]`, not a GPU) and report its compiled memory and its roofline "
@@ -168,6 +179,13 @@ def _data_list(text: str) -> tuple[str, ...]:
   return names
 
 
+def _mlp_label(cfg) -> str:
+  """"gated", "dense", or "gated+pallas[tiles]" when the gate runs inside our GEMM kernels."""
+  if cfg.mlp_impl == "xla":
+    return cfg.mlp
+  return f"{cfg.mlp}+{cfg.mlp_impl}" + (f"[{cfg.mlp_tiles}]" if cfg.mlp_tiles else "")
+
+
 def model_config(args):
   import jax.numpy as jnp
   from paperjax.models.transformer import TransformerConfig
@@ -176,7 +194,8 @@ def model_config(args):
   kw = {k: v for k, v in shape.items() if k in fields}
   kw.update(dtype=jnp.dtype(args.dtype), param_dtype=jnp.dtype(args.param_dtype),
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
-            fused_projections=args.fused, norm_impl=args.norm,
+            fused_projections=args.fused, norm_impl=args.norm, mlp_impl=args.mlp_impl,
+            mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
     kw["max_segments"] = args.max_segments
@@ -387,7 +406,7 @@ def target(args) -> dict:
       roofline=summ, roofline_ms=summ["total_ms"],
       roofline_mfu_full=flops["full"] * batch_size / step_s / peak,
       roofline_mfu_causal=flops["causal"] * batch_size / step_s / peak, peak_flops=peak,
-      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments, packed_rows=cfg.packed_rows, mlp=cfg.mlp, positions=cfg.positions)
+      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments, packed_rows=cfg.packed_rows, mlp=_mlp_label(cfg), positions=cfg.positions)
   _report_target(result)
   return _write(result, args)
 
@@ -457,7 +476,7 @@ def check_packing(args) -> dict:
   packed = {k: np.asarray(v) for k, v in packed.items() if k != "targets_denoiser"}
   plain = unpack(packed, shape["lengths"])
   model = Transformer(cfg)
-  reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False))
+  reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False, mlp_impl="xla"))
   params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
 
   def loss_and_grad(m):  # ((loss sum, weight sum), gradient of the loss sum): one program per batch shape
@@ -488,6 +507,76 @@ def check_packing(args) -> dict:
     print(f"  {name:12s} loss sum {r['loss_sum']:.4f} (rel {r['loss_rel']:.2e}), gradient rel diff {r['grad_rel']:.2e}, "
           f"target tokens {r['target_tokens']:.0f}", flush=True)
   print(f"  {'EQUAL' if ok else 'DIFFERENT'} (tol {tol:g})", flush=True)
+  return _write(result, args)
+
+
+def check_mlp(args) -> dict:
+  """`--check_mlp`: the shape's MLP alone (rows = batch × the encoder's or decoder's length), bf16,
+  value and gradients of Σ out·c for a random c, through XLA's GEMMs ("xla") and through our kernels
+  with each tile setting, each against the same function in float32 (XLA). A kernel passes if its
+  errors are within 1.5× XLA's bf16 errors (+1e-3): it rounds h once and the gate once, XLA's program
+  a few times more. Times each (ms of one forward + backward, the device synchronised)."""
+  used_flags = xla_flags.apply(args.xla_flags)
+  import jax
+  import jax.numpy as jnp
+  from paperjax.models import fused_mlp
+  cfg, shape = model_config(args)
+  gated = cfg.mlp == "gated"
+  n = (args.batch or shape["batch"]) * (shape["lengths"].get("inputs") or shape["lengths"]["tokens"])
+  d, f = cfg.d_model, cfg.d_ff
+  k = jax.random.split(jax.random.PRNGKey(args.seed), 4)
+  x32 = jax.random.normal(k[0], (n, d), jnp.float32)
+  w32 = jax.random.normal(k[1], (d, (2 if gated else 1) * f), jnp.float32) * d ** -0.5
+  wo32 = jax.random.normal(k[2], (f, d), jnp.float32) * f ** -0.5
+  c32 = jax.random.normal(k[3], (n, d), jnp.float32)
+
+  def program(impl, tiles, dtype):
+    t = fused_mlp.Tiles.parse_pair(tiles)
+    def loss(x, w, wo, c):
+      out = fused_mlp.mlp(x, w, wo, cfg.activation, gated=gated, impl=impl, interpret=False if impl == "pallas"
+                          and jax.default_backend() == "gpu" else None, up_tiles=t[0], down_tiles=t[1])
+      return jnp.sum(out.astype(jnp.float32) * c.astype(jnp.float32))
+    fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+    args_ = [a.astype(dtype) for a in (x32, w32, wo32, c32)]
+    return lambda: fn(*args_)
+
+  def rel(a, b):
+    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+    return float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-30))
+
+  def errors(res, ref):
+    (v, g), (v0, g0) = res, ref
+    return dict(value=rel(v, v0), dx=rel(g[0], g0[0]), dw=rel(g[1], g0[1]), dwo=rel(g[2], g0[2]))
+
+  def timed(fn):
+    jax.block_until_ready(fn())
+    jax.block_until_ready(fn())
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+      out = fn()
+    jax.block_until_ready(out)
+    return 1e3 * (time.perf_counter() - t0) / args.steps
+
+  exact = program("xla", "", jnp.float32)()
+  flops = 6.0 * n * d * f * (3 if gated else 2)
+  cases = {}
+  for name, impl, tiles in [("xla", "xla", "")] + [(f"pallas[{t or 'default'}]", "pallas", t)
+                                                   for t in (args.mlp_tiles or "").split(";")]:
+    fn = program(impl, tiles, jnp.dtype(args.dtype))
+    ms = timed(fn)
+    cases[name] = dict(ms=ms, tflops=flops / ms / 1e9, **errors(fn(), exact))
+  worst = lambda c: max(c[key] for key in ("value", "dx", "dw", "dwo"))
+  limit = 1.5 * worst(cases["xla"]) + 1e-3
+  ok = all(worst(c) <= limit for name, c in cases.items() if name != "xla")
+  result = dict(tag=args.tag or "check_mlp", shape=args.shape, mlp=cfg.mlp, activation=cfg.activation, rows=n,
+                d_model=d, d_ff=f, dtype=args.dtype, device=jax.devices()[0].device_kind, mlp_cases=cases,
+                limit=limit, ok=bool(ok), xla_flags_str=used_flags)
+  print(f"[{result['tag']}] {args.shape} {cfg.mlp} MLP ({cfg.activation}), {n} rows × d {d} × d_ff {f}, {args.dtype} "
+        f"on {result['device']}; errors against float32:", flush=True)
+  for name, c in cases.items():
+    print(f"  {name:34s} {c['ms']:8.3f} ms fwd+bwd {c['tflops']:6.1f} TFLOP/s   value {c['value']:.1e} dx {c['dx']:.1e} "
+          f"dW {c['dw']:.1e} dWo {c['dwo']:.1e}", flush=True)
+  print(f"  {'WITHIN' if ok else 'ABOVE'} XLA's bf16 error ×1.5 + 1e-3 ({limit:.1e})", flush=True)
   return _write(result, args)
 
 
@@ -621,7 +710,7 @@ def run(args) -> dict:
       tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm, mlp=cfg.mlp, positions=cfg.positions,
+      fused=args.fused, norm=args.norm, mlp=_mlp_label(cfg), positions=cfg.positions,
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
       data=",".join(args.data), optimizer=_optimizer_label(args),
       donate=not args.no_donate, mem_fraction=float(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]),  # set by now
@@ -827,11 +916,14 @@ def main(argv=None) -> None:
   from paperjax import errors
   args = parse_args(argv)
   with errors.one_sentence(debug=bool(os.environ.get("PAPERJAX_DEBUG"))):
-    if args.mem_fraction is not None and (args.target or args.check_packing or args.check_unwritten):
+    checks = [c for c in (check_packing, check_unwritten, check_mlp) if getattr(args, c.__name__)]
+    if args.mem_fraction is not None and (args.target or checks):
       raise ValueError("--mem_fraction sets the allocator of a timed run on a device; drop it with --target, "
-                       "--check_packing or --check_unwritten.")
-    if args.check_packing or args.check_unwritten:
-      if not (check_packing if args.check_packing else check_unwritten)(args)["ok"]:
+                       "--check_packing, --check_unwritten or --check_mlp.")
+    if len(checks) > 1:
+      raise ValueError("--check_packing, --check_unwritten and --check_mlp are separate runs; pass one of them.")
+    if checks:
+      if not checks[0](args)["ok"]:
         raise SystemExit(1)
     else:
       target(args) if args.target else run(args)

@@ -85,6 +85,16 @@ device_description_str: "NVIDIA H100 80GB HBM3"
 }
 
 
+# Pallas kernels that are GEMMs (by their `pallas_call` name), and their FLOPs from operand and result dims.
+PALLAS_GEMMS = {
+    # models/fused_mlp.py: x [N, D] · w [D, 2F] → h [N, 2F] (and the gate y from it)
+    "gated_mlp_up_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],
+    # dy [N, D] · wo [F, D]ᵀ → g [N, F], written as dh [N, 2F]
+    "gated_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * ops[1][0],
+    "dense_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * ops[1][0],  # the same, dh = g·act'(h)
+}
+
+
 def _with_fields(target: str, **fields) -> str:
   """A target description with some of its `key: value` fields replaced (each must be there)."""
   for key, value in fields.items():
@@ -394,6 +404,11 @@ class _Module:
               flops /= 2
         elif "triton" in target:  # a Pallas kernel (e.g. models/fused_norm.py): memory-bound by its operands
           category = "pallas"
+          m = re.search(r'name = "([^"]*)"', attrs)
+          gemm = PALLAS_GEMMS.get(m.group(1) if m else "")
+          if gemm:  # ... unless it is a GEMM of ours: floored at the card's GEMM rate, as cuBLAS's are
+            category, flops = "gemm", gemm([shape_dims(s)[0] for s in operand_shapes],
+                                           [shape_dims(s)[0] for s in result_shapes])
       elif op in ("dot", "convolution"):  # an unfused dot (CPU programs)
         category = "gemm"
         nbytes = sum(shape_bytes(self.shapes.get(o, "")) for o in set(ins.operands)) + shape_bytes(ins.shape)

@@ -173,7 +173,7 @@ def _run_stage(config, workdir, *, restart=False, init_params=None, stage_name=N
     data_iter = data_lib.pipeline.make_iterator(
         train_source, global_batch_size=gbs, seed=int(config.seed), process_index=ctx.process_index,
         process_count=ctx.process_count, example_fn=method.example_fn, batch_fn=method.batch_fn,
-        num_threads=int(config.data.get("num_threads", 2)), pack=method.pack)
+        num_threads=int(config.data.get("num_threads", 2)), pack=method.pack, batch_shards=n_batch)
   fresh_state = data_iter.get_state()
   first = next(data_iter)
   data_iter.set_state(fresh_state)  # the batch read for shapes is trained on first, as from a fresh iterator

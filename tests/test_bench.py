@@ -348,6 +348,25 @@ def test_check_packing_compares_packed_and_one_per_row_with_a_dense_mask_referen
   assert "EQUAL" in capsys.readouterr().out
 
 
+def test_check_mlp_passes_the_kernels_and_catches_a_wrong_gradient(tmp_path, capsys, monkeypatch):
+  """`--check_mlp` on CPU (the kernels' interpreter): each tile setting within XLA's bf16 error, and a
+  backward kernel whose dh is 2% off is caught."""
+  argv = ["--check_mlp", "--shape=tiny", "--batch=2", "--dtype=bfloat16", "--steps=1",
+          "--mlp_tiles=16,16,16,4,2;32,32,32,4,2",
+          "--json=" + str(tmp_path / "m.jsonl")]
+  c = bench.check_mlp(bench.parse_args(argv))
+  assert c["ok"] and c["rows"] == 64 and set(c["mlp_cases"]) == {"xla", "pallas[16,16,16,4,2]", "pallas[32,32,32,4,2]"}
+  assert all(v["dx"] < 2e-2 for v in c["mlp_cases"].values()), c
+  assert "WITHIN" in capsys.readouterr().out
+  from paperjax.models import fused_mlp
+  down = fused_mlp.down_bwd
+  monkeypatch.setattr(fused_mlp, "down_bwd", lambda *a: down(*a) * 1.02)
+  c = bench.check_mlp(bench.parse_args(argv))
+  assert not c["ok"] and "ABOVE" in capsys.readouterr().out
+  with pytest.raises(SystemExit):
+    bench.main(argv)
+
+
 def test_classify_rows_says_zero_finite_or_nan_by_hand():
   x = np.zeros((2, 3, 1), np.float32)
   rows = np.array([[False, True, True], [False, False, True]])

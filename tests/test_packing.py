@@ -451,3 +451,86 @@ def test_swap_residual_hands_the_backward_another_saved_output():
   np.testing.assert_array_equal(jax.jit(grads)(x, new), new)  # g · (the swapped-in output)
   y, vjp = jax.vjp(jnp.sin, x)  # no residual is the output itself: unchanged
   np.testing.assert_allclose(T.swap_residual(vjp, y, new)(jnp.ones(3))[0], jnp.cos(x))
+
+
+def test_multi_rows_are_dealt_to_every_batch_shard_last_in_its_block():
+  """`make_iterator(batch_shards=S)` with capped packing: the same rows as one block, each of S contiguous
+  blocks holding at most cap/S multi-example rows, last; with two processes each deals its own rows."""
+  mix = D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, _ids(), 96, 64, 70)
+  source = np.random.default_rng(3).integers(6, 400, (256, 70)).astype(np.int32)
+  make = lambda **kw: pipeline.make_iterator(source, global_batch_size=16, seed=0, batch_fn=mix.batch,
+                                             pack=mix.packing(max_segments=2, multi_rows=4), **kw)
+  one, four = make(), make(batch_shards=4)
+  seen = 0
+  for _ in range(4):
+    a, b = next(one), next(four)
+    assert sorted(map(tuple, a["inputs"])) == sorted(map(tuple, b["inputs"]))  # the same rows, dealt out
+    multi = b["inputs_segment_ids"].max(1).reshape(4, 4) > 1
+    assert (multi.sum(1) <= 1).all() and not multi[:, :3].any(), multi  # ≤ 4/4 a block, its last row
+    seen += multi.sum()
+  assert seen >= 4  # not vacuous
+  for p in range(2):  # two processes, four shards: each deals its strided rows to its two shards
+    mine = next(make(process_index=p, process_count=2, batch_shards=4))
+    assert not (mine["inputs_segment_ids"].max(1).reshape(2, 4)[:, :3] > 1).any()
+  with pytest.raises(ValueError, match="batch shards do not split"):
+    next(make(batch_shards=3))
+
+
+def test_a_batch_not_laid_out_for_packed_rows_makes_the_loss_nan():
+  """A multi-example row outside a block's tail (a pipeline whose blocks are not the model's) would
+  leave its later examples unattended: the model's input turns NaN instead, and the loss with it."""
+  rng = np.random.default_rng(2)
+  seg = _mixed_segments(rng, 4, 20, 2, 1)
+  pos_of = lambda seg: np.where(seg > 0, np.arange(seg.shape[1]) - np.argmax(seg[:, :, None] == seg[:, None, :], 2), 0)
+  good = dict(tokens=rng.integers(2, 64, (4, 20)) * (seg > 0), tokens_segment_ids=seg, tokens_positions=pos_of(seg),
+              loss_mask=(seg > 0))
+  bad = {k: v[::-1] for k, v in good.items()}  # the tail rows first
+  m = _model("decoder", packed_rows=2)
+  params = nn.meta.unbox(lm.init(m, jax.random.key(0), good))
+  loss = lambda b: float(lm.loss_sums(m, params, {k: jnp.asarray(v, jnp.int32) for k, v in b.items()})[0])
+  assert np.isfinite(loss(good)) and np.isnan(loss(bad))
+  of = lambda seg, **kw: bool(T.MixedLayout.of(jnp.asarray(seg), jnp.asarray(seg), 2, 2, **kw).ok)
+  assert of(seg, groups=1) and not of(seg[::-1], groups=1)
+  assert not of(np.where(seg == 2, 3, seg), groups=1)  # a third example in a row: more than max_segments
+
+
+def test_packed_rows_under_a_four_device_batch_mesh_is_the_fully_packed_model():
+  """Four devices over data × fsdp: the pipeline deals the multi rows to the four blocks
+  (`batch_shards=4`), the model takes the same four blocks (`batch_blocks()`), and loss and gradients
+  equal the fully packed model's on the same batch."""
+  from tests.conftest import run_python
+  code = textwrap.dedent("""
+    import numpy as np, jax, jax.numpy as jnp, flax.linen as nn
+    from paperjax import sharding, step as step_lib
+    from paperjax.data import pipeline
+    from paperjax.models import lm, transformer as T
+    from paperjax.papers.ul2 import denoisers as D
+    ids = D.TokenIds(pad_id=0, eos_id=1, first_sentinel=400, num_sentinels=100,
+                     mode_ids={"[NLU]": 3, "[NLG]": 4, "[S2S]": 5})
+    mix = D.MixtureOfDenoisers(D.UL2_DENOISERS, D.UL2_RATES, ids, 96, 64, 70)
+    source = np.random.default_rng(3).integers(6, 400, (256, 70)).astype(np.int32)
+    it = pipeline.make_iterator(source, global_batch_size=16, seed=0, batch_fn=mix.batch,
+                                pack=mix.packing(max_segments=2, multi_rows=4), batch_shards=4)
+    batch = next(it)
+    assert (batch["inputs_segment_ids"].max(1) > 1).sum() >= 2
+    batch = {k: jnp.asarray(v, jnp.int32) for k, v in batch.items() if k != "targets_denoiser"}
+    mk = lambda rows: T.Transformer(T.TransformerConfig(vocab_size=512, d_model=32, num_heads=2, head_dim=16, d_ff=64,
+                                                        num_layers=1, num_encoder_layers=1, kind="encdec",
+                                                        packed_rows=rows))
+    mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 1))
+    params = nn.meta.unbox(lm.init(mk(0), jax.random.key(0), batch))
+    out = []
+    with step_lib.mesh_context(mesh, sharding.DEFAULT_RULES):
+      assert T.batch_blocks() == 4
+      b = jax.device_put(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
+      for rows in (0, 4):
+        m = mk(rows)
+        out.append(jax.jit(jax.value_and_grad(lambda p, b: lm.loss_sums(m, p, b)[0]))(params, b))
+    (l0, g0), (l1, g1) = out
+    assert np.isfinite(l1), l1
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    jax.tree.map(lambda a, c: np.testing.assert_allclose(c, a, atol=1e-5, rtol=1e-4), g0, g1)
+    print("OK")
+  """)
+  r = run_python(code, devices=4)
+  assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]

@@ -155,6 +155,13 @@ def multi_rows_last(batch: dict, feature: str) -> dict:
   return {k: np.asarray(v)[order] for k, v in batch.items()}
 
 
+def multi_rows_per_shard(batch: dict, shards: int) -> dict:
+  """A batch whose multi-example rows come last, dealt round-robin to `shards` contiguous blocks (rows
+  j, j + shards, … form block j): each block then holds about 1/shards of those rows, last in it."""
+  order = np.concatenate([np.arange(j, len(next(iter(batch.values()))), shards) for j in range(shards)])
+  return {k: np.asarray(v)[order] for k, v in batch.items()}
+
+
 class _Split(grain.experimental.FlatMapTransform):
 
   def __init__(self, split: Callable, max_fan_out: int):
@@ -199,12 +206,16 @@ def pack_now(batches: Sequence[dict], pack: Packing, rows: int) -> list[dict]:
 def make_iterator(source, *, global_batch_size: int, seed: int, process_index: int = 0, process_count: int = 1,
                   example_fn: Callable | None = None, batch_fn: Callable | None = None, shuffle: bool = True,
                   num_epochs: int | None = None, num_threads: int = 2, prefetch: int = 4,
-                  pack: Packing | None = None):
+                  pack: Packing | None = None, batch_shards: int = 0):
   """A checkpointable iterator over this process's share of global batches (numpy dicts).
 
   `example_fn(example, rng)` transforms each example, `batch_fn(batch, rng)` each global batch
   (stacked examples, after `example_fn`); `pack` packs the transformed examples several to a row
-  (`Packing`, in a background thread); see the determinism contract above."""
+  (`Packing`, in a background thread); see the determinism contract above.
+  `batch_shards`: the devices the global batch is split over (the mesh's batch axes; 0: one per
+  process). With `pack.multi_rows`, each process's rows are dealt round-robin to its shards so that
+  every shard's contiguous block holds its share of the multi-example rows, last (`multi_rows_per_shard`;
+  the model's `MixedLayout` takes the same blocks): no one device computes every tail row."""
   if global_batch_size % process_count:
     raise ValueError(f"data.batch_size={global_batch_size} does not divide among {process_count} processes; "
                      f"use a multiple of {process_count}.")
@@ -220,6 +231,11 @@ def make_iterator(source, *, global_batch_size: int, seed: int, process_index: i
     it = packed_iter_dataset(it, pack, rows=global_batch_size, split_fan_out=global_batch_size, seed=seed + 3)
     if process_count > 1:
       it = it.map(keep_mine)
+    if pack.multi_rows and batch_shards > process_count:
+      if batch_shards % process_count or global_batch_size % batch_shards:
+        raise ValueError(f"{batch_shards} batch shards do not split data.batch_size={global_batch_size} evenly "
+                         f"over {process_count} processes; use a batch that is a multiple of the mesh's batch axes.")
+      it = it.map(functools.partial(multi_rows_per_shard, shards=batch_shards // process_count))
     # Packing is Python per example (~0.1 ms each here): a thread keeps it off the training loop's.
     return iter(grain.experimental.ThreadPrefetchIterDataset(it, prefetch_buffer_size=2))
   if batch_fn is not None:

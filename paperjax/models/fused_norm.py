@@ -19,10 +19,11 @@ GPUs and their interpreter elsewhere (CPU tests).
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
+
+from paperjax.models import pallas_dispatch
 
 EPS = 1e-6
 _BLOCK_ELEMENTS = 8192  # elements of one input a forward program holds (rows × padded D; fewer rows with more inputs)
@@ -165,36 +166,10 @@ def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float =
   out_dtype = jnp.dtype(out_dtype or x.dtype)
   reference = lambda x, delta, scale: (lambda h, y: (h,) + (y,) * copies)(
       *add_rmsnorm_reference(x, delta, scale, out_dtype, eps))
-  if impl not in ("xla", "pallas", "auto"):
-    raise ValueError(f"add_rmsnorm impl {impl!r} is not one of 'xla', 'pallas', 'auto'.")
-  mesh = jax.sharding.get_abstract_mesh()
-  feature_sharded = (row_spec is not None and not mesh.empty and mesh.size > 1 and len(row_spec) == x.ndim
-                     and row_spec[-1] is not None)
-  if impl == "auto" and feature_sharded:
-    impl = "xla"  # tensor parallelism: rows are not whole on a device
-  if impl == "xla":
-    return reference(x, delta, scale)
-  if x.shape != delta.shape or x.dtype != delta.dtype:
+  if impl != "xla" and (x.shape != delta.shape or x.dtype != delta.dtype):
     raise ValueError(f"add_rmsnorm needs x and delta of one shape and dtype; got {x.shape} {x.dtype} and "
                      f"{delta.shape} {delta.dtype}.")
-  run = lambda interp: lambda x, delta, scale: _add_rmsnorm_pallas(x, delta, scale, out_dtype, float(eps), interp,
-                                                                  int(copies))
-  if impl == "auto":  # the kernels where the program is lowered for CUDA, XLA's own ops elsewhere
-    fn = lambda x, delta, scale: jax.lax.platform_dependent(x, delta, scale, default=reference, cuda=run(False))
-  elif interpret is not None:
-    fn = run(bool(interpret))
-  else:
-    fn = lambda x, delta, scale: jax.lax.platform_dependent(x, delta, scale, default=run(True), cuda=run(False))
-  if row_spec is None or mesh.empty or mesh.size == 1:
-    return fn(x, delta, scale)
-  from jax.sharding import PartitionSpec as P
-  row_spec = P(*row_spec)
-  if len(row_spec) == x.ndim and row_spec[-1] is not None:
-    raise ValueError(f"add_rmsnorm with impl='pallas' needs whole rows on each device, but the activations' "
-                     f"feature axis is sharded ({row_spec}); use norm_impl='xla' with this sharding.")
-  ways = [math.prod(mesh.shape[a] for a in ((ax,) if isinstance(ax, str) else ax or ())) for ax in row_spec]
-  if any(n % w for n, w in zip(x.shape, ways)):  # e.g. the one-example batch of an init: not worth splitting
-    return fn(x, delta, scale)
-  return jax.shard_map(fn, mesh=mesh, in_specs=(row_spec, row_spec, P()), out_specs=(row_spec,) * (1 + copies),
-                       check_vma=False)(
-      x, delta, scale)
+  kernel = lambda interp: lambda x, delta, scale: _add_rmsnorm_pallas(x, delta, scale, out_dtype, float(eps), interp,
+                                                                     int(copies))
+  return pallas_dispatch.run(reference, kernel, (x, delta, scale), impl=impl, interpret=interpret, row_spec=row_spec,
+                             row_args=(True, True, False), outs=1 + copies, name="add_rmsnorm")

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from paperjax.models import fused_norm
+from paperjax.models import fused_mlp, fused_norm, pallas_dispatch
 
 Array = jax.Array
 KINDS = ("decoder", "prefix_lm", "encdec")
@@ -98,7 +98,7 @@ class TransformerConfig:
   positions: str = "rope"
   max_length: int = 0            # rows of each learned position table (positions="learned" only)
   # Packed batches: 0, every row through cuDNN's packed layout; R > 0, only the last R rows of the batch
-  # (of each process's block of it) may hold more than one example — the packer caps and sorts them so
+  # (of each batch shard's block of it: `batch_blocks`) may hold more than one example — the packer caps and sorts them so
   # (`data.pipeline.Packing.multi_rows`) — and no row needs the packed layout: every row runs through
   # cuDNN's padded layout (which skips each row's padding and has none of the packed layout's per-slot
   # passes or selects) for its first example, and the R rows' later examples through it again, each
@@ -106,8 +106,20 @@ class TransformerConfig:
   # GPU setting: off cuDNN the same calls run on XLA's attention (how the CPU tests check it), correct
   # but no faster than the segment mask that 0 uses.
   packed_rows: int = 0
+  # The MLP's element-wise work: "xla", passes of its own between XLA's GEMMs; "pallas", inside GEMM kernels
+  # of ours (models/fused_mlp.py; Triton; elsewhere its slow interpreter) — gated, the gate in the
+  # up-projection's kernel and its gradient in the down-projection's dgrad kernel; dense, act'(h) in that
+  # dgrad kernel; "auto", those kernels in programs compiled for a GPU, "xla" elsewhere. The same function
+  # and parameters (with dropout active in training, "xla"). `mlp_tiles`: the kernels' tiles,
+  # "bm,bn,bk,warps,stages" for both or "up|down" (fused_mlp.Tiles; "" its defaults).
+  mlp_impl: str = "xla"
+  mlp_tiles: str = ""
 
   def __post_init__(self):
+    if self.mlp_impl not in fused_mlp.pallas_dispatch.IMPLS:
+      raise ValueError(f"model.mlp_impl={self.mlp_impl!r} is not 'xla', 'pallas' (the fused GPU kernels) or "
+                       "'auto' (the kernels on GPUs only).")
+    fused_mlp.Tiles.parse_pair(self.mlp_tiles)
     if self.mlp not in ("gated", "dense"):
       raise ValueError(f"model.mlp={self.mlp!r} is not 'gated' (act(xW0)·xW1, T5.1.1/LLaMA) or 'dense' "
                        "(act(xW1), GPT-2).")
@@ -162,11 +174,15 @@ class Proj(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x=None):
+    """The projection of x; with no x, the kernel itself in the compute dtype (for a fused op that takes
+    the weights, e.g. `fused_mlp.mlp`: the same parameter, name and init)."""
     x_spec, k_spec = self.equation.split("->")[0].split(",")
     fan_in = math.prod(n for n, c in zip(self.shape, k_spec) if c in x_spec)  # contracted dims (LeCun init)
     init = nn.initializers.normal(stddev=fan_in ** -0.5)
     kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), self.shape, self.cfg.param_dtype)
+    if x is None:
+      return kernel.astype(self.cfg.dtype)
     return jnp.einsum(self.equation, x.astype(self.cfg.dtype), kernel.astype(self.cfg.dtype))
 
 
@@ -362,8 +378,9 @@ def cudnn_packed(q_BLHK, k_BSHK, v_BSHK, q_seg: SegmentLayout, kv_seg: SegmentLa
 @dataclasses.dataclass(frozen=True)
 class MixedLayout:
   """A packed batch whose rows hold one example each except, at most, the last `rows` of each of `groups`
-  equal blocks of the batch (one block per process: `data.pipeline.Packing.multi_rows` sorts the rows so
-  and `make_iterator` hands each process its strided share; `TransformerConfig.packed_rows`). Attention
+  equal blocks of the batch (one block per batch shard, `batch_blocks()`: `data.pipeline.Packing.multi_rows`
+  sorts the rows so, `make_iterator` hands each process its strided share and deals it to the process's
+  shards; `TransformerConfig.packed_rows`). Attention
   then needs no packed layout at all (whose cost is per row and per slot, and whose unwritten rows need
   selects: notes/perf.md, runs 6 and 7): every row runs through the padded layout with per-row lengths
   — its first segment's, which is the whole example in a one-example row — and, for the tail rows only,
@@ -380,19 +397,22 @@ class MixedLayout:
   kv_shift: Array
   q_slen: Array
   kv_slen: Array
+  ok: Array = True  # the batch is laid out so (else `poison` makes the stack's input NaN: loud, not wrong)
   rows: int = 0
   groups: int = 1
 
   @classmethod
   def of(cls, q_seg_BL: Array, kv_seg_BS: Array, rows: int, max_segments: int,
          groups: int | None = None) -> "MixedLayout":
-    groups = jax.process_count() if groups is None else groups
+    """`groups`: the batch's blocks (default `batch_blocks()`: one per device of the mesh's batch axes, at
+    least one per process — the blocks `data.pipeline.make_iterator(batch_shards=…)` fills)."""
+    groups = batch_blocks() if groups is None else groups
     B = q_seg_BL.shape[0]
     if rows >= B:  # (e.g. `init` on one row) every row a tail row: right for any batch
       rows, groups = B, 1
     if B % groups or rows % groups:
       raise ValueError(f"model.packed_rows={rows} does not split evenly over a batch of {B} rows in {groups} "
-                       f"process blocks; use a multiple of {groups} (and a batch that is one).")
+                       f"blocks (one per batch shard); use a multiple of {groups} (and a batch that is one).")
     ids = jnp.arange(2, max_segments + 1, dtype=q_seg_BL.dtype)[:, None, None]          # M-1 1 1
     def segments(seg):  # the first call's lengths [B]; each later segment's start and length [M-1, R]
       first = jnp.maximum((seg == 1).sum(-1, dtype=jnp.int32), 1)
@@ -400,11 +420,31 @@ class MixedLayout:
       start = ((t > 0) & (t < ids)).sum(-1, dtype=jnp.int32)
       return first, start, jnp.maximum((t == ids).sum(-1, dtype=jnp.int32), 1)
     (q_len, q_shift, q_slen), (kv_len, kv_shift, kv_slen) = segments(q_seg_BL), segments(kv_seg_BS)
-    return cls(q_len, kv_len, take_tail(q_seg_BL, rows, groups), q_shift, kv_shift, q_slen, kv_slen, rows, groups)
+
+    def laid_out(seg):  # one example in every row outside the tail, at most max_segments in any
+      most = seg.max(-1).reshape(groups, -1)
+      head = most[:, :most.shape[1] - rows // groups]
+      return (head <= 1).all() & (most <= max_segments).all()
+    return cls(q_len, kv_len, take_tail(q_seg_BL, rows, groups), q_shift, kv_shift, q_slen, kv_slen,
+               laid_out(q_seg_BL) & laid_out(kv_seg_BS), rows, groups)
+
+  @staticmethod
+  def poison(x: Array, *layouts) -> Array:
+    """x, or NaN everywhere if a batch is not laid out as its `MixedLayout`s need (a multi-example row
+    outside a block's tail would have its later examples silently unattended: a data pipeline whose
+    blocks differ from the model's, say). One select, fused into the embedding's kernel."""
+    ok = functools.reduce(jnp.logical_and, [l.ok for l in layouts if isinstance(l, MixedLayout)], jnp.bool_(True))
+    return jnp.where(ok, x, jnp.asarray(jnp.nan, x.dtype))
+
+
+def batch_blocks() -> int:
+  """The contiguous blocks a global batch is split into across devices: the mesh's batch axes (under a
+  mesh and logical-axis rules), at least one per process."""
+  return max(jax.process_count(), pallas_dispatch.mesh_ways(nn.logical_to_mesh_axes(("batch",))[0]))
 
 
 jax.tree_util.register_dataclass(
-    MixedLayout, data_fields=["q_len", "kv_len", "q_seg", "q_shift", "kv_shift", "q_slen", "kv_slen"],
+    MixedLayout, data_fields=["q_len", "kv_len", "q_seg", "q_shift", "kv_shift", "q_slen", "kv_slen", "ok"],
     meta_fields=["rows", "groups"])
 
 
@@ -516,7 +556,7 @@ def segment_mask(q_seg_BL: Array, kv_seg_BS: Array, causal: bool = False) -> Arr
   return mask
 
 
-ACTIVATIONS = {"gelu": functools.partial(nn.gelu, approximate=True), "silu": nn.silu, "relu": nn.relu}
+ACTIVATIONS = fused_mlp.ACTIVATIONS
 
 
 @functools.lru_cache(maxsize=None)
@@ -533,12 +573,30 @@ def gated_activation(name: str):
   return jax.checkpoint(lambda h0, h1: act(h0) * h1)
 
 
+def _fused_mlp(cfg: TransformerConfig, x_BLD, w, gated: bool):
+  """The MLP through models/fused_mlp.py's kernels (cfg.mlp_impl), with the block's own `wo`."""
+  wo = Proj("BLF,FD->BLD", (cfg.d_ff, cfg.d_model), ("mlp", "embed"), cfg, name="wo")()
+  up, down = fused_mlp.Tiles.parse_pair(cfg.mlp_tiles)
+  out = fused_mlp.mlp(x_BLD.astype(cfg.dtype), w, wo, cfg.activation, gated=gated, impl=cfg.mlp_impl,
+                      row_spec=nn.logical_to_mesh_axes(("batch", "length", "act_embed")),
+                      f_spec=nn.logical_to_mesh_axes(("mlp",))[0], up_tiles=up, down_tiles=down)
+  return checkpoint_name(out, "mlp_out")
+
+
 class GatedMLP(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
   def __call__(self, x_BLD, deterministic: bool):
     cfg = self.cfg
+    if cfg.mlp_impl != "xla" and (deterministic or cfg.dropout == 0.0):  # the gate inside the GEMM kernels
+      if cfg.fused_projections:
+        w = Proj("BLD,DCF->CBLF", (cfg.d_model, 2, cfg.d_ff), ("embed", "stack", "mlp"), cfg, name="wi")()
+        w = w.reshape(cfg.d_model, 2 * cfg.d_ff)
+      else:
+        w = jnp.concatenate([Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name=n)()
+                             for n in ("wi_0", "wi_1")], axis=1)
+      return _fused_mlp(cfg, x_BLD, w, True)
     if cfg.fused_projections:
       h0, h1 = Proj("BLD,DCF->CBLF", (cfg.d_model, 2, cfg.d_ff), ("embed", "stack", "mlp"), cfg, name="wi")(x_BLD)
     else:
@@ -565,6 +623,9 @@ class DenseMLP(nn.Module):
   @nn.compact
   def __call__(self, x_BLD, deterministic: bool):
     cfg = self.cfg
+    if cfg.mlp_impl != "xla" and (deterministic or cfg.dropout == 0.0):  # act'(h) in the dgrad GEMM's kernel
+      return _fused_mlp(cfg, x_BLD, Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi")(),
+                        False)
     h_BLF = Proj("BLD,DF->BLF", (cfg.d_model, cfg.d_ff), ("embed", "mlp"), cfg, name="wi")(x_BLD)
     h_BLF = nn.with_logical_constraint(rematted_activation(cfg.activation)(h_BLF), ("batch", "length", "act_mlp"))
     h_BLF = nn.Dropout(cfg.dropout)(h_BLF, deterministic=deterministic)
@@ -759,6 +820,7 @@ class Transformer(nn.Module):
       aux = dict(self_mask=None, positions=positions_BS)
       if cfg.packed_rows:
         aux["self_packed"] = MixedLayout.of(segment_ids_BS, segment_ids_BS, cfg.packed_rows, cfg.max_segments)
+        x = MixedLayout.poison(x, aux["self_packed"])
       elif cfg.attention_impl == "cudnn":  # (see packed_attention for which side covers the padding)
         aux["self_packed"] = (SegmentLayout.of(segment_ids_BS, cfg.max_segments, covers_padding=True),
                               SegmentLayout.of(segment_ids_BS, cfg.max_segments))
@@ -825,6 +887,8 @@ class Transformer(nn.Module):
           self_mask = (k <= q)[None, None] | (k[None, None] < prefix_B[:, None, None, None])
         aux = dict(self_mask=self_mask, positions=jnp.arange(L)[None])
     x = self.embed_at(dec_in, aux["positions"], "decoder")
+    if packed and cfg.packed_rows:
+      x = MixedLayout.poison(x, aux.get("self_packed"), aux.get("cross_packed"))
     x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
     h = self.decoder(x, aux, deterministic)
     return h if return_hidden else self.logits(h)

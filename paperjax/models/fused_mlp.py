@@ -1,0 +1,273 @@
+"""The gated MLP `act(x·W0) ⊙ (x·W1) · W2` with its element-wise work inside its GEMMs: two Pallas
+(Triton) GPU kernels, one each way.
+
+Why: XLA's GPU program runs the gate as passes of its own over the largest activations of the model,
+[rows, d_ff] each. Forward, cuBLASLt writes act(h0) and h0 (its GELU_AUX epilogue) and h1, then a
+fusion reads act(h0) and h1 and writes y: six tensor passes. Backward, the down-projection's dgrad
+GEMM writes g = dy·W2ᵀ and a fusion reads g, h0, h1 and writes dh0, dh1: six more. Here the forward
+kernel computes both up-projections of a tile (x read once) and writes h0, h1 and y from registers
+(three passes), and the backward kernel computes g's tile and writes dh0, dh1 from it (reading h0,
+h1: four passes). On T5-base at B=256 that is ~2.7 GB less traffic per encoder layer and step (five
+[131072, 2048] bf16 tensors); `paperjax.roofline` prices the whole program (notes/perf.md).
+
+What stays XLA's: the down-projection forward (y·W2), the weight gradients (xᵀ·dh, yᵀ·dy) and dx =
+dh·Wᵀ, all single GEMMs on cuBLAS. The up-projection's weights are taken as one [D, 2F] matrix
+(`fused_projections`' layout; separate W0, W1 are joined first, a 2·D·F copy), so h = [h0 | h1] is one
+[rows, 2F] tensor and its two backward GEMMs are one each.
+
+Semantics: the XLA path's function. Each kernel accumulates in fp32 and rounds h0, h1 to the compute
+dtype before the gate, as the unfused program does; the gate and its derivative are computed in fp32
+from those rounded values and the result rounded once (the unfused program rounds g to the compute
+dtype first: the kernel's dh is, if anything, the more accurate). Residuals: x, h, y — what the XLA
+path saves too (h0 and h1 for the rematerialised gate, y for W2's gradient).
+
+`impl`: "xla" the plain JAX reference; "pallas" the kernels (on GPUs; their interpreter elsewhere, for
+tests); "auto" the kernels in programs lowered for CUDA and the reference elsewhere. Shapes whose
+rows, D or F do not split into the kernels' power-of-two tiles (≥ 16) take the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from paperjax.models import pallas_dispatch
+
+ACTIVATIONS = {"gelu": functools.partial(nn.gelu, approximate=True), "silu": nn.silu, "relu": nn.relu}
+
+
+@dataclasses.dataclass(frozen=True)
+class Tiles:
+  """A kernel's tile [bm rows, bn of F] and its K step bk, with Triton's warps and pipeline stages.
+  The defaults are Triton's usual Hopper bf16 GEMM tiles, untimed on a card (notes/perf.md).
+  `xla=True` ("xla"): no kernel on that side — XLA's GEMM and element-wise passes, as the reference."""
+  bm: int = 128
+  bn: int = 128
+  bk: int = 64
+  warps: int = 8
+  stages: int = 3
+  xla: bool = False
+
+  @classmethod
+  def parse(cls, text: str) -> "Tiles":
+    """"bm,bn,bk,warps,stages" (e.g. "128,64,64,4,4"); "" is the default; "xla" no kernel."""
+    if not text:
+      return cls()
+    if text == "xla":
+      return cls(xla=True)
+    try:
+      vals = [int(v) for v in text.split(",")]
+      if len(vals) != 5:
+        raise ValueError
+      tiles = cls(*vals)
+    except ValueError:
+      raise ValueError(f"MLP kernel tiles {text!r} are not five integers bm,bn,bk,warps,stages "
+                       "(e.g. '128,128,64,8,3').") from None
+    if any(v < 1 or v & (v - 1) for v in vals[:3]) or any(v < 16 for v in vals[:3]):
+      raise ValueError(f"MLP kernel tiles {text!r}: bm, bn and bk must be powers of two of at least 16.")
+    return tiles
+
+
+  @classmethod
+  def parse_pair(cls, text: str) -> tuple["Tiles", "Tiles"]:
+    """(up kernel's, backward kernel's) tiles from "tiles" (both) or "up|down" (e.g. "xla|128,128,64,8,3":
+    the forward through XLA, the backward kernel with those tiles)."""
+    up, _, down = text.partition("|")
+    return cls.parse(up), cls.parse(down if "|" in text else up)
+
+
+UP_TILES = Tiles()
+DOWN_TILES = Tiles()
+
+
+def _fit(tile: int, dim: int) -> int | None:
+  """The largest power of two ≤ tile dividing dim, if it is at least 16 (Triton's smallest dot)."""
+  t = tile
+  while t >= 16 and dim % t:
+    t //= 2
+  return t if t >= 16 else None
+
+
+def _tiles_for(tiles: Tiles, n: int, d: int, f: int) -> Tiles | None:
+  if tiles.xla:
+    return tiles
+  bm, bn, bk = _fit(tiles.bm, n), _fit(tiles.bn, f), _fit(tiles.bk, d)
+  if None in (bm, bn, bk):
+    return None
+  return dataclasses.replace(tiles, bm=bm, bn=bn, bk=bk)
+
+
+def _gate(h0, h1, act):
+  return ACTIVATIONS[act](h0) * h1
+
+
+def reference(x, w, wo, activation: str, gated: bool = True):
+  """The XLA path. Gated: w [D, 2F] (W0 then W1), the gate rematerialised in the backward pass (as
+  `transformer.gated_activation`); dense: w [D, F], act rematerialised (`transformer.rematted_activation`)."""
+  f = wo.shape[0]
+  h = x @ w
+  if gated:
+    y = jax.checkpoint(functools.partial(_gate, act=activation))(h[..., :f], h[..., f:])
+  else:
+    y = jax.checkpoint(ACTIVATIONS[activation])(h)
+  return y @ wo
+
+
+def _up_kernel(x_ref, w_ref, h_ref, y_ref, *, t: Tiles, f: int, k_steps: int, cols: int, act: str):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  p = pl.program_id(0)
+  i, j = p // cols, p % cols  # consecutive programs share x's row tile (read once from HBM)
+  rows, c0, c1 = pl.ds(i * t.bm, t.bm), pl.ds(j * t.bn, t.bn), pl.ds(f + j * t.bn, t.bn)
+
+  def body(k, accs):
+    ks = pl.ds(k * t.bk, t.bk)
+    x = x_ref[rows, ks]
+    return accs[0] + plgpu.dot(x, w_ref[ks, c0]), accs[1] + plgpu.dot(x, w_ref[ks, c1])
+
+  zero = jnp.zeros((t.bm, t.bn), jnp.float32)
+  a0, a1 = jax.lax.fori_loop(0, k_steps, body, (zero, zero))
+  h0, h1 = a0.astype(h_ref.dtype), a1.astype(h_ref.dtype)
+  h_ref[rows, c0] = h0
+  h_ref[rows, c1] = h1
+  y_ref[rows, c0] = _gate(h0.astype(jnp.float32), h1.astype(jnp.float32), act).astype(y_ref.dtype)
+
+
+def _down_bwd_kernel(dy_ref, wo_ref, h_ref, dh_ref, *, t: Tiles, f: int, k_steps: int, cols: int, act: str,
+                     gated: bool):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  p = pl.program_id(0)
+  i, j = p // cols, p % cols
+  rows, c0, c1 = pl.ds(i * t.bm, t.bm), pl.ds(j * t.bn, t.bn), pl.ds(f + j * t.bn, t.bn)
+
+  def body(k, acc):
+    ks = pl.ds(k * t.bk, t.bk)
+    return acc + plgpu.dot(dy_ref[rows, ks], wo_ref[c0, ks], trans_b=True)
+
+  g = jax.lax.fori_loop(0, k_steps, body, jnp.zeros((t.bm, t.bn), jnp.float32))
+  h0 = h_ref[rows, c0].astype(jnp.float32)
+  a, act_vjp = jax.vjp(ACTIVATIONS[act], h0)
+  if not gated:  # dh = g · act'(h): cuBLASLt's DGELU epilogue, which XLA does not emit
+    dh_ref[rows, c0] = act_vjp(g)[0].astype(dh_ref.dtype)
+    return
+  h1 = h_ref[rows, c1].astype(jnp.float32)
+  dh_ref[rows, c0] = act_vjp(g * h1)[0].astype(dh_ref.dtype)
+  dh_ref[rows, c1] = (g * a).astype(dh_ref.dtype)
+
+
+def _params(t: Tiles):
+  from jax.experimental.pallas import triton as plgpu
+  return plgpu.CompilerParams(num_warps=t.warps, num_stages=t.stages)
+
+
+def up(x2, w, act: str, t: Tiles, interpret: bool):
+  """(h, y) = (x·w, act(h0)·h1) for x [N, D], w [D, 2F]: one kernel."""
+  from jax.experimental import pallas as pl
+  n, d = x2.shape
+  f = w.shape[1] // 2
+  cols = f // t.bn
+  kernel = functools.partial(_up_kernel, t=t, f=f, k_steps=d // t.bk, cols=cols, act=act)
+  return pl.pallas_call(
+      kernel, grid=((n // t.bm) * cols,),
+      out_shape=(jax.ShapeDtypeStruct((n, 2 * f), x2.dtype), jax.ShapeDtypeStruct((n, f), x2.dtype)),
+      compiler_params=_params(t), interpret=interpret, name="gated_mlp_up_gemm")(x2, w)
+
+
+def down_bwd(dy2, wo, h, act: str, t: Tiles, interpret: bool):
+  """dh from g = dy·woᵀ, for dy [N, D], wo [F, D]: gated, h = [h0 | h1] [N, 2F] and dh = [g·h1·act'(h0) |
+  g·act(h0)]; dense, h [N, F] and dh = g·act'(h). One kernel."""
+  from jax.experimental import pallas as pl
+  n, d = dy2.shape
+  f = wo.shape[0]
+  gated = h.shape[1] == 2 * f
+  cols = f // t.bn
+  kernel = functools.partial(_down_bwd_kernel, t=t, f=f, k_steps=d // t.bk, cols=cols, act=act, gated=gated)
+  return pl.pallas_call(
+      kernel, grid=((n // t.bm) * cols,),
+      out_shape=jax.ShapeDtypeStruct(h.shape, h.dtype),
+      compiler_params=_params(t), interpret=interpret,
+      name="gated_mlp_dgrad_gemm" if gated else "dense_mlp_dgrad_gemm")(dy2, wo, h)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _mlp_pallas(x, w, wo, act, up_tiles, down_tiles, interpret):
+  return _fwd(x, w, wo, act, up_tiles, down_tiles, interpret)[0]
+
+
+def _act_of_h(h, act: str, f: int):
+  """y from h: act(h0)·h1 (gated, h [N, 2F]) or act(h) (dense, h [N, F]); XLA's element-wise pass."""
+  return _gate(h[:, :f], h[:, f:], act) if h.shape[1] == 2 * f else ACTIVATIONS[act](h)
+
+
+def _fwd(x, w, wo, act, up_tiles, down_tiles, interpret):
+  d = x.shape[-1]
+  x2 = x.reshape(-1, d)
+  if w.shape[1] == 2 * wo.shape[0] and not up_tiles.xla:
+    h, y = up(x2, w, act, up_tiles, interpret)
+  else:  # dense (cuBLASLt's GELU_AUX epilogue writes act(h) and h), or the up kernel off
+    h = x2 @ w
+    y = _act_of_h(h, act, wo.shape[0])
+  return (y @ wo).reshape(x.shape), (x2, w, wo, h, y)
+
+
+def _bwd(act, up_tiles, down_tiles, interpret, res, dout):
+  x2, w, wo, h, y = res
+  dy = dout.reshape(-1, dout.shape[-1]).astype(x2.dtype)
+  f = wo.shape[0]
+  if down_tiles.xla and h.shape[1] == 2 * f:  # the backward kernel off: XLA's dgrad GEMM and gate pass, dh0 and
+    # dh1 kept apart (joined, XLA would write them twice)
+    dh0, dh1 = jax.vjp(functools.partial(_gate, act=act), h[:, :f], h[:, f:])[1](dy @ wo.T)
+    dx = (dh0 @ w[:, :f].T + dh1 @ w[:, f:].T).reshape(dout.shape)
+    return dx, jnp.concatenate([x2.T @ dh0, x2.T @ dh1], axis=1), y.T @ dy
+  if down_tiles.xla:
+    dh = jax.vjp(ACTIVATIONS[act], h)[1](dy @ wo.T)[0]
+  else:
+    dh = down_bwd(dy, wo, h, act, down_tiles, interpret)
+  dx = (dh @ w.T).reshape(dout.shape)
+  return dx, x2.T @ dh, y.T @ dy
+
+
+_mlp_pallas.defvjp(_fwd, _bwd)
+
+
+def mlp(x, w, wo, activation: str, gated: bool = True, impl: str = "xla", interpret: bool | None = None,
+        row_spec=None, f_spec=None, up_tiles: Tiles | None = None, down_tiles: Tiles | None = None):
+  """act(x·W0) ⊙ (x·W1) · wo (gated; w = [W0 | W1] as [D, 2F]) or act(x·w) · wo (dense; w [D, F]), for
+  x [..., D] and wo [F, D] of one dtype. Gated, both kernels; dense, the backward one (its forward is
+  XLA's GEMM with cuBLASLt's activation epilogue already).
+  `impl`, `interpret` and `row_spec` as in `pallas_dispatch.run`: under a mesh of several devices the
+  kernels run per device on its rows, the weights gathered whole (as FSDP's step gathers them anyway).
+  `f_spec`: the mesh axes of the weights' F axis. Sharded (tensor parallelism), or with the rows'
+  features sharded, "auto" takes the reference and "pallas" refuses: the kernels need whole weights
+  and whole rows."""
+  if pallas_dispatch.mesh_ways(f_spec) > 1 and impl != "xla":
+    if impl == "pallas":
+      raise ValueError(f"the fused MLP with impl='pallas' needs its weights whole on each device, but their "
+                       f"d_ff axis is sharded over {f_spec!r}; use mlp_impl='xla' or 'auto' with tensor parallelism.")
+    impl = "xla"
+  if activation not in ACTIVATIONS:
+    raise ValueError(f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}.")
+  f = wo.shape[0]
+  want = (x.shape[-1], (2 if gated else 1) * f)
+  if w.ndim != 2 or wo.ndim != 2 or w.shape != want or wo.shape[1] != x.shape[-1]:
+    raise ValueError(f"the {'gated' if gated else 'dense'} MLP needs w {list(want)} and wo [F, D] for x [..., D]; "
+                     f"got x {x.shape}, w {w.shape}, wo {wo.shape}.")
+  ref = lambda x, w, wo: reference(x, w, wo, activation, gated)
+
+  def kernel(interp):
+    def fn(x, w, wo):  # shapes here are per device
+      n = x.size // x.shape[-1]
+      ut = _tiles_for(up_tiles or UP_TILES, n, x.shape[-1], f)
+      dt = _tiles_for(down_tiles or DOWN_TILES, n, x.shape[-1], f)
+      if ut is None or dt is None or (ut.xla and dt.xla):
+        return ref(x, w, wo)
+      return _mlp_pallas(x, w, wo, activation, ut, dt, interp)
+    return fn
+
+  return pallas_dispatch.run(ref, kernel, (x, w, wo), impl=impl, interpret=interpret, row_spec=row_spec,
+                             row_args=(True, False, False), name="fused MLP")

@@ -1,0 +1,242 @@
+"""models/fused_mlp: the gated MLP's two GEMM kernels (run by Pallas's interpreter on CPU) against the
+formula by hand, the model with mlp_impl="pallas" against the plain one, and (CUDA plugin, no GPU) the
+H100 program holding them as the roofline prices them."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from paperjax.models import fused_mlp as M
+from paperjax.models.transformer import Transformer, TransformerConfig
+from tests.conftest import needs_cuda_plugin
+
+_GELU = lambda h: 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
+_SILU = lambda h: h / (1 + np.exp(-h))
+BY_HAND = {"gelu": _GELU, "silu": _SILU, "relu": lambda h: np.maximum(h, 0)}
+
+
+def _data(n=64, d=32, f=64, seed=0, gated=True):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(2, n // 2, d))
+  w = rng.normal(size=(d, (2 if gated else 1) * f)) / np.sqrt(d)
+  wo = rng.normal(size=(f, d)) / np.sqrt(f)
+  dout = rng.normal(size=(2, n // 2, d))
+  return x, w, wo, dout
+
+
+@pytest.mark.parametrize("act,gated", [("gelu", True), ("silu", True), ("relu", True), ("gelu", False),
+                                       ("silu", False)])
+def test_kernels_match_the_formula_and_its_gradient_by_hand(act, gated):
+  """Forward: y = act(x·W0)·(x·W1) (dense: act(x·W)), out = y·W2. Backward, by hand (float64 numpy,
+  the activation's derivative by central differences): g = dout·W2ᵀ; gated, dh = [g·h1·act'(h0) |
+  g·act(h0)]; dense, dh = g·act'(h); then dx = dh·Wᵀ, dW = xᵀ·dh, dW2 = yᵀ·dout."""
+  x, w, wo, dout = _data(gated=gated)
+  f = wo.shape[0]
+  out, vjp = jax.vjp(lambda x, w, wo: M.mlp(x, w, wo, act, gated=gated, impl="pallas", interpret=True),
+                     *(jnp.asarray(a, jnp.float32) for a in (x, w, wo)))
+  dx, dw, dwo = vjp(jnp.asarray(dout, jnp.float32))
+  a = BY_HAND[act]
+  x2, dy = x.reshape(-1, x.shape[-1]), dout.reshape(-1, dout.shape[-1])
+  h = x2 @ w
+  h0, h1 = (h[:, :f], h[:, f:]) if gated else (h, 1.0)
+  y = a(h0) * h1
+  np.testing.assert_allclose(out.reshape(-1, out.shape[-1]), y @ wo, rtol=2e-5, atol=2e-5)
+  g = dy @ wo.T
+  eps = 1e-5
+  da = (a(h0 + eps) - a(h0 - eps)) / (2 * eps)
+  dh = np.concatenate([g * h1 * da, g * a(h0)], axis=1) if gated else g * da
+  np.testing.assert_allclose(dx.reshape(-1, dx.shape[-1]), dh @ w.T, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(dw, x2.T @ dh, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(dwo, y.T @ dy, rtol=1e-4, atol=1e-4)
+
+
+def test_several_tiles_each_way_and_the_tile_loop():
+  """Rows, F and D each span several tiles (grid 4 × 2 programs, K loop of 4): the programs' (row,
+  column) split and the K accumulation are what the formula says, with the reference's gradients."""
+  x, w, wo, dout = _data(n=128, d=64, f=64, seed=3)
+  tiles = M.Tiles(bm=32, bn=32, bk=16)
+  args = [jnp.asarray(a, jnp.float32) for a in (x, w, wo)]
+  ours = jax.vjp(lambda *a: M.mlp(*a, "gelu", impl="pallas", interpret=True, up_tiles=tiles,
+                                        down_tiles=tiles), *args)
+  ref = jax.vjp(lambda *a: M.reference(*a, "gelu"), *args)
+  np.testing.assert_allclose(ours[0], ref[0], rtol=2e-5, atol=2e-5)
+  for a, b in zip(ours[1](jnp.asarray(dout, jnp.float32)), ref[1](jnp.asarray(dout, jnp.float32))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("tiles", ["xla|32,32,16,4,2", "32,32,16,4,2|xla"])
+def test_either_kernel_alone_is_the_same_function(tiles):
+  """"xla" on one side (`mlp_tiles="xla|…"`: the forward through XLA, the backward kernel; "…|xla" the
+  reverse): the same values and gradients as the reference, and one kernel in the program."""
+  x, w, wo, dout = _data(n=128, d=64, f=64, seed=4)
+  up, down = M.Tiles.parse_pair(tiles)
+  args = [jnp.asarray(a, jnp.float32) for a in (x, w, wo)]
+  f = lambda *a: M.mlp(*a, "gelu", impl="pallas", interpret=True, up_tiles=up, down_tiles=down)
+  ours, ref = jax.vjp(f, *args), jax.vjp(lambda *a: M.reference(*a, "gelu"), *args)
+  np.testing.assert_allclose(ours[0], ref[0], rtol=2e-5, atol=2e-5)
+  for a, b in zip(ours[1](jnp.asarray(dout, jnp.float32)), ref[1](jnp.asarray(dout, jnp.float32))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  text = str(jax.make_jaxpr(jax.grad(lambda *a: f(*a).sum(), argnums=(0, 1, 2)))(*args))
+  names = {"up": "gated_mlp_up_gemm" in text, "down": "gated_mlp_dgrad_gemm" in text}
+  assert names == {"up": up.xla is False, "down": down.xla is False}, names
+
+
+def test_bf16_rounds_h_like_the_unfused_program_and_the_gate_once():
+  """In bf16 the kernel's h is x·W rounded once (as XLA's GEMM writes it) and its gate is fp32 math on
+  that h rounded once: at least as close to the exact gate as the unfused program's bf16 arithmetic."""
+  x, w, wo, _ = _data(seed=1)
+  xb, wb, wob = (jnp.asarray(a, jnp.bfloat16) for a in (x, w, wo))
+  h, y = M.up(xb.reshape(-1, 32), wb, "gelu", M.Tiles(bm=32, bn=32, bk=16), True)
+  h_ref = (xb.reshape(-1, 32) @ wb)
+  np.testing.assert_array_equal(np.asarray(h, np.float32), np.asarray(h_ref, np.float32))
+  hf = np.asarray(h, np.float64)
+  exact = _GELU(hf[:, :64]) * hf[:, 64:]
+  unfused = np.asarray(M.ACTIVATIONS["gelu"](h_ref[:, :64]) * h_ref[:, 64:], np.float64)
+  err = lambda v: np.abs(np.asarray(v, np.float64) - exact).max()
+  assert err(y) <= err(unfused) and err(y) <= np.abs(exact).max() * 2 ** -8
+
+
+def test_shapes_off_the_tiles_take_the_reference():
+  """Rows, D or F that no power-of-two tile of at least 16 divides: no kernel, the plain function."""
+  x = jnp.ones((3, 5, 24))  # 15 rows
+  w, wo = jnp.ones((24, 96)) / 24, jnp.ones((48, 24)) / 48
+  text = jax.jit(lambda x: M.mlp(x, w, wo, "gelu", impl="pallas", interpret=True)).lower(x).as_text()
+  assert "pallas" not in text.lower() and " while" not in text
+  np.testing.assert_allclose(M.mlp(x, w, wo, "gelu", impl="pallas", interpret=True),
+                             M.reference(x, w, wo, "gelu"), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mlp,fused_projections,kind,scan,remat", [
+    ("gated", False, "encdec", False, "none"), ("gated", True, "encdec", False, "none"),
+    ("dense", False, "encdec", False, "none"), ("gated", False, "decoder", True, "full")])
+def test_model_with_fused_mlp_is_the_same_function(mlp, fused_projections, kind, scan, remat):
+  """Same parameter tree (checkpoints load either way), loss and every gradient, also with scanned,
+  rematerialised layers (the kernels' custom VJP recomputed in the backward pass); "auto" runs plain
+  JAX off GPUs (no interpreter loops in its program)."""
+  batch = ({"inputs": np.arange(32).reshape(2, 16) % 50 + 2, "targets": np.arange(32).reshape(2, 16) % 50 + 2}
+           if kind == "encdec" else {"tokens": np.arange(32).reshape(2, 16) % 50 + 2})
+  out, texts = [], {}
+  for impl in ("xla", "pallas", "auto"):
+    m = Transformer(TransformerConfig(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
+                                      num_encoder_layers=1, kind=kind, mlp=mlp, mlp_impl=impl, scan_layers=scan,
+                                      remat=remat, fused_projections=fused_projections, mlp_tiles="16,16,16,4,2"))
+    p = m.init(jax.random.PRNGKey(0), batch)["params"]
+    f = jax.jit(jax.value_and_grad(lambda p: m.apply({"params": p}, batch).sum()))
+    texts[impl] = f.lower(p).as_text()
+    out.append((p, f(p)))
+  (p0, (l0, g0)), *fused = out
+  for p1, (l1, g1) in fused:
+    assert jax.tree.structure(p0) == jax.tree.structure(p1)
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  loops = {impl: text.count("stablehlo.while") for impl, text in texts.items()}
+  assert loops["auto"] == loops["xla"] < loops["pallas"], loops
+
+
+def test_bad_settings_are_one_clear_sentence():
+  with pytest.raises(ValueError, match="mlp_impl='triton' is not 'xla', 'pallas'"):
+    TransformerConfig(vocab_size=8, mlp_impl="triton")
+  with pytest.raises(ValueError, match="are not five integers"):
+    TransformerConfig(vocab_size=8, mlp_impl="pallas", mlp_tiles="128,128")
+  with pytest.raises(ValueError, match="powers of two of at least 16"):
+    M.Tiles.parse("96,128,64,8,3")
+  assert M.Tiles.parse_pair("64,64,32,4,4|128,64,64,8,3") == (M.Tiles(64, 64, 32, 4, 4), M.Tiles(128, 64, 64, 8, 3))
+  assert M.Tiles.parse_pair("xla|") == (M.Tiles(xla=True), M.Tiles())
+
+
+def test_fused_mlp_under_a_sharded_mesh():
+  """Four devices, batch over data × fsdp: the kernels run per device on its rows (shard_map) and the
+  weights' gradients are summed across devices: loss and gradients equal the plain model's. With
+  the MLP's d_ff sharded (tensor parallelism) "pallas" refuses in a sentence and "auto" takes XLA."""
+  from tests.conftest import run_python
+  code = """
+import numpy as np, jax, jax.numpy as jnp
+from paperjax import sharding, step as step_lib
+from paperjax.models.transformer import Transformer, TransformerConfig
+mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 1))
+batch = {"tokens": jnp.asarray(np.arange(8 * 16).reshape(8, 16) % 50 + 2)}
+cfg = dict(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=1, kind="decoder",
+           mlp_tiles="16,16,16,4,2")
+out = []
+for impl in ("xla", "pallas"):
+  m = Transformer(TransformerConfig(mlp_impl=impl, **cfg))
+  p = jax.tree.map(lambda a: a.value if hasattr(a, "value") else a, m.init(jax.random.PRNGKey(0), batch)["params"],
+                   is_leaf=lambda a: hasattr(a, "value"))
+  with step_lib.mesh_context(mesh, sharding.DEFAULT_RULES):
+    b = jax.device_put(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
+    f = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))
+    out.append(f(p, b))
+    if impl == "pallas":
+      text = f.lower(p, b).as_text()
+      assert "sdy.manual_computation" in text or "shard_map" in text
+(l0, g0), (l1, g1) = out
+np.testing.assert_allclose(l1, l0, rtol=1e-5)
+for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+  np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-4)
+with step_lib.mesh_context(sharding.make_mesh(("data", "fsdp", "tensor"), (1, 2, 2)), sharding.DEFAULT_RULES):
+  try:
+    jax.jit(lambda p, b: m.apply({"params": p}, b).sum())(p, batch)
+  except ValueError as e:
+    assert "d_ff axis is sharded" in str(e), e
+  else:
+    raise AssertionError("tensor-parallel MLP weights were accepted by mlp_impl='pallas'")
+  m = Transformer(TransformerConfig(mlp_impl="auto", **cfg))
+  l2, g2 = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))(p, batch)
+  np.testing.assert_allclose(l2, l0, rtol=1e-5)
+print("OK")
+"""
+  r = run_python(code, devices=4)
+  assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+@needs_cuda_plugin
+def test_h100_program_holds_the_kernels_and_no_gate_pass():
+  """Compiled for an H100 (deviceless, `tuned` flags). Gated: per MLP one up kernel (FLOPs 2·N·D·2F) and
+  one backward kernel (2·N·D·F), priced as GEMMs by the roofline, and no element-wise pass over [N, F]
+  left, where the plain program has the gate's multiply as a fusion of its own each way. Dense: the
+  backward kernel (2·N·D·F) instead of the GELU-derivative pass, and the forward still one cuBLASLt
+  GEMM with the GELU_AUX epilogue."""
+  code = textwrap.dedent("""
+    import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
+    from paperjax import xla_flags; xla_flags.apply("tuned")
+    import json, jax, jax.numpy as jnp
+    from jax.experimental import topologies
+    from paperjax import roofline
+    from paperjax.models import fused_mlp as M
+    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
+    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
+    n, d, f = 4096, 256, 512
+    out = {}
+    for gated in (True, False):
+      args = [jax.ShapeDtypeStruct(s, jnp.bfloat16, sharding=sh)
+              for s in ((8, n // 8, d), (d, (2 if gated else 1) * f), (f, d))]
+      for impl in ("xla", "pallas"):
+        g = jax.grad(lambda x, w, wo: M.mlp(x, w, wo, "gelu", gated=gated, impl=impl, interpret=False)
+                     .astype(jnp.float32).sum(), argnums=(0, 1, 2))
+        text = jax.jit(g).lower(*args).compile().as_text()
+        out[f"{gated}-{impl}"] = dict(kernels=[(k.category, k.flops, k.result, k.op_name) for k in roofline.kernels(text)],
+                                      gelu_aux=text.count('"epilogue":"GELU_AUX"'))
+    print(json.dumps(out))
+  """)
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                     env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
+  assert r.returncode == 0, r.stderr[-3000:]
+  import json
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  n, d, f = 4096, 256, 512
+  up, dgrad = 2.0 * n * d * 2 * f, 2.0 * n * d * f
+  ours = lambda key: sorted((k[0], k[1]) for k in out[key]["kernels"] if "pallas_call" in k[3])
+  wide = lambda key: [k for k in out[key]["kernels"] if k[0] == "elementwise"  # a pass over [N, F] ([8, N/8, F])
+                      and any(s in k[2].replace(" ", "") for s in (f"[{n},{f}]", f"[8,{n // 8},{f}]"))]
+  assert ours("True-pallas") == sorted([("gemm", up), ("gemm", dgrad)]) and not ours("True-xla")
+  assert wide("True-xla") and not wide("True-pallas"), (wide("True-xla"), wide("True-pallas"))
+  assert ours("False-pallas") == [("gemm", dgrad)] and out["False-pallas"]["gelu_aux"] == out["False-xla"]["gelu_aux"] == 1
+  assert wide("False-xla") and not wide("False-pallas"), (wide("False-xla"), wide("False-pallas"))
