@@ -98,8 +98,9 @@ def parse_args(argv=None):
                  help="pallas: each residual add + RMSNorm as one fused GPU kernel each way; auto: that kernel on "
                       "GPUs, plain JAX elsewhere (TransformerConfig.norm_impl)")
   p.add_argument("--mlp_impl", default="xla", choices=["xla", "pallas", "auto"],
-                 help="pallas: the gated MLP's gate inside two GEMM kernels of ours, one each way (models/fused_mlp.py); "
-                      "auto: those kernels on GPUs, XLA's GEMMs elsewhere (TransformerConfig.mlp_impl)")
+                 help="pallas: the MLP's element-wise work inside GEMM kernels of ours (models/fused_mlp.py: a gated "
+                      "MLP's gate both ways, a dense MLP's act' in the backward); auto: those kernels on GPUs, XLA's "
+                      "GEMMs elsewhere (TransformerConfig.mlp_impl)")
   p.add_argument("--mlp_tiles", default="",
                  help="the MLP kernels' tiles, 'bm,bn,bk,warps,stages' for both or 'up|down' (fused_mlp.Tiles)")
   p.add_argument("--loss_chunk", type=int, default=0,

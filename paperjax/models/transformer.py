@@ -98,8 +98,8 @@ class TransformerConfig:
   positions: str = "rope"
   max_length: int = 0            # rows of each learned position table (positions="learned" only)
   # Packed batches: 0, every row through cuDNN's packed layout; R > 0, only the last R rows of the batch
-  # (of each batch shard's block of it: `batch_blocks`) may hold more than one example — the packer caps and sorts them so
-  # (`data.pipeline.Packing.multi_rows`) — and no row needs the packed layout: every row runs through
+  # (of each batch shard's block of it: `batch_blocks`) may hold more than one example — the packer caps
+  # and sorts them so (`data.pipeline.Packing.multi_rows`) — and no row needs the packed layout: every row runs through
   # cuDNN's padded layout (which skips each row's padding and has none of the packed layout's per-slot
   # passes or selects) for its first example, and the R rows' later examples through it again, each
   # rolled to the front of its row (`MixedLayout`). The same loss and gradients when the batch is so. A
@@ -116,7 +116,7 @@ class TransformerConfig:
   mlp_tiles: str = ""
 
   def __post_init__(self):
-    if self.mlp_impl not in fused_mlp.pallas_dispatch.IMPLS:
+    if self.mlp_impl not in pallas_dispatch.IMPLS:
       raise ValueError(f"model.mlp_impl={self.mlp_impl!r} is not 'xla', 'pallas' (the fused GPU kernels) or "
                        "'auto' (the kernels on GPUs only).")
     fused_mlp.Tiles.parse_pair(self.mlp_tiles)
