@@ -148,6 +148,7 @@ EXTRA=(
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "t5_b256_packed_rows32_learned_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned --mlp_impl=auto"
   "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --profile=/tmp/trace_t5pg"
+  "check_mlp_1b|$B1 --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "t5_b256_packed_rows32_learned|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned"
   "1b_b16_fusednorm|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "t5_b256_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves"

@@ -102,12 +102,19 @@ def test_bf16_rounds_h_like_the_unfused_program_and_the_gate_once():
   assert err(y) <= err(unfused) and err(y) <= np.abs(exact).max() * 2 ** -8
 
 
-def test_shapes_off_the_tiles_take_the_reference():
-  """Rows, D or F that no power-of-two tile of at least 16 divides: no kernel, the plain function."""
+def test_shapes_off_the_tiles_take_the_reference(monkeypatch):
+  """Rows, D or F that no power-of-two tile of at least 16 divides, or an h past 32-bit offsets: no
+  kernel, the plain function."""
   x = jnp.ones((3, 5, 24))  # 15 rows
   w, wo = jnp.ones((24, 96)) / 24, jnp.ones((48, 24)) / 48
   text = jax.jit(lambda x: M.mlp(x, w, wo, "gelu", impl="pallas", interpret=True)).lower(x).as_text()
   assert "pallas" not in text.lower() and " while" not in text
+  fits, w2, wo2 = jnp.ones((2, 16, 32)), jnp.ones((32, 96)) / 32, jnp.ones((48, 32)) / 48  # h: 32 × 96 = 3072
+  kernels = lambda: "gated_mlp_up_gemm" in str(jax.make_jaxpr(lambda x: M.mlp(
+      x, w2, wo2, "gelu", impl="pallas", interpret=True, up_tiles=M.Tiles(16, 16, 16)))(fits))
+  assert kernels()
+  monkeypatch.setattr(M, "MAX_ELEMENTS", 3071)
+  assert not kernels()
   np.testing.assert_allclose(M.mlp(x, w, wo, "gelu", impl="pallas", interpret=True),
                              M.reference(x, w, wo, "gelu"), rtol=1e-6)
 

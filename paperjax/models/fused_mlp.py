@@ -23,7 +23,8 @@ path saves too (h0 and h1 for the rematerialised gate, y for W2's gradient).
 
 `impl`: "xla" the plain JAX reference; "pallas" the kernels (on GPUs; their interpreter elsewhere, for
 tests); "auto" the kernels in programs lowered for CUDA and the reference elsewhere. Shapes whose
-rows, D or F do not split into the kernels' power-of-two tiles (≥ 16) take the reference.
+rows, D or F do not split into the kernels' power-of-two tiles (≥ 16), or whose [rows, 2F] is past 32-bit
+offsets, take the reference.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ class Tiles:
     up, _, down = text.partition("|")
     return cls.parse(up), cls.parse(down if "|" in text else up)
 
+
+# The kernels index their arrays with 32-bit offsets: a [rows, 2F] array past 2³¹ elements takes the reference.
+MAX_ELEMENTS = 2 ** 31 - 1
 
 UP_TILES = Tiles()
 DOWN_TILES = Tiles()
@@ -264,7 +268,7 @@ def mlp(x, w, wo, activation: str, gated: bool = True, impl: str = "xla", interp
       n = x.size // x.shape[-1]
       ut = _tiles_for(up_tiles or UP_TILES, n, x.shape[-1], f)
       dt = _tiles_for(down_tiles or DOWN_TILES, n, x.shape[-1], f)
-      if ut is None or dt is None or (ut.xla and dt.xla):
+      if ut is None or dt is None or (ut.xla and dt.xla) or n * w.shape[1] > MAX_ELEMENTS:
         return ref(x, w, wo)
       return _mlp_pallas(x, w, wo, activation, ut, dt, interp)
     return fn
