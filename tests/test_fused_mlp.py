@@ -158,10 +158,15 @@ def test_bad_settings_are_one_clear_sentence():
   assert M.Tiles.parse_pair("xla|") == (M.Tiles(xla=True), M.Tiles())
 
 
-def test_fused_mlp_under_a_sharded_mesh():
-  """Four devices, batch over data × fsdp: the kernels run per device on its rows (shard_map) and the
-  weights' gradients are summed across devices: loss and gradients equal the plain model's. With
-  the MLP's d_ff sharded (tensor parallelism) "pallas" refuses in a sentence and "auto" takes XLA."""
+@pytest.mark.parametrize("field,tp_rules,refusal", [
+    ("mlp_impl", "sharding.DEFAULT_RULES", "d_ff axis is sharded"),  # tensor parallelism shards the MLP's d_ff
+    ("norm_impl", "tuple((k, 'tensor') if k == 'act_embed' else (k, v) for k, v in sharding.DEFAULT_RULES)",
+     "needs whole rows on each device")], ids=["mlp", "norm"])  # activations sharded along their features
+def test_fused_kernels_under_a_sharded_mesh(field, tp_rules, refusal):
+  """Four devices, batch over data × fsdp: the kernels (fused MLP, fused add + norm) run per device on its
+  rows (`pallas_dispatch`: shard_map) and the weights' gradients are summed across devices: loss and
+  gradients equal the plain model's. Sharded where the kernels need things whole, "pallas" refuses in a
+  sentence and "auto" takes plain JAX (tensor parallelism keeps working), with the same values."""
   from tests.conftest import run_python
   code = """
 import numpy as np, jax, jax.numpy as jnp
@@ -169,11 +174,11 @@ from paperjax import sharding, step as step_lib
 from paperjax.models.transformer import Transformer, TransformerConfig
 mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 1))
 batch = {"tokens": jnp.asarray(np.arange(8 * 16).reshape(8, 16) % 50 + 2)}
-cfg = dict(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=1, kind="decoder",
+cfg = dict(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=2, kind="decoder",
            mlp_tiles="16,16,16,4,2")
 out = []
 for impl in ("xla", "pallas"):
-  m = Transformer(TransformerConfig(mlp_impl=impl, **cfg))
+  m = Transformer(TransformerConfig(FIELD=impl, **cfg))
   p = jax.tree.map(lambda a: a.value if hasattr(a, "value") else a, m.init(jax.random.PRNGKey(0), batch)["params"],
                    is_leaf=lambda a: hasattr(a, "value"))
   with step_lib.mesh_context(mesh, sharding.DEFAULT_RULES):
@@ -187,18 +192,18 @@ for impl in ("xla", "pallas"):
 np.testing.assert_allclose(l1, l0, rtol=1e-5)
 for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
   np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-4)
-with step_lib.mesh_context(sharding.make_mesh(("data", "fsdp", "tensor"), (1, 2, 2)), sharding.DEFAULT_RULES):
+with step_lib.mesh_context(sharding.make_mesh(("data", "fsdp", "tensor"), (1, 2, 2)), TP_RULES):
   try:
     jax.jit(lambda p, b: m.apply({"params": p}, b).sum())(p, batch)
   except ValueError as e:
-    assert "d_ff axis is sharded" in str(e), e
+    assert "REFUSAL" in str(e), e
   else:
-    raise AssertionError("tensor-parallel MLP weights were accepted by mlp_impl='pallas'")
-  m = Transformer(TransformerConfig(mlp_impl="auto", **cfg))
+    raise AssertionError("FIELD='pallas' accepted a sharding it cannot run under")
+  m = Transformer(TransformerConfig(FIELD="auto", **cfg))
   l2, g2 = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))(p, batch)
   np.testing.assert_allclose(l2, l0, rtol=1e-5)
 print("OK")
-"""
+""".replace("FIELD", field).replace("TP_RULES", tp_rules).replace("REFUSAL", refusal)
   r = run_python(code, devices=4)
   assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
 

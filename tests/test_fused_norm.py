@@ -104,47 +104,5 @@ def test_unknown_norm_impl_is_one_clear_sentence():
     TransformerConfig(vocab_size=8, norm_impl="triton")
 
 
-def test_fused_norm_under_a_batch_sharded_mesh():
-  """Four devices, batch over data × fsdp: the kernels run per device on their rows (shard_map), and
-  loss and gradients (dscale summed across devices) equal the plain model's; activations sharded
-  along their features get one clear sentence instead."""
-  from tests.conftest import run_python
-  code = """
-import numpy as np, jax, jax.numpy as jnp
-from paperjax import sharding, step as step_lib
-from paperjax.models.transformer import Transformer, TransformerConfig
-mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 1))
-batch = {"tokens": jnp.asarray(np.arange(8 * 12).reshape(8, 12) % 50 + 2)}
-out = []
-for impl in ("xla", "pallas"):
-  m = Transformer(TransformerConfig(vocab_size=64, d_model=48, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
-                                    kind="decoder", norm_impl=impl))
-  p = jax.tree.map(lambda a: a.value if hasattr(a, "value") else a, m.init(jax.random.PRNGKey(0), batch)["params"],
-                   is_leaf=lambda a: hasattr(a, "value"))
-  with step_lib.mesh_context(mesh, sharding.DEFAULT_RULES):
-    b = jax.device_put(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
-    f = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))
-    out.append(f(p, b))
-    if impl == "pallas":
-      assert "sdy.manual_computation" in f.lower(p, b).as_text() or "shard_map" in f.lower(p, b).as_text()
-(l0, g0), (l1, g1) = out
-np.testing.assert_allclose(l1, l0, rtol=1e-5)
-for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-  np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-4)
-rules = tuple((k, "tensor") if k == "act_embed" else (k, v) for k, v in sharding.DEFAULT_RULES)
-with step_lib.mesh_context(sharding.make_mesh(("data", "fsdp", "tensor"), (1, 2, 2)), rules):
-  try:
-    jax.jit(lambda p, b: m.apply({"params": p}, b).sum())(p, batch)
-  except ValueError as e:
-    assert "needs whole rows on each device" in str(e), e
-  else:
-    raise AssertionError("feature-sharded activations were accepted")
-  # "auto" takes plain JAX there instead (tensor parallelism keeps working), with the same values
-  m = Transformer(TransformerConfig(vocab_size=64, d_model=48, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
-                                    kind="decoder", norm_impl="auto"))
-  l2, g2 = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))(p, batch)
-  np.testing.assert_allclose(l2, l0, rtol=1e-5)
-print("OK")
-"""
-  r = run_python(code, devices=4)
-  assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+# Under a batch-sharded mesh (and refused / fallen back with feature-sharded activations): tests/test_fused_mlp.py,
+# `test_fused_kernels_under_a_sharded_mesh`, one test for both fused ops (models/pallas_dispatch.py).
