@@ -198,7 +198,7 @@ RUN_TRAINER=1
 # The trainer itself (`paperjax.main`, needs the carried ml_collections and grain): T5-base UL2 from
 # configs/ul2.py:base as it stands (cuDNN, lengths, fused CE, fused norm, Adafactor, unfused projections,
 # packed two to a row) with packed_rows=32 (the capped packer and MixedLayout) and the MLP kernels
-# (mlp_impl=auto; ≈ t5_b256_packed_rows32_mlp) at B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
+# (mlp_impl=auto, if check_mlp_t5 found them right and faster; ≈ t5_b256_packed_rows32_mlp) at B=256, fed by the real grain pipeline (Python's docs + stdlib code, byte tokens padded to the
 # base's 32K vocab). Its metrics.jsonl logs step time, tokens/s, MFU and the host's input and
 # device-wait time per 10-step window; the first window starts after the compiled first step.
 # Stops at step 30 (no final eval).
@@ -268,6 +268,19 @@ elif ! $PY -c "import ml_collections, grain" 2>/dev/null; then
 elif (( left < 150 )); then
   echo "-- skip trainer_ul2_base: ${left}s left before the call limit"
 else
+  # The MLP kernels in the trainer only if check_mlp_t5 ran, found them right (WITHIN) and its default tiles
+  # faster than XLA's path; else the trainer row runs without them (a compile of its own, no lost row).
+  if ! $PY - "$OUT/results.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])] if __import__("os").path.exists(sys.argv[1]) else []
+c = next((r for r in rows if r.get("tag") == "check_mlp_t5"), None)
+fast = c and c["ok"] and c["mlp_cases"].get(next(iter(k for k in c["mlp_cases"] if k != "xla")), {}).get("ms", 1e9) < c["mlp_cases"]["xla"]["ms"]
+sys.exit(0 if fast else 1)
+PYEOF
+  then
+    TR="${TR/--config.model.mlp_impl=auto/--config.model.mlp_impl=xla}"
+    echo "-- trainer_ul2_base without the MLP kernels (check_mlp_t5 missing, ABOVE, or its default tiles not faster)"
+  fi
   echo "-- trainer_ul2_base (limit $(( left - 10 ))s, t=$(el)s)"
   rm -rf /tmp/trainer_ul2
   PAPERJAX_COMPILATION_CACHE="$CACHE" timeout -k 5 $(( left - 10 )) $PY -m paperjax.main $TR --workdir=/tmp/trainer_ul2 2>&1 | grep -v "^[IW][0-9]" | tail -12
