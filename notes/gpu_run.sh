@@ -65,8 +65,9 @@ fi
 #      t5_b256_grouped_mlp (padded)         248.50 → 230.07        246.8 (run 7) → ~233 ms, ~48.6%          215.01
 #      gpt2_fusednorm[_mlp] (gated)          58.65 → 54.85         64.6 (run 7) → ~61.2 ms, ~46.3%          50.96
 #  (on an H200 each row's figure is its H100 prediction × the H200/H100 roofline ratio). Main rows: the two
-#  checks, the packed T5 pair, the GPT-2 (gelu) pair, the 1B with the kernels; the padded T5, gated GPT-2,
-#  learned-position and profiled rows lead the extras (after the trainer row, while time is left).
+#  T5 checks, the packed T5 pair, the GPT-2 (gelu) pair, the 1B with the kernels (phase 1 ≈ 100 s, these
+#  ≈ 300 s); the padded T5, GPT-2's MLP check, gated GPT-2, learned-position and profiled rows lead the
+#  extras (after the trainer row, while time is left).
 #  `check_packing_t5_rows`
 #  now runs the kernels too (the whole model with cuDNN, packed rows and our MLP against XLA's attention and
 #  MLP one example per row: EQUAL). If `check_mlp_*` finds a faster tile setting than the default, a short
@@ -140,10 +141,10 @@ VARIANTS=(
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
-  "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
 )
 EXTRA=(
   "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
+  "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "gpt2_fusednorm_mlp|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "t5_b256_packed_rows32_learned_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned --mlp_impl=auto"
