@@ -534,8 +534,7 @@ def check_mlp(args) -> dict:
   def program(impl, tiles, dtype):
     t = fused_mlp.Tiles.parse_pair(tiles)
     def loss(x, w, wo, c):
-      out = fused_mlp.mlp(x, w, wo, cfg.activation, gated=gated, impl=impl, interpret=False if impl == "pallas"
-                          and jax.default_backend() == "gpu" else None, up_tiles=t[0], down_tiles=t[1])
+      out = fused_mlp.mlp(x, w, wo, cfg.activation, gated=gated, impl=impl, up_tiles=t[0], down_tiles=t[1])
       return jnp.sum(out.astype(jnp.float32) * c.astype(jnp.float32))
     fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
     args_ = [a.astype(dtype) for a in (x32, w32, wo32, c32)]

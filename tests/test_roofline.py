@@ -50,6 +50,29 @@ def test_h100_program_kernels_by_hand():
   assert s["categories"]["gemm"]["tflop"] == pytest.approx(gemm.flops / 1e12, abs=1e-3)
 
 
+def test_our_pallas_gemms_are_priced_as_gemms_by_their_name():
+  """A Triton custom call named in `roofline.PALLAS_GEMMS` (models/fused_mlp.py's kernels) is a GEMM with
+  its FLOPs from its shapes (up: 2·N·D·2F; dgrad: 2·N·D·F); any other Pallas kernel stays memory-bound.
+  The lines are XLA's own (the H100 program of `fused_mlp.mlp`, deviceless), the kernels' IR cut out."""
+  call = ('  %{name} = {res} custom-call({ops}), custom_call_target="__gpu$xla.gpu.triton", '
+          'api_version=API_VERSION_TYPED_FFI, backend_config={{debug = false, grid_x = 16 : i32, grid_y = 1 : i32, '
+          'grid_z = 1 : i32, ir = "...", name = "{kernel}", num_stages = 3 : i32, num_warps = 8 : i32}}')
+  text = "\n".join([
+      "HloModule m", "",
+      "ENTRY %main (x: bf16[4096,256], w: bf16[256,1024], wo: bf16[512,256], s: f32[256]) -> bf16[4096,1024] {",
+      "  %x = bf16[4096,256]{1,0} parameter(0)", "  %w = bf16[256,1024]{1,0} parameter(1)",
+      "  %wo = bf16[512,256]{1,0} parameter(2)", "  %s = f32[256]{0} parameter(3)",
+      call.format(name="up", res="(bf16[4096,1024]{1,0}, bf16[4096,512]{1,0})", ops="%x, %w", kernel="gated_mlp_up_gemm"),
+      call.format(name="h", res="bf16[4096,1024]{1,0}", ops="%x, %wo, %x", kernel="gated_mlp_dgrad_gemm"),
+      call.format(name="norm", res="bf16[4096,256]{1,0}", ops="%x, %x, %s", kernel="add_rmsnorm_fwd"),
+      "  ROOT %r = bf16[4096,1024]{1,0} copy(%h)", "}"])
+  by = _by_name(roofline.kernels(text))
+  assert (by["up"].category, by["up"].flops) == ("gemm", 2.0 * 4096 * 256 * 1024)
+  assert (by["h"].category, by["h"].flops) == ("gemm", 2.0 * 4096 * 256 * 512)
+  assert (by["norm"].category, by["norm"].flops) == ("pallas", 0.0)
+  assert by["up"].bytes == 2 * (4096 * 256 + 256 * 1024 + 4096 * 1024 + 4096 * 512)  # operands read, results written
+
+
 def test_cpu_program_dot_and_slice_by_hand():
   f = lambda a, b, t: (jnp.tanh(a @ b) + 1.0, jax.lax.dynamic_slice_in_dim(t, 3, 2).sum())
   text = jax.jit(f).lower(jnp.ones((64, 32)), jnp.ones((32, 16)), jnp.ones((100, 50))).compile().as_text()

@@ -72,7 +72,6 @@ class Tiles:
       raise ValueError(f"MLP kernel tiles {text!r}: bm, bn and bk must be powers of two of at least 16.")
     return tiles
 
-
   @classmethod
   def parse_pair(cls, text: str) -> tuple["Tiles", "Tiles"]:
     """(up kernel's, backward kernel's) tiles from "tiles" (both) or "up|down" (e.g. "xla|128,128,64,8,3":
@@ -109,15 +108,33 @@ def _gate(h0, h1, act):
   return ACTIVATIONS[act](h0) * h1
 
 
+@functools.lru_cache(maxsize=None)
+def gated_activation(name: str):
+  """`act(h0) * h1`, differentiated by recomputing `act` from h0 in the backward pass.
+
+  Plain autodiff of the tanh GELU saves tanh(...) as an extra [B, L, F] residual: XLA's GPU fusion
+  will not duplicate a transcendental, so the forward kernel writes it and the backward kernel reads
+  it back — two extra passes over the largest activation per layer (4 + 6 tensor passes instead of
+  3 + 5; seen in the H100 program by `paperjax.roofline`). Rematerialised, the backward kernel reads
+  h0, h1 and the incoming gradient and recomputes the activation in registers. Values and gradients
+  are the same computation. (The XLA path of the gated MLP; `mlp`'s kernels do this inside GEMMs.)"""
+  return jax.checkpoint(functools.partial(_gate, act=name))
+
+
+@functools.lru_cache(maxsize=None)
+def rematted_activation(name: str):
+  """`act(h)`, its derivative recomputed from h in the backward pass: h is the only residual, so
+  XLA's GPU GEMM rewriter can take the forward as one cuBLASLt GEMM with a GELU epilogue that also
+  writes h (plain autodiff of the tanh GELU saves tanh(...) too, and the pattern no longer matches)."""
+  return jax.checkpoint(ACTIVATIONS[name])
+
+
 def reference(x, w, wo, activation: str, gated: bool = True):
-  """The XLA path. Gated: w [D, 2F] (W0 then W1), the gate rematerialised in the backward pass (as
-  `transformer.gated_activation`); dense: w [D, F], act rematerialised (`transformer.rematted_activation`)."""
+  """The XLA path: gated, w [D, 2F] (W0 then W1) and `gated_activation`; dense, w [D, F] and
+  `rematted_activation` (what `transformer.GatedMLP` / `DenseMLP` run with mlp_impl="xla")."""
   f = wo.shape[0]
   h = x @ w
-  if gated:
-    y = jax.checkpoint(functools.partial(_gate, act=activation))(h[..., :f], h[..., f:])
-  else:
-    y = jax.checkpoint(ACTIVATIONS[activation])(h)
+  y = gated_activation(activation)(h[..., :f], h[..., f:]) if gated else rematted_activation(activation)(h)
   return y @ wo
 
 

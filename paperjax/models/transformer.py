@@ -557,20 +557,8 @@ def segment_mask(q_seg_BL: Array, kv_seg_BS: Array, causal: bool = False) -> Arr
 
 
 ACTIVATIONS = fused_mlp.ACTIVATIONS
-
-
-@functools.lru_cache(maxsize=None)
-def gated_activation(name: str):
-  """`act(h0) * h1`, differentiated by recomputing `act` from h0 in the backward pass.
-
-  Plain autodiff of the tanh GELU saves tanh(...) as an extra [B, L, F] residual: XLA's GPU fusion
-  will not duplicate a transcendental, so the forward kernel writes it and the backward kernel reads
-  it back — two extra passes over the largest activation per layer (4 + 6 tensor passes instead of
-  3 + 5; seen in the H100 program by `paperjax.roofline`). Rematerialised, the backward kernel reads
-  h0, h1 and the incoming gradient and recomputes the activation in registers. Values and gradients
-  are the same computation."""
-  act = ACTIVATIONS[name]
-  return jax.checkpoint(lambda h0, h1: act(h0) * h1)
+gated_activation = fused_mlp.gated_activation      # act(h0)·h1, act recomputed in the backward pass
+rematted_activation = fused_mlp.rematted_activation  # act(h), the same
 
 
 def _fused_mlp(cfg: TransformerConfig, x_BLD, w, gated: bool):
@@ -606,14 +594,6 @@ class GatedMLP(nn.Module):
     h_BLF = nn.Dropout(cfg.dropout)(h_BLF, deterministic=deterministic)
     out = Proj("BLF,FD->BLD", (cfg.d_ff, cfg.d_model), ("mlp", "embed"), cfg, name="wo")(h_BLF)
     return checkpoint_name(out, "mlp_out")
-
-
-@functools.lru_cache(maxsize=None)
-def rematted_activation(name: str):
-  """`act(h)`, its derivative recomputed from h in the backward pass: h is the only residual, so
-  XLA's GPU GEMM rewriter can take the forward as one cuBLASLt GEMM with a GELU epilogue that also
-  writes h (plain autodiff of the tanh GELU saves tanh(...) too, and the pattern no longer matches)."""
-  return jax.checkpoint(ACTIVATIONS[name])
 
 
 class DenseMLP(nn.Module):
