@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import logging
 import os
+import warnings
 from typing import Callable
 
 import jax
@@ -65,7 +66,9 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
   from scipy import linalg  # pylint: disable=g-import-not-at-top
   mu1, mu2 = f1.mean(0), f2.mean(0)
   s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
-  covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+  with warnings.catch_warnings():  # a singular product is handled below; no `disp` (SciPy 1.18 removed it)
+    warnings.simplefilter("ignore", linalg.LinAlgWarning)
+    covmean = linalg.sqrtm(s1 @ s2)
   if not np.isfinite(covmean).all():
     eps = 1e-6 * np.eye(len(s1))
     covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
