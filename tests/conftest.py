@@ -80,7 +80,7 @@ def run_python(code: str, *, devices: int = 1, timeout: int = 600, env=None) -> 
 
 def _has_cuda_plugin() -> bool:
   try:
-    return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
+    return any(importlib.util.find_spec(f"jax_plugins.xla_cuda{v}") is not None for v in (12, 13))
   except ImportError:
     return False
 

@@ -87,6 +87,17 @@ def test_either_kernel_alone_is_the_same_function(tiles):
   assert names == {"up": up.xla is False, "down": down.xla is False}, names
 
 
+def test_dense_mlp_without_its_backward_kernel_is_the_reference_program():
+  """The dense MLP's only kernel is its backward one: with "…|xla" the program is the reference's (its
+  forward GEMM keeps cuBLASLt's GELU epilogue and the backward reads its auxiliary output)."""
+  x, w, wo, _ = _data(n=128, d=64, f=64, seed=4, gated=False)
+  args = [jnp.asarray(a, jnp.float32) for a in (x, w, wo)]
+  up, down = M.Tiles.parse_pair("32,32,16,4,2|xla")
+  grad = lambda f: str(jax.make_jaxpr(jax.grad(lambda *a: f(*a).sum(), argnums=(0, 1, 2)))(*args))
+  ours = grad(lambda *a: M.mlp(*a, "gelu", gated=False, impl="pallas", interpret=True, up_tiles=up, down_tiles=down))
+  assert ours == grad(lambda *a: M.reference(*a, "gelu", gated=False))
+
+
 def test_bf16_rounds_h_like_the_unfused_program_and_the_gate_once():
   """In bf16 the kernel's h is x·W rounded once (as XLA's GEMM writes it) and its gate is fp32 math on
   that h rounded once: at least as close to the exact gate as the unfused program's bf16 arithmetic."""
@@ -220,10 +231,12 @@ def test_h100_program_holds_the_kernels_and_no_gate_pass():
     from paperjax import xla_flags; xla_flags.apply("tuned")
     import json, jax, jax.numpy as jnp
     from jax.experimental import topologies
-    from paperjax import roofline
+    from paperjax import roofline, step
     from paperjax.models import fused_mlp as M
     topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
     sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
+    # Pallas's Triton lowering asks the mesh in context for the card (jax >= 0.11; `bench --target` does the same)
+    mesh = jax.sharding.Mesh(topo.devices, ("d",))
     n, d, f = 4096, 256, 512
     out = {}
     for gated in (True, False):
@@ -232,7 +245,8 @@ def test_h100_program_holds_the_kernels_and_no_gate_pass():
       for impl in ("xla", "pallas"):
         g = jax.grad(lambda x, w, wo: M.mlp(x, w, wo, "gelu", gated=gated, impl=impl, interpret=False)
                      .astype(jnp.float32).sum(), argnums=(0, 1, 2))
-        text = jax.jit(g).lower(*args).compile().as_text()
+        with step.mesh_context(mesh, ()):
+          text = jax.jit(g).lower(*args).compile().as_text()
         out[f"{gated}-{impl}"] = dict(kernels=[(k.category, k.flops, k.result, k.op_name) for k in roofline.kernels(text)],
                                       gelu_aux=text.count('"epilogue":"GELU_AUX"'))
     print(json.dumps(out))
@@ -252,3 +266,18 @@ def test_h100_program_holds_the_kernels_and_no_gate_pass():
   assert wide("True-xla") and not wide("True-pallas"), (wide("True-xla"), wide("True-pallas"))
   assert ours("False-pallas") == [("gemm", dgrad)] and out["False-pallas"]["gelu_aux"] == out["False-xla"]["gelu_aux"] == 1
   assert wide("False-xla") and not wide("False-pallas"), (wide("False-xla"), wide("False-pallas"))
+
+
+def test_a_jax_without_pallas_triton_takes_the_reference_or_refuses(monkeypatch):
+  """JAX 0.11 deprecates Pallas's Triton backend: where it is gone, "auto" is the reference (both fused
+  ops) and "pallas" says so in one sentence."""
+  from paperjax.models import fused_norm, pallas_dispatch
+  monkeypatch.setattr(pallas_dispatch, "has_triton", lambda: False)
+  x, w, wo, _ = (jnp.asarray(a, jnp.float32) for a in _data())
+  np.testing.assert_array_equal(M.mlp(x, w, wo, "gelu", impl="auto"), M.reference(x, w, wo, "gelu"))
+  s = jnp.ones((x.shape[-1],), jnp.float32)
+  np.testing.assert_array_equal(fused_norm.add_rmsnorm(x, x, s, impl="auto")[1],
+                                fused_norm.add_rmsnorm_reference(x, x, s, jnp.float32)[1])
+  for op in (lambda: M.mlp(x, w, wo, "gelu", impl="pallas"), lambda: fused_norm.add_rmsnorm(x, x, s, impl="pallas")):
+    with pytest.raises(ValueError, match=r"impl='pallas' needs Pallas's Triton backend, which JAX .* does not have"):
+      op()

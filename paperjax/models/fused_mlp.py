@@ -285,7 +285,8 @@ def mlp(x, w, wo, activation: str, gated: bool = True, impl: str = "xla", interp
       n = x.size // x.shape[-1]
       ut = _tiles_for(up_tiles or UP_TILES, n, x.shape[-1], f)
       dt = _tiles_for(down_tiles or DOWN_TILES, n, x.shape[-1], f)
-      if ut is None or dt is None or (ut.xla and dt.xla) or n * w.shape[1] > MAX_ELEMENTS:
+      no_kernel = dt is not None and dt.xla and (ut.xla or not gated)  # dense: the backward is its only kernel
+      if ut is None or dt is None or no_kernel or n * w.shape[1] > MAX_ELEMENTS:
         return ref(x, w, wo)
       return _mlp_pallas(x, w, wo, activation, ut, dt, interp)
     return fn

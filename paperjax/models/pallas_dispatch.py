@@ -9,10 +9,14 @@ platform. Pallas kernels are custom calls XLA cannot partition, so under a mesh 
 `shard_map`: the other arguments are passed whole (their gradients summed across devices by
 shard_map's transpose). A row must be whole on a device: with the feature axis sharded "auto" takes
 the reference and "pallas" refuses.
+
+The kernels are written for Pallas's Triton backend, which JAX 0.11 marks deprecated (still present
+in 0.12): on a JAX without it "auto" takes the reference and "pallas" refuses in a sentence.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Sequence
 
@@ -29,6 +33,16 @@ def mesh_ways(entry) -> int:
   return math.prod(mesh.shape[a] for a in ((entry,) if isinstance(entry, str) else entry))
 
 
+@functools.cache
+def has_triton() -> bool:
+  """Whether this JAX has Pallas's Triton backend (the kernels' and their interpreter's API)."""
+  try:
+    from jax.experimental.pallas import triton  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True
+
+
 def run(reference: Callable, kernel: Callable[[bool], Callable], args: Sequence, *, impl: str,
         interpret: bool | None = None, row_spec=None, row_args: Sequence[bool] = (), outs: int | None = None,
         name: str = "op"):
@@ -40,8 +54,11 @@ def run(reference: Callable, kernel: Callable[[bool], Callable], args: Sequence,
   rows = next(a for a, r in zip(args, row_args) if r) if any(row_args) else args[0]
   sharded = row_spec is not None and not mesh.empty and mesh.size > 1
   feature_sharded = sharded and len(row_spec) == rows.ndim and row_spec[-1] is not None
-  if impl == "auto" and feature_sharded:
-    impl = "xla"  # tensor parallelism: rows are not whole on a device
+  if impl == "auto" and (feature_sharded or not has_triton()):
+    impl = "xla"  # tensor parallelism: rows are not whole on a device; or no kernels in this JAX
+  if impl == "pallas" and not has_triton():
+    raise ValueError(f"{name} with impl='pallas' needs Pallas's Triton backend, which JAX {jax.__version__} does "
+                     "not have; use impl='auto' or 'xla' (the same function through XLA).")
   if impl == "xla":
     return reference(*args)
   if impl == "auto":
