@@ -64,7 +64,10 @@ fi
 #      1b_b16_fusednorm_mlp                 413.81 → 393.80        428.9 (run 7) → ~419 ms, ~61.6%          381.40
 #      t5_b256_grouped_mlp (padded)         248.50 → 230.07        246.8 (run 7) → ~233 ms, ~48.6%          215.01
 #      gpt2_fusednorm[_mlp] (gated)          58.65 → 54.85         64.6 (run 7) → ~61.2 ms, ~46.3%          50.96
-#  (on an H200 each row's figure is its H100 prediction × the H200/H100 roofline ratio). Main rows: the two
+#  (on an H200 each row's figure is its H100 prediction × the H200/H100 roofline ratio). Revised 2026-11-29
+#  on the rooflines of the card's own jax 0.11.2 (notes/perf.md, last section; kernels at cuBLAS's rate):
+#  packed T5 rows32 _mlp ~239–252 ms, 45.0–47.3%; GPT-2-gelu _mlp ~58.4 ms, ~48.5%; the 1B _mlp ~407 ms, ~63.4%;
+#  padded T5 _mlp ~228 ms, ~49.6%. Main rows: the two
 #  T5 checks, the packed T5 pair, the GPT-2 (gelu) pair, the 1B with the kernels (phase 1 ≈ 100 s, these
 #  ≈ 300 s); the padded T5, GPT-2's MLP check, gated GPT-2, learned-position and profiled rows lead the
 #  extras (after the trainer row, while time is left).
