@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Multi-node GPU training under SLURM: one process per node, all GPUs of a node in that process.
 #
-# Assumes: a shared filesystem holding this checkout, an environment with `pip install -e .[gpu]`
+# Assumes: a shared filesystem holding this checkout, an environment with `pip install -e .[gpu]` (`.[gpu-cuda13]` on CUDA 13 drivers)
 #          done (activate it in ENV_SETUP), and datasets prepared under TFDS_DATA_DIR.
 # Usage:   sbatch --nodes=4 --gpus-per-node=8 launch/slurm.sh --config=configs/ul2.py:large --workdir=/shared/runs/ul2-large
 #          (or `srun`-less: bash launch/slurm.sh ... inside an salloc allocation)
