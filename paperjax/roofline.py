@@ -85,13 +85,14 @@ device_description_str: "NVIDIA H100 80GB HBM3"
 }
 
 
-# Pallas kernels that are GEMMs (by their `pallas_call` name), and their FLOPs from operand and result dims.
+# Pallas kernels that are GEMMs (by their `pallas_call` name: the Triton call's `name`, the Mosaic GPU kernel's
+# function in op_name), and their FLOPs from operand and result dims.
 PALLAS_GEMMS = {
     # models/fused_mlp.py: x [N, D] · w [D, 2F] → h [N, 2F] (and the gate y from it)
     "gated_mlp_up_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],
-    # dy [N, D] · wo [F, D]ᵀ → g [N, F], written as dh [N, 2F]
-    "gated_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * ops[1][0],
-    "dense_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * ops[1][0],  # the same, dh = g·act'(h)
+    # dy [N, D] · W2ᵀ → g [N, F], written as dh [N, 2F] (W2 [F, D] to Triton's, W2ᵀ [D, F] to Mosaic GPU's)
+    "gated_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1] / 2,
+    "dense_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],  # the same, dh = g·act'(h) [N, F]
 }
 
 
@@ -402,9 +403,9 @@ class _Module:
             flops = 4.0 * b * h * t * k[0][1] * head_dim * (2.5 if backward else 1.0)
             if cfg.get("cudnn_fmha_backend_config", {}).get("mask_type") == "CAUSAL":
               flops /= 2
-        elif "triton" in target:  # a Pallas kernel (e.g. models/fused_norm.py): memory-bound by its operands
-          category = "pallas"
-          m = re.search(r'name = "([^"]*)"', attrs)
+        elif "triton" in target or "mosaic_gpu" in target:  # a Pallas kernel (e.g. models/fused_norm.py):
+          category = "pallas"                                # memory-bound by its operands
+          m = re.search(r'name = "([^"]*)"', attrs) if "triton" in target else re.search(r'/(\w+)/mpmd_map"', attrs)
           gemm = PALLAS_GEMMS.get(m.group(1) if m else "")
           if gemm:  # ... unless it is a GEMM of ours: floored at the card's GEMM rate, as cuBLAS's are
             category, flops = "gemm", gemm([shape_dims(s)[0] for s in operand_shapes],

@@ -349,13 +349,15 @@ def test_check_packing_compares_packed_and_one_per_row_with_a_dense_mask_referen
 
 
 def test_check_mlp_passes_the_kernels_and_catches_a_wrong_gradient(tmp_path, capsys, monkeypatch):
-  """`--check_mlp` on CPU (the kernels' interpreter): each tile setting within XLA's bf16 error, and a
-  backward kernel whose dh is 2% off is caught."""
+  """`--check_mlp` on CPU (the kernels' interpreters): each tile setting within XLA's bf16 error (Triton's
+  and Mosaic GPU's), a backward kernel whose dh is 2% off is caught, and a setting that fails to build
+  is recorded as failed while the others still run."""
   argv = ["--check_mlp", "--shape=tiny", "--batch=2", "--dtype=bfloat16", "--steps=1",
-          "--mlp_tiles=16,16,16,4,2;32,32,32,4,2",
+          "--mlp_tiles=16,16,16,4,2;32,32,32,4,2;mgpu:64,64,64,2",
           "--json=" + str(tmp_path / "m.jsonl")]
   c = bench.check_mlp(bench.parse_args(argv))
-  assert c["ok"] and c["rows"] == 64 and set(c["mlp_cases"]) == {"xla", "pallas[16,16,16,4,2]", "pallas[32,32,32,4,2]"}
+  assert c["ok"] and c["rows"] == 64 and set(c["mlp_cases"]) == {
+      "xla", "pallas[16,16,16,4,2]", "pallas[32,32,32,4,2]", "pallas[mgpu:64,64,64,2]"}
   assert all(v["dx"] < 2e-2 for v in c["mlp_cases"].values()), c
   assert "WITHIN" in capsys.readouterr().out
   from paperjax.models import fused_mlp
@@ -365,6 +367,14 @@ def test_check_mlp_passes_the_kernels_and_catches_a_wrong_gradient(tmp_path, cap
   assert not c["ok"] and "ABOVE" in capsys.readouterr().out
   with pytest.raises(SystemExit):
     bench.main(argv)
+  monkeypatch.setattr(fused_mlp, "down_bwd", down)
+
+  def broken(*a):
+    raise ValueError("Mosaic GPU kernel exceeds available shared memory")
+  monkeypatch.setattr(fused_mlp, "_up_mgpu", broken)
+  c = bench.check_mlp(bench.parse_args(argv))
+  assert not c["ok"] and "shared memory" in c["mlp_cases"]["pallas[mgpu:64,64,64,2]"]["error"]
+  assert c["mlp_cases"]["pallas[32,32,32,4,2]"]["dx"] < 2e-2 and "FAILED" in capsys.readouterr().out
 
 
 def test_classify_rows_says_zero_finite_or_nan_by_hand():

@@ -219,15 +219,15 @@ print("OK")
   assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
 
 
-@needs_cuda_plugin
-def test_h100_program_holds_the_kernels_and_no_gate_pass():
-  """Compiled for an H100 (deviceless, `tuned` flags). Gated: per MLP one up kernel (FLOPs 2·N·D·2F) and
-  one backward kernel (2·N·D·F), priced as GEMMs by the roofline, and no element-wise pass over [N, F]
-  left, where the plain program has the gate's multiply as a fusion of its own each way. Dense: the
-  backward kernel (2·N·D·F) instead of the GELU-derivative pass, and the forward still one cuBLASLt
-  GEMM with the GELU_AUX epilogue."""
+N_D_F = (4096, 256, 512)
+
+
+def _h100_programs(cases) -> dict:
+  """Compiles `mlp`'s gradient for an H100 without one (CUDA plugin, `tuned` flags), in a subprocess, for
+  each (key, gated, impl, tiles, activation) at N_D_F: {key: {kernels: [(category, flops, result, op_name)],
+  gelu_aux: cuBLASLt GELU_AUX epilogues, mosaic: Mosaic GPU custom calls}}."""
   code = textwrap.dedent("""
-    import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
+    import os, sys; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
     from paperjax import xla_flags; xla_flags.apply("tuned")
     import json, jax, jax.numpy as jnp
     from jax.experimental import topologies
@@ -237,31 +237,48 @@ def test_h100_program_holds_the_kernels_and_no_gate_pass():
     sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
     # Pallas's Triton lowering asks the mesh in context for the card (jax >= 0.11; `bench --target` does the same)
     mesh = jax.sharding.Mesh(topo.devices, ("d",))
-    n, d, f = 4096, 256, 512
+    (n, d, f), cases = json.loads(sys.argv[1])
     out = {}
-    for gated in (True, False):
+    for key, gated, impl, tiles, act in cases:
+      up, down = M.Tiles.parse_pair(tiles)
       args = [jax.ShapeDtypeStruct(s, jnp.bfloat16, sharding=sh)
               for s in ((8, n // 8, d), (d, (2 if gated else 1) * f), (f, d))]
-      for impl in ("xla", "pallas"):
-        g = jax.grad(lambda x, w, wo: M.mlp(x, w, wo, "gelu", gated=gated, impl=impl, interpret=False)
-                     .astype(jnp.float32).sum(), argnums=(0, 1, 2))
-        with step.mesh_context(mesh, ()):
-          text = jax.jit(g).lower(*args).compile().as_text()
-        out[f"{gated}-{impl}"] = dict(kernels=[(k.category, k.flops, k.result, k.op_name) for k in roofline.kernels(text)],
-                                      gelu_aux=text.count('"epilogue":"GELU_AUX"'))
+      g = jax.grad(lambda x, w, wo: M.mlp(x, w, wo, act, gated=gated, impl=impl, interpret=False, up_tiles=up,
+                                          down_tiles=down).astype(jnp.float32).sum(), argnums=(0, 1, 2))
+      with step.mesh_context(mesh, ()):
+        text = jax.jit(g).lower(*args).compile().as_text()
+      out[key] = dict(kernels=[(k.category, k.flops, k.result, k.op_name) for k in roofline.kernels(text)],
+                      gelu_aux=text.count('"epilogue":"GELU_AUX"'), mosaic=text.count('custom_call_target="mosaic_gpu'))
     print(json.dumps(out))
   """)
-  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
-  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                     env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
-  assert r.returncode == 0, r.stderr[-3000:]
   import json
-  out = json.loads(r.stdout.strip().splitlines()[-1])
-  n, d, f = 4096, 256, 512
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
+  r = subprocess.run([sys.executable, "-c", code, json.dumps([N_D_F, cases])], capture_output=True, text=True,
+                     timeout=600, env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
+  assert r.returncode == 0, r.stderr[-3000:]
+  return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _wide_passes(kernels):
+  """The element-wise passes over [N, F] (or [8, N/8, F]) of a program's kernels."""
+  n, _, f = N_D_F
+  return [k for k in kernels if k[0] == "elementwise"
+          and any(s in k[2].replace(" ", "") for s in (f"[{n},{f}]", f"[8,{n // 8},{f}]"))]
+
+
+@needs_cuda_plugin
+def test_h100_program_holds_the_kernels_and_no_gate_pass():
+  """Compiled for an H100 (deviceless, `tuned` flags). Gated: per MLP one up kernel (FLOPs 2·N·D·2F) and
+  one backward kernel (2·N·D·F), priced as GEMMs by the roofline, and no element-wise pass over [N, F]
+  left, where the plain program has the gate's multiply as a fusion of its own each way. Dense: the
+  backward kernel (2·N·D·F) instead of the GELU-derivative pass, and the forward still one cuBLASLt
+  GEMM with the GELU_AUX epilogue."""
+  out = _h100_programs([(f"{gated}-{impl}", gated, impl, "", "gelu") for gated in (True, False)
+                        for impl in ("xla", "pallas")])
+  n, d, f = N_D_F
   up, dgrad = 2.0 * n * d * 2 * f, 2.0 * n * d * f
   ours = lambda key: sorted((k[0], k[1]) for k in out[key]["kernels"] if "pallas_call" in k[3])
-  wide = lambda key: [k for k in out[key]["kernels"] if k[0] == "elementwise"  # a pass over [N, F] ([8, N/8, F])
-                      and any(s in k[2].replace(" ", "") for s in (f"[{n},{f}]", f"[8,{n // 8},{f}]"))]
+  wide = lambda key: _wide_passes(out[key]["kernels"])
   assert ours("True-pallas") == sorted([("gemm", up), ("gemm", dgrad)]) and not ours("True-xla")
   assert wide("True-xla") and not wide("True-pallas"), (wide("True-xla"), wide("True-pallas"))
   assert ours("False-pallas") == [("gemm", dgrad)] and out["False-pallas"]["gelu_aux"] == out["False-xla"]["gelu_aux"] == 1
@@ -281,3 +298,115 @@ def test_a_jax_without_pallas_triton_takes_the_reference_or_refuses(monkeypatch)
   for op in (lambda: M.mlp(x, w, wo, "gelu", impl="pallas"), lambda: fused_norm.add_rmsnorm(x, x, s, impl="pallas")):
     with pytest.raises(ValueError, match=r"impl='pallas' needs Pallas's Triton backend, which JAX .* does not have"):
       op()
+
+
+# --- the Mosaic GPU kernels (tiles "mgpu:…"): Pallas's Mosaic GPU interpreter on CPU -------------------------
+
+MGPU = M.Tiles.parse("mgpu:64,64,64,2")  # rows, F and D of _data(128, 128, 128) span 2 tiles each: 2 × 2 blocks, 2 K steps
+
+
+def test_mgpu_tiles_parse_and_refuse_in_a_sentence():
+  assert MGPU == M.Tiles(64, 64, 64, 4, 2, backend="mgpu")
+  assert M.Tiles.parse_pair("mgpu:128,64,64,4|128,128,64,8,3") == (M.Tiles(128, 64, 64, 4, 4, backend="mgpu"),
+                                                                   M.Tiles(128, 128, 64, 8, 3))
+  for bad, match in [("mgpu:32,64,64,4", "bm ≥ 64"), ("mgpu:64,64,64,1", "stages ≥ 2"),
+                     ("mgpu:64,64,64,4,2", "'mgpu:' and four integers bm,bn,bk,stages")]:
+    with pytest.raises(ValueError, match=match):
+      M.Tiles.parse(bad)
+
+
+def test_act_and_grad_are_the_activations_and_their_derivatives():
+  """The Mosaic GPU epilogue's written-out derivatives against autodiff of ACTIVATIONS (0 included)."""
+  x = jnp.linspace(-6.0, 6.0, 241, dtype=jnp.float32)
+  for name, act in M.ACTIVATIONS.items():
+    a, da = M.act_and_grad(name, x)
+    np.testing.assert_allclose(a, act(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(M.act_and_grad(name, x, grad=False), a)
+    np.testing.assert_allclose(da, jax.vmap(jax.grad(act))(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("act,gated,tiles", [("gelu", True, MGPU), ("silu", True, MGPU), ("relu", True, MGPU),
+                                            ("gelu", False, MGPU), ("gelu", True, M.Tiles.parse("mgpu:64,128,64,2")),
+                                            ("silu", False, M.Tiles.parse("mgpu:64,128,64,2"))])
+def test_mgpu_kernels_compute_the_formula_like_the_triton_kernels(act, gated, tiles):
+  """bf16, both kernels (bn 64: one epilogue chunk a block; 128: two): h = x·W rounded once, y = act(h0)·h1 and dh = [g·h1·act'(h0) | g·act(h0)] (dense:
+  g·act'(h)) in fp32 from the rounded h, g = dy·W2ᵀ, each rounded once — by hand in float64 from the same
+  rounded operands, to within a bf16 rounding of the result; the Triton kernels' values equally close."""
+  x, w, wo, dout = (jnp.asarray(a, jnp.bfloat16) for a in _data(n=128, d=128, f=128, seed=5, gated=gated))
+  x2, dy = x.reshape(-1, 128), dout.reshape(-1, 128)
+  f64 = lambda a: np.asarray(a, np.float64)
+  a_ = BY_HAND[act]
+  if gated:
+    h, y = M.up(x2, w, act, tiles, True)
+    h_exact = f64(x2) @ f64(w)
+    np.testing.assert_allclose(f64(h), h_exact, rtol=2 ** -8, atol=2 ** -8 * np.abs(h_exact).max())
+    hr = f64(h)
+    y_exact = a_(hr[:, :128]) * hr[:, 128:]
+    np.testing.assert_allclose(f64(y), y_exact, rtol=2 ** -8, atol=1e-6)
+    h_t, y_t = M.up(x2, w, act, M.Tiles(32, 32, 32), True)
+    np.testing.assert_allclose(f64(y_t), y_exact, rtol=2 ** -8, atol=1e-6)
+  else:
+    h = (x2 @ w)
+  dh = M.down_bwd(dy, wo, h, act, tiles, True)
+  g, hr = f64(dy) @ f64(wo).T, f64(h)
+  h0 = hr[:, :128]
+  da = (a_(h0 + 1e-6) - a_(h0 - 1e-6)) / 2e-6
+  want = np.concatenate([g * hr[:, 128:] * da, g * a_(h0)], 1) if gated else g * da
+  tol = dict(rtol=2 ** -7, atol=2 ** -8 * np.abs(want).max())
+  np.testing.assert_allclose(f64(dh), want, **tol)
+  np.testing.assert_allclose(f64(M.down_bwd(dy, wo, h, act, M.Tiles(32, 32, 32), True)), want, **tol)
+
+
+def test_mgpu_mlp_and_its_gradients_match_the_triton_path():
+  """`mlp` with Mosaic GPU tiles each way (and one way each, the other Triton's): the value and every
+  gradient as the Triton kernels' within bf16 rounding, two Mosaic kernels in the gated program; float32
+  operands take the reference (wgmma's 16-bit inputs only)."""
+  x, w, wo, dout = (jnp.asarray(a, jnp.bfloat16) for a in _data(n=128, d=128, f=128, seed=6))
+  tri = M.Tiles(32, 32, 32)
+  run = lambda up, down: jax.vjp(lambda *a: M.mlp(*a, "gelu", impl="pallas", interpret=True, up_tiles=up,
+                                                   down_tiles=down), x, w, wo)
+  base_out, base_vjp = run(tri, tri)
+  base = [base_out, *base_vjp(dout)]
+  for up, down in [(MGPU, MGPU), (MGPU, tri), (tri, MGPU)]:
+    out, vjp = run(up, down)
+    for a, b in zip([out, *vjp(dout)], base):
+      a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+      np.testing.assert_allclose(a, b, rtol=0, atol=2 ** -6 * np.abs(b).max())
+  jaxpr = str(jax.make_jaxpr(lambda *a: M.mlp(*a, "gelu", impl="pallas", interpret=True, up_tiles=MGPU,
+                                                down_tiles=MGPU))(x, w, wo))
+  assert jaxpr.count("mpmd_map") == 1  # the forward's up kernel (the backward's is traced inside the custom VJP)
+  x32, w32, wo32 = (a.astype(jnp.float32) for a in (x, w, wo))
+  text = str(jax.make_jaxpr(lambda *a: M.mlp(*a, "gelu", impl="pallas", interpret=True, up_tiles=MGPU,
+                                               down_tiles=MGPU))(x32, w32, wo32))
+  assert "mpmd_map" not in text and "pallas_call" not in text
+
+
+def test_mgpu_tiles_need_only_the_mosaic_gpu_backend(monkeypatch):
+  """Without Pallas's Triton backend, Mosaic GPU tiles still run their kernels; without Mosaic GPU they
+  refuse in one sentence ("pallas") or take the reference ("auto")."""
+  from paperjax.models import pallas_dispatch
+  x, w, wo, _ = (jnp.asarray(a, jnp.bfloat16) for a in _data(n=128, d=128, f=128))
+  call = lambda impl: M.mlp(x, w, wo, "gelu", impl=impl, interpret=True, up_tiles=MGPU, down_tiles=MGPU)
+  monkeypatch.setattr(pallas_dispatch, "has_triton", lambda: False)
+  assert "mpmd_map" in str(jax.make_jaxpr(lambda: call("pallas"))())
+  monkeypatch.setattr(pallas_dispatch, "has_mosaic_gpu", lambda: False)
+  assert "mpmd_map" not in str(jax.make_jaxpr(lambda: call("auto"))())
+  with pytest.raises(ValueError, match=r"needs Pallas's Mosaic GPU backend, which JAX .* does not have"):
+    call("pallas")
+
+
+@needs_cuda_plugin
+def test_h100_program_holds_the_mosaic_gpu_kernels_priced_as_gemms():
+  """Compiled for an H100 (deviceless): with Mosaic GPU tiles the gated MLP's program holds one up kernel
+  (2·N·D·2F) and one backward kernel (2·N·D·F) as Mosaic GPU custom calls, priced as GEMMs by the
+  roofline, and no element-wise pass over [N, F]; the dense one its backward kernel; silu and relu lower too. (Lowering checks
+  the kernels' shared memory against the card's; their PTX is built on the card.)"""
+  tiles = "mgpu:128,64,64,4|mgpu:128,128,64,4"
+  out = _h100_programs([(str(gated), gated, "pallas", tiles, "gelu") for gated in (True, False)]
+                       + [(f"{act}", True, "pallas", tiles, act) for act in ("silu", "relu")])
+  n, d, f = N_D_F
+  ours = lambda key: sorted((k[0], k[1]) for k in out[key]["kernels"] if "mpmd_map" in k[3])
+  assert ours("True") == sorted([("gemm", 2.0 * n * d * 2 * f), ("gemm", 2.0 * n * d * f)]) and out["True"]["mosaic"] == 2
+  assert ours("False") == [("gemm", 2.0 * n * d * f)] and out["False"]["mosaic"] == 1
+  assert not _wide_passes(out["True"]["kernels"]) and not _wide_passes(out["False"]["kernels"])
+  assert out["silu"]["mosaic"] == out["relu"]["mosaic"] == 2  # every activation lowers (relu's custom_jvp did not)

@@ -1,5 +1,7 @@
 """The gated MLP `act(x·W0) ⊙ (x·W1) · W2` with its element-wise work inside its GEMMs: two Pallas
-(Triton) GPU kernels, one each way.
+GPU kernels, one each way, written twice: for Pallas's Triton backend (the default: any CUDA GPU) and
+for its Mosaic GPU backend (tiles "mgpu:…": Hopper only — wgmma from TMA-fed shared memory, the path
+JAX keeps now that 0.11 deprecates Triton's).
 
 Why: XLA's GPU program runs the gate as passes of its own over the largest activations of the model,
 [rows, d_ff] each. Forward, cuBLASLt writes act(h0) and h0 (its GELU_AUX epilogue) and h1, then a
@@ -23,8 +25,17 @@ path saves too (h0 and h1 for the rematerialised gate, y for W2's gradient).
 
 `impl`: "xla" the plain JAX reference; "pallas" the kernels (on GPUs; their interpreter elsewhere, for
 tests); "auto" the kernels in programs lowered for CUDA and the reference elsewhere. Shapes whose
-rows, D or F do not split into the kernels' power-of-two tiles (≥ 16), or whose [rows, 2F] is past 32-bit
-offsets, take the reference.
+rows, D or F do not split into the kernels' power-of-two tiles (≥ 16; Mosaic GPU: rows by ≥ 64, F by
+≥ 64, and bf16/f16 only), or whose [rows, 2F] is past 32-bit offsets, take the reference.
+
+The Mosaic GPU kernels (`_up_mgpu`, `_down_bwd_mgpu`): one warpgroup per block of [bm, bn] outputs;
+`plgpu.emit_pipeline` streams the K steps' tiles into swizzled shared memory by TMA, `stages` deep, each
+step one wgmma per accumulator (fp32, in registers) left running into the next step (its tiles released
+a step late); the epilogue rounds and gates in registers, 64 columns at a time, and writes through
+shared memory by TMA. The backward kernel takes W2ᵀ ([D, F], a copy of the small weight) so both
+operands are row-major tiles, and loads its h tiles by TMA while the K loop runs. The activation's
+derivative is written out (`act_and_grad`): autodiff's add_any has no Mosaic GPU lowering. Untimed on a
+card (notes/perf.md); `bench --check_mlp` measures both backends' settings side by side.
 """
 
 from __future__ import annotations
@@ -45,31 +56,40 @@ ACTIVATIONS = {"gelu": functools.partial(nn.gelu, approximate=True), "silu": nn.
 class Tiles:
   """A kernel's tile [bm rows, bn of F] and its K step bk, with Triton's warps and pipeline stages.
   The defaults are Triton's usual Hopper bf16 GEMM tiles, untimed on a card (notes/perf.md).
-  `xla=True` ("xla"): no kernel on that side — XLA's GEMM and element-wise passes, as the reference."""
+  `xla=True` ("xla"): no kernel on that side — XLA's GEMM and element-wise passes, as the reference.
+  `backend="mgpu"` ("mgpu:bm,bn,bk,stages"): the Mosaic GPU kernel (Hopper), one warpgroup a block,
+  `stages` tiles in flight (warps unused)."""
   bm: int = 128
   bn: int = 128
   bk: int = 64
   warps: int = 8
   stages: int = 3
   xla: bool = False
+  backend: str = "triton"
 
   @classmethod
   def parse(cls, text: str) -> "Tiles":
-    """"bm,bn,bk,warps,stages" (e.g. "128,64,64,4,4"); "" is the default; "xla" no kernel."""
+    """"bm,bn,bk,warps,stages" (e.g. "128,64,64,4,4"); "mgpu:bm,bn,bk,stages" (e.g. "mgpu:128,64,64,4");
+    "" is the default; "xla" no kernel."""
     if not text:
       return cls()
     if text == "xla":
       return cls(xla=True)
+    mgpu = text.startswith("mgpu:")
+    form, example = (("'mgpu:' and four integers bm,bn,bk,stages", "'mgpu:128,64,64,4'") if mgpu else
+                     ("five integers bm,bn,bk,warps,stages", "'128,128,64,8,3'"))
     try:
-      vals = [int(v) for v in text.split(",")]
-      if len(vals) != 5:
+      vals = [int(v) for v in text.removeprefix("mgpu:").split(",")]
+      if len(vals) != (4 if mgpu else 5):
         raise ValueError
-      tiles = cls(*vals)
+      tiles = cls(*vals[:3], 4, vals[3], backend="mgpu") if mgpu else cls(*vals)
     except ValueError:
-      raise ValueError(f"MLP kernel tiles {text!r} are not five integers bm,bn,bk,warps,stages "
-                       "(e.g. '128,128,64,8,3').") from None
+      raise ValueError(f"MLP kernel tiles {text!r} are not {form} (e.g. {example}).") from None
     if any(v < 1 or v & (v - 1) for v in vals[:3]) or any(v < 16 for v in vals[:3]):
       raise ValueError(f"MLP kernel tiles {text!r}: bm, bn and bk must be powers of two of at least 16.")
+    if mgpu and (tiles.bm < 64 or tiles.bn < 64 or tiles.bn > 256 or tiles.stages < 2):
+      raise ValueError(f"MLP kernel tiles {text!r}: the Mosaic GPU kernels need bm ≥ 64, 64 ≤ bn ≤ 256 (wgmma) and "
+                       "stages ≥ 2 (one step's tiles stay while the next step's wgmma runs).")
     return tiles
 
   @classmethod
@@ -87,18 +107,22 @@ UP_TILES = Tiles()
 DOWN_TILES = Tiles()
 
 
-def _fit(tile: int, dim: int) -> int | None:
-  """The largest power of two ≤ tile dividing dim, if it is at least 16 (Triton's smallest dot)."""
+def _fit(tile: int, dim: int, least: int = 16) -> int | None:
+  """The largest power of two ≤ tile dividing dim, if it is at least `least` (Triton's smallest dot: 16;
+  wgmma's rows and a 128-byte-swizzled bf16 tile: 64)."""
   t = tile
-  while t >= 16 and dim % t:
+  while t >= least and dim % t:
     t //= 2
-  return t if t >= 16 else None
+  return t if t >= least else None
 
 
-def _tiles_for(tiles: Tiles, n: int, d: int, f: int) -> Tiles | None:
+def _tiles_for(tiles: Tiles, n: int, d: int, f: int, dtype) -> Tiles | None:
   if tiles.xla:
     return tiles
-  bm, bn, bk = _fit(tiles.bm, n), _fit(tiles.bn, f), _fit(tiles.bk, d)
+  mgpu = tiles.backend == "mgpu"
+  if mgpu and jnp.dtype(dtype) not in (jnp.bfloat16, jnp.float16):
+    return None  # wgmma's 16-bit inputs (f32 would be tf32: not the reference's arithmetic)
+  bm, bn, bk = _fit(tiles.bm, n, 64 if mgpu else 16), _fit(tiles.bn, f, 64 if mgpu else 16), _fit(tiles.bk, d)
   if None in (bm, bn, bk):
     return None
   return dataclasses.replace(tiles, bm=bm, bn=bn, bk=bk)
@@ -106,6 +130,24 @@ def _tiles_for(tiles: Tiles, n: int, d: int, f: int) -> Tiles | None:
 
 def _gate(h0, h1, act):
   return ACTIVATIONS[act](h0) * h1
+
+
+def act_and_grad(name: str, x, grad: bool = True):
+  """(act(x), act'(x)) written out, or act(x) alone with grad=False — ACTIVATIONS' functions and their
+  derivatives in plain operations (tested against them and autodiff): the Mosaic GPU kernels' epilogues,
+  whose lowering has no rule for autodiff's add_any or for jax.nn.relu's custom_jvp."""
+  if name == "gelu":  # 0.5·x·(1 + tanh(u)), u = c·(x + 0.044715·x³)
+    c = (2 / jnp.pi) ** 0.5
+    t = jnp.tanh(c * (x + 0.044715 * (x * x * x)))
+    a = 0.5 * x * (1 + t)
+    return (a, 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * (x * x))) if grad else a
+  if name == "silu":  # x·σ(x)
+    sig = jax.nn.sigmoid(x)
+    return (x * sig, sig * (1 + x * (1 - sig))) if grad else x * sig
+  if name == "relu":  # jax.nn.relu's derivative is 0 at 0
+    pos = x > 0
+    return (jnp.where(pos, x, 0.0), jnp.where(pos, 1.0, 0.0)) if grad else jnp.where(pos, x, 0.0)
+  raise ValueError(f"activation {name!r} is not one of {sorted(ACTIVATIONS)}.")
 
 
 @functools.lru_cache(maxsize=None)
@@ -186,8 +228,122 @@ def _params(t: Tiles):
   return plgpu.CompilerParams(num_warps=t.warps, num_stages=t.stages)
 
 
+_EPI = 64  # the Mosaic GPU epilogue's column chunk (bn is a multiple of it)
+
+
+def _mgpu_transforms(cols: int, dtype):
+  """A [rows, cols] shared-memory tile's layout for TMA and wgmma: (8, swizzle width) tiles, swizzled."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  swizzle = plgpu.find_swizzle(cols * jnp.dtype(dtype).itemsize * 8)
+  return plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize)), plgpu.SwizzleTransform(swizzle)
+
+
+def _mgpu_kernel(body, out_type, t: Tiles, cols: int, n: int, interpret: bool):
+  """A Mosaic GPU kernel over blocks (column j of F fastest: consecutive blocks share x's row tile)."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  kw = {}
+  if interpret:
+    from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams  # pylint: disable=g-import-not-at-top
+    kw["interpret"] = InterpretGPUParams()
+  return plgpu.kernel(body, out_type=out_type, grid=(cols, n // t.bm), grid_names=("n", "m"), **kw)
+
+
+def _up_mgpu(x2, w, act: str, t: Tiles, interpret: bool):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  n, d = x2.shape
+  f = w.shape[1] // 2
+  cols, dt = f // t.bn, x2.dtype
+  tin, tout = _mgpu_transforms(t.bk, dt), _mgpu_transforms(t.bn, dt)
+
+  def gated_mlp_up_gemm(x_g, w_g, h_g, y_g):  # the name is the roofline's (PALLAS_GEMMS)
+    j, i = jax.lax.axis_index("n"), jax.lax.axis_index("m")
+    rows = pl.ds(i * t.bm, t.bm)
+
+    def accumulate(o_s, acc0, acc1):
+      def step(_, x_s, w0_s, w1_s):
+        plgpu.wgmma(acc0, x_s, w0_s)
+        plgpu.wgmma(acc1, x_s, w1_s)
+        plgpu.wgmma_wait(2)  # the previous step's two are done: its slots (released a step late) can refill
+      spec = lambda shape, index: plgpu.BlockSpec(shape, index, transforms=tin, delay_release=1)
+      plgpu.emit_pipeline(step, grid=(d // t.bk,), max_concurrent_steps=t.stages, in_specs=[
+          spec((t.bm, t.bk), lambda k: (i, k)), spec((t.bk, t.bn), lambda k: (k, j)),
+          spec((t.bk, t.bn), lambda k: (k, cols + j))])(x_g, w_g, w_g)
+      a0, a1 = acc0[...], acc1[...]
+      for c in range(0, t.bn, _EPI):  # 64 columns at a time: fewer fp32 temporaries live in registers
+        cs = pl.ds(c, _EPI)
+        h0, h1 = a0[:, c:c + _EPI].astype(dt), a1[:, c:c + _EPI].astype(dt)
+        o_s[0, :, cs] = h0
+        o_s[1, :, cs] = h1
+        o_s[2, :, cs] = (act_and_grad(act, h0.astype(jnp.float32), grad=False) * h1.astype(jnp.float32)).astype(dt)
+      plgpu.commit_smem()
+      plgpu.copy_smem_to_gmem(o_s.at[0], h_g.at[rows, pl.ds(j * t.bn, t.bn)])
+      plgpu.copy_smem_to_gmem(o_s.at[1], h_g.at[rows, pl.ds(f + j * t.bn, t.bn)])
+      plgpu.copy_smem_to_gmem(o_s.at[2], y_g.at[rows, pl.ds(j * t.bn, t.bn)])
+      plgpu.wait_smem_to_gmem(0)
+
+    # registers (the accumulators) and shared memory are scoped apart
+    pl.run_scoped(lambda o_s: pl.run_scoped(functools.partial(accumulate, o_s), plgpu.ACC((t.bm, t.bn), jnp.float32),
+                                            plgpu.ACC((t.bm, t.bn), jnp.float32)),
+                  plgpu.SMEM((3, t.bm, t.bn), dt, transforms=tout))
+
+  out = (jax.ShapeDtypeStruct((n, 2 * f), dt), jax.ShapeDtypeStruct((n, f), dt))
+  return _mgpu_kernel(gated_mlp_up_gemm, out, t, cols, n, interpret)(x2, w)
+
+
+def _down_bwd_mgpu(dy2, wo, h, act: str, t: Tiles, interpret: bool):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import mosaic_gpu as plgpu
+  n, d = dy2.shape
+  f = wo.shape[0]
+  parts = h.shape[1] // f  # 2 gated ([h0 | h1]), 1 dense
+  cols, dt = f // t.bn, dy2.dtype
+  tin, tout = _mgpu_transforms(t.bk, dt), _mgpu_transforms(t.bn, dt)
+
+  def mlp_dgrad_gemm(dy_g, wot_g, h_g, dh_g):
+    j, i = jax.lax.axis_index("n"), jax.lax.axis_index("m")
+    rows = pl.ds(i * t.bm, t.bm)
+    block = lambda s: pl.ds(s * f + j * t.bn, t.bn)
+
+    def accumulate(h_s, loaded, acc):
+      def step(_, dy_s, wot_s):
+        plgpu.wgmma(acc, dy_s, wot_s)
+        plgpu.wgmma_wait(1)  # the previous step's is done: its slots (released a step late) can refill
+      spec = lambda shape, index: plgpu.BlockSpec(shape, index, transforms=tin, delay_release=1)
+      plgpu.emit_pipeline(step, grid=(d // t.bk,), max_concurrent_steps=t.stages, in_specs=[
+          spec((t.bm, t.bk), lambda k: (i, k)), spec((t.bk, t.bn), lambda k: (k, j))])(dy_g, wot_g)
+      g = acc[...]
+      for s in range(parts):
+        plgpu.barrier_wait(loaded.at[s])
+      for c in range(0, t.bn, _EPI):  # 64 columns at a time (swizzled tiles load in the accumulator's layout)
+        cs, gc = pl.ds(c, _EPI), g[:, c:c + _EPI]
+        a, da = act_and_grad(act, h_s[0, :, cs].astype(jnp.float32))
+        if parts == 2:
+          h1 = h_s[1, :, cs].astype(jnp.float32)
+          h_s[0, :, cs] = (gc * h1 * da).astype(dt)
+          h_s[1, :, cs] = (gc * a).astype(dt)
+        else:
+          h_s[0, :, cs] = (gc * da).astype(dt)
+      plgpu.commit_smem()
+      for s in range(parts):
+        plgpu.copy_smem_to_gmem(h_s.at[s], dh_g.at[rows, block(s)])
+      plgpu.wait_smem_to_gmem(0)
+
+    def scope(h_s, loaded):
+      for s in range(parts):  # h's tiles arrive while the K loop runs
+        plgpu.copy_gmem_to_smem(h_g.at[rows, block(s)], h_s.at[s], loaded.at[s])
+      pl.run_scoped(functools.partial(accumulate, h_s, loaded), plgpu.ACC((t.bm, t.bn), jnp.float32))
+
+    pl.run_scoped(scope, plgpu.SMEM((parts, t.bm, t.bn), dt, transforms=tout), plgpu.Barrier(num_barriers=parts))
+
+  mlp_dgrad_gemm.__name__ = "gated_mlp_dgrad_gemm" if parts == 2 else "dense_mlp_dgrad_gemm"
+  return _mgpu_kernel(mlp_dgrad_gemm, jax.ShapeDtypeStruct(h.shape, dt), t, cols, n, interpret)(dy2, wo.T, h)
+
+
 def up(x2, w, act: str, t: Tiles, interpret: bool):
   """(h, y) = (x·w, act(h0)·h1) for x [N, D], w [D, 2F]: one kernel."""
+  if t.backend == "mgpu":
+    return _up_mgpu(x2, w, act, t, interpret)
   from jax.experimental import pallas as pl
   n, d = x2.shape
   f = w.shape[1] // 2
@@ -202,6 +358,8 @@ def up(x2, w, act: str, t: Tiles, interpret: bool):
 def down_bwd(dy2, wo, h, act: str, t: Tiles, interpret: bool):
   """dh from g = dy·woᵀ, for dy [N, D], wo [F, D]: gated, h = [h0 | h1] [N, 2F] and dh = [g·h1·act'(h0) |
   g·act(h0)]; dense, h [N, F] and dh = g·act'(h). One kernel."""
+  if t.backend == "mgpu":
+    return _down_bwd_mgpu(dy2, wo, h, act, t, interpret)
   from jax.experimental import pallas as pl
   n, d = dy2.shape
   f = wo.shape[0]
@@ -283,13 +441,14 @@ def mlp(x, w, wo, activation: str, gated: bool = True, impl: str = "xla", interp
   def kernel(interp):
     def fn(x, w, wo):  # shapes here are per device
       n = x.size // x.shape[-1]
-      ut = _tiles_for(up_tiles or UP_TILES, n, x.shape[-1], f)
-      dt = _tiles_for(down_tiles or DOWN_TILES, n, x.shape[-1], f)
+      ut = _tiles_for(up_tiles or UP_TILES, n, x.shape[-1], f, x.dtype)
+      dt = _tiles_for(down_tiles or DOWN_TILES, n, x.shape[-1], f, x.dtype)
       no_kernel = dt is not None and dt.xla and (ut.xla or not gated)  # dense: the backward is its only kernel
       if ut is None or dt is None or no_kernel or n * w.shape[1] > MAX_ELEMENTS:
         return ref(x, w, wo)
       return _mlp_pallas(x, w, wo, activation, ut, dt, interp)
     return fn
 
+  needs = sorted({t.backend for t in (up_tiles or UP_TILES, down_tiles or DOWN_TILES) if not t.xla}) or ["triton"]
   return pallas_dispatch.run(ref, kernel, (x, w, wo), impl=impl, interpret=interpret, row_spec=row_spec,
-                             row_args=(True, False, False), name="fused MLP")
+                             row_args=(True, False, False), name="fused MLP", needs=needs)

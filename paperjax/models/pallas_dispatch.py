@@ -11,7 +11,8 @@ shard_map's transpose). A row must be whole on a device: with the feature axis s
 the reference and "pallas" refuses.
 
 The kernels are written for Pallas's Triton backend, which JAX 0.11 marks deprecated (still present
-in 0.12): on a JAX without it "auto" takes the reference and "pallas" refuses in a sentence.
+in 0.12), and the MLP's also for its Mosaic GPU backend (`needs`): on a JAX without the backend a
+kernel needs, "auto" takes the reference and "pallas" refuses in a sentence.
 """
 
 from __future__ import annotations
@@ -43,21 +44,38 @@ def has_triton() -> bool:
   return True
 
 
+@functools.cache
+def has_mosaic_gpu() -> bool:
+  """Whether this JAX has Pallas's Mosaic GPU backend with its CPU interpreter (jax ≥ 0.10)."""
+  try:
+    from jax.experimental.pallas import mosaic_gpu  # pylint: disable=g-import-not-at-top,unused-import
+    from jax._src.pallas.mosaic_gpu.interpret import params  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+BACKENDS = {"triton": ("Pallas's Triton backend", lambda: has_triton()),
+            "mgpu": ("Pallas's Mosaic GPU backend", lambda: has_mosaic_gpu())}
+
+
 def run(reference: Callable, kernel: Callable[[bool], Callable], args: Sequence, *, impl: str,
         interpret: bool | None = None, row_spec=None, row_args: Sequence[bool] = (), outs: int | None = None,
-        name: str = "op"):
+        name: str = "op", needs: Sequence[str] = ("triton",)):
   """reference(*args) or kernel(interpret)(*args) as `impl` says. `row_args[i]`: whether args[i] is
-  row-sized (sharded by `row_spec`); `outs`: None for one row-sized result, k for a tuple of k."""
+  row-sized (sharded by `row_spec`); `outs`: None for one row-sized result, k for a tuple of k; `needs`:
+  the Pallas backends (BACKENDS) the kernel is written for."""
   if impl not in IMPLS:
     raise ValueError(f"{name} impl {impl!r} is not one of {IMPLS}.")
   mesh = jax.sharding.get_abstract_mesh()
   rows = next(a for a, r in zip(args, row_args) if r) if any(row_args) else args[0]
   sharded = row_spec is not None and not mesh.empty and mesh.size > 1
   feature_sharded = sharded and len(row_spec) == rows.ndim and row_spec[-1] is not None
-  if impl == "auto" and (feature_sharded or not has_triton()):
+  missing = [BACKENDS[b][0] for b in needs if not BACKENDS[b][1]()]
+  if impl == "auto" and (feature_sharded or missing):
     impl = "xla"  # tensor parallelism: rows are not whole on a device; or no kernels in this JAX
-  if impl == "pallas" and not has_triton():
-    raise ValueError(f"{name} with impl='pallas' needs Pallas's Triton backend, which JAX {jax.__version__} does "
+  if impl == "pallas" and missing:
+    raise ValueError(f"{name} with impl='pallas' needs {' and '.join(missing)}, which JAX {jax.__version__} does "
                      "not have; use impl='auto' or 'xla' (the same function through XLA).")
   if impl == "xla":
     return reference(*args)

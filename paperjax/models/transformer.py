@@ -111,7 +111,8 @@ class TransformerConfig:
   # up-projection's kernel and its gradient in the down-projection's dgrad kernel; dense, act'(h) in that
   # dgrad kernel; "auto", those kernels in programs compiled for a GPU, "xla" elsewhere. The same function
   # and parameters (with dropout active in training, "xla"). `mlp_tiles`: the kernels' tiles,
-  # "bm,bn,bk,warps,stages" for both or "up|down" (fused_mlp.Tiles; "" its defaults).
+  # "bm,bn,bk,warps,stages" (Triton) or "mgpu:bm,bn,bk,stages" (Mosaic GPU, Hopper) for both, or "up|down"
+  # (fused_mlp.Tiles; "" its defaults).
   mlp_impl: str = "xla"
   mlp_tiles: str = ""
 
