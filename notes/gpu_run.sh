@@ -46,8 +46,10 @@ TB="$T --batch=256 --attention=cudnn --padding_lengths --loss_chunk=8192 --xla_f
 # --check_mlp's tile settings of models/fused_mlp.py's kernels ("bm,bn,bk,warps,stages", "up|down"): the
 # default first (the step rows' kernels), then Triton's other usual Hopper bf16 tiles, then each kernel alone
 CHECK_B=256; CHECK_B_G=32   # --check_mlp's rows: the step's (T5's encoder: 131072; GPT-2: 32768)
-# then (last: a kernel that faults cannot spoil the others' figures) the Mosaic GPU kernels, two settings
-MLP_TILES="128,128,64,8,3;128,64,64,4,4;128,128,64,8,4|256,128,64,8,3;64,128,64,4,4|128,256,64,8,3;128,128,32,8,4;xla|128,128,64,8,3;128,128,64,8,3|xla;mgpu:128,64,64,4|mgpu:128,128,64,4;mgpu:64,128,64,4|mgpu:64,256,64,4"
+# then (last: a kernel that faults cannot spoil the others' figures) the Mosaic GPU kernels, three settings
+# (the second small enough in shared memory, 112 and 104 KiB, for two blocks an SM: one's epilogue under
+# the other's K loop, which at K = 768 is only ~12 steps)
+MLP_TILES="128,128,64,8,3;128,64,64,4,4;128,128,64,8,4|256,128,64,8,3;64,128,64,4,4|128,256,64,8,3;128,128,32,8,4;xla|128,128,64,8,3;128,128,64,8,3|xla;mgpu:128,64,64,4|mgpu:128,128,64,4;mgpu:128,64,64,2|mgpu:128,64,64,3;mgpu:64,128,64,4|mgpu:64,256,64,4"
 if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XLA attention, 2 steps
   G="--shape=tiny --batch=8"; GG="$G"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"

@@ -449,6 +449,7 @@ def mlp(x, w, wo, activation: str, gated: bool = True, impl: str = "xla", interp
       return _mlp_pallas(x, w, wo, activation, ut, dt, interp)
     return fn
 
-  needs = sorted({t.backend for t in (up_tiles or UP_TILES, down_tiles or DOWN_TILES) if not t.xla}) or ["triton"]
+  used = [down_tiles or DOWN_TILES] + ([up_tiles or UP_TILES] if gated else [])  # dense: the backward kernel only
+  needs = sorted({t.backend for t in used if not t.xla}) or ["triton"]
   return pallas_dispatch.run(ref, kernel, (x, w, wo), impl=impl, interpret=interpret, row_spec=row_spec,
                              row_args=(True, False, False), name="fused MLP", needs=needs)
