@@ -144,6 +144,9 @@ fi
 #  A second, short call (≥ 240 s of budget left), e.g. the packed comparison with longer windows:
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
+#  or the `_mlp` rows with the tile setting `check_mlp_t5` found fastest (a later --mlp_tiles wins), e.g.
+#    ROWS="t5_b256_packed_rows32_mlp gpt2_gelu_mlp 1b_b16_fusednorm_mlp" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
+#    COMPILE_TIMEOUT=100 ARGS_EXTRA="--mlp_tiles=mgpu:128,64,64,2|mgpu:128,64,64,3" bash notes/gpu_run.sh
 VARIANTS=(
   "check_mlp_t5|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "t5_b256_packed_rows32_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32 --mlp_impl=auto"
