@@ -381,6 +381,28 @@ def test_mgpu_mlp_and_its_gradients_match_the_triton_path():
   assert "mpmd_map" not in text and "pallas_call" not in text
 
 
+def test_model_with_mgpu_tiles_is_the_triton_kernels_function():
+  """A bf16 decoder with `mlp_tiles="mgpu:…"`: its loss and every gradient as with the Triton kernels (the
+  loss within bf16 rounding of XLA's path; the kernels against XLA's gradients: the float32 model test
+  above), one Mosaic GPU kernel per MLP and way traced. (Not rematerialised: the CPU interpreter's
+  callbacks are effects remat cannot replay; compiled for a GPU, scanned remat layers lower — perf.md.)"""
+  batch = {"tokens": np.arange(128).reshape(2, 64) % 50 + 2}
+  res, texts = {}, {}
+  for impl, tiles in (("xla", ""), ("pallas", "32,32,32,4,2"), ("pallas", "mgpu:64,64,64,2")):
+    m = Transformer(TransformerConfig(vocab_size=64, d_model=64, num_heads=2, head_dim=32, d_ff=128, num_layers=2,
+                                      kind="decoder", mlp_impl=impl, mlp_tiles=tiles, dtype=jnp.bfloat16))
+    p = m.init(jax.random.PRNGKey(0), batch)["params"]
+    f = jax.value_and_grad(lambda p: m.apply({"params": p}, batch).astype(jnp.float32).mean())
+    texts[tiles], res[tiles] = str(jax.make_jaxpr(f)(p)), jax.jit(f)(p)
+  assert texts["mgpu:64,64,64,2"].count("mpmd_map") == 2 * 2 * 2  # 2 layers × (up, dgrad) × (call, its VJP's trace)
+  assert "mpmd_map" not in texts["32,32,32,4,2"] and "mpmd_map" not in texts[""]
+  (l_m, g_m), (l_t, g_t), (l_x, _) = res["mgpu:64,64,64,2"], res["32,32,32,4,2"], res[""]
+  np.testing.assert_allclose(l_m, l_t, rtol=1e-6)
+  np.testing.assert_allclose(l_m, l_x, rtol=1e-3)
+  for a, b in zip(jax.tree.leaves(g_m), jax.tree.leaves(g_t)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=2 ** -8 * float(jnp.abs(b).max()))
+
+
 def test_mgpu_tiles_need_only_the_mosaic_gpu_backend(monkeypatch):
   """Without Pallas's Triton backend, Mosaic GPU tiles still run their kernels; without Mosaic GPU they
   refuse in one sentence ("pallas") or take the reference ("auto")."""
