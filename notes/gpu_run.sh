@@ -46,14 +46,16 @@ TB="$T --batch=256 --attention=cudnn --padding_lengths --loss_chunk=8192 --xla_f
 # --check_mlp's tile settings of models/fused_mlp.py's kernels ("bm,bn,bk,warps,stages", "up|down"): the
 # default first (the step rows' kernels), then Triton's other usual Hopper bf16 tiles, then each kernel alone
 CHECK_B=256; CHECK_B_G=32   # --check_mlp's rows: the step's (T5's encoder: 131072; GPT-2: 32768)
-# then (last: a kernel that faults cannot spoil the others' figures) the Mosaic GPU kernels, three settings
-# (the second small enough in shared memory, 112 and 104 KiB, for two blocks an SM: one's epilogue under
-# the other's K loop, which at K = 768 is only ~12 steps)
-MLP_TILES="128,128,64,8,3;128,64,64,4,4;128,128,64,8,4|256,128,64,8,3;64,128,64,4,4|128,256,64,8,3;128,128,32,8,4;xla|128,128,64,8,3;128,128,64,8,3|xla;mgpu:128,64,64,4|mgpu:128,128,64,4;mgpu:128,64,64,2|mgpu:128,64,64,3;mgpu:64,128,64,4|mgpu:64,256,64,4"
+MLP_TILES="128,128,64,8,3;128,64,64,4,4;128,128,64,8,4|256,128,64,8,3;64,128,64,4,4|128,256,64,8,3;128,128,32,8,4;xla|128,128,64,8,3;128,128,64,8,3|xla"
+# The same kernels for Pallas's Mosaic GPU backend, in a row (a process) of their own so that a kernel that
+# faults on the card cannot take the Triton row's figures with it: three settings (the second small enough
+# in shared memory, 112 and 104 KiB, for two blocks an SM: one's epilogue under the other's K loop, which
+# at K = 768 is only 12 steps)
+MLP_TILES_MGPU="mgpu:128,64,64,4|mgpu:128,128,64,4;mgpu:128,64,64,2|mgpu:128,64,64,3;mgpu:64,128,64,4|mgpu:64,256,64,4"
 if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XLA attention, 2 steps
   G="--shape=tiny --batch=8"; GG="$G"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"
-  MLP_TILES="16,16,16,4,2;32,32,16,4,2;mgpu:64,64,64,2"; CHECK_B=2; CHECK_B_G=2
+  MLP_TILES="16,16,16,4,2;32,32,16,4,2"; MLP_TILES_MGPU="mgpu:64,64,64,2"; CHECK_B=2; CHECK_B_G=2
 fi
 # tag|arguments, in the order phase 2 runs them (most important first). Eighth run's plan, as revised
 # on 2026-11-28 (fourth session without a device; notes/perf.md, its last section): the MLP's element-wise
@@ -78,9 +80,10 @@ fi
 #  now runs the kernels too (the whole model with cuDNN, packed rows and our MLP against XLA's attention and
 #  MLP one example per row: EQUAL). If `check_mlp_*` finds a faster tile setting than the default, a short
 #  second call reruns the `_mlp` rows with `--mlp_tiles=<it>`; if it says ABOVE, the `_mlp` rows mean nothing.
-#  Added 2026-11-29 (sixth session without a device): `check_mlp_*` also times the same two kernels written
-#  for Pallas's Mosaic GPU backend (wgmma fed by TMA; `mgpu:` tiles, models/fused_mlp.py), last in its list;
-#  a setting that fails to build or run there is printed FAILED and the others stand. Predicted: within
+#  Added 2026-11-29 (sixth session without a device): `check_mlp_t5_mgpu`, the second row, times the same
+#  two kernels written for Pallas's Mosaic GPU backend (wgmma fed by TMA; `mgpu:` tiles, models/fused_mlp.py)
+#  in a process of its own; a setting that fails to build or run is printed FAILED and the others stand
+#  (a fault that kills the process loses only that row). Predicted: within
 #  XLA's bf16 error; 60–85% of cuBLAS's rate (one warpgroup a block, no warp specialisation, no persistent
 #  grid) — about Triton's, so the check, not this guess, says which backend the `_mlp` rows should take.
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
@@ -149,6 +152,7 @@ fi
 #    COMPILE_TIMEOUT=100 ARGS_EXTRA="--mlp_tiles=mgpu:128,64,64,2|mgpu:128,64,64,3" bash notes/gpu_run.sh
 VARIANTS=(
   "check_mlp_t5|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
+  "check_mlp_t5_mgpu|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_MGPU"
   "t5_b256_packed_rows32_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32 --mlp_impl=auto"
   "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32"
   "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto"
