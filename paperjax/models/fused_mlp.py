@@ -241,10 +241,7 @@ def _mgpu_transforms(cols: int, dtype):
 def _mgpu_kernel(body, out_type, t: Tiles, cols: int, n: int, interpret: bool):
   """A Mosaic GPU kernel over blocks (column j of F fastest: consecutive blocks share x's row tile)."""
   from jax.experimental.pallas import mosaic_gpu as plgpu
-  kw = {}
-  if interpret:
-    from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams  # pylint: disable=g-import-not-at-top
-    kw["interpret"] = InterpretGPUParams()
+  kw = {"interpret": pallas_dispatch.mosaic_gpu_interpret_params()} if interpret else {}
   return plgpu.kernel(body, out_type=out_type, grid=(cols, n // t.bm), grid_names=("n", "m"), **kw)
 
 

@@ -44,12 +44,21 @@ def has_triton() -> bool:
   return True
 
 
+def mosaic_gpu_interpret_params():
+  """Pallas's Mosaic GPU interpreter's parameters (`interpret=` of `plgpu.kernel`): public from jax 0.11,
+  under jax._src in 0.10."""
+  from jax.experimental.pallas import mosaic_gpu as plgpu  # pylint: disable=g-import-not-at-top
+  cls = getattr(plgpu, "InterpretGPUParams", None)
+  if cls is None:
+    from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams as cls  # pylint: disable=g-import-not-at-top
+  return cls()
+
+
 @functools.cache
 def has_mosaic_gpu() -> bool:
   """Whether this JAX has Pallas's Mosaic GPU backend with its CPU interpreter (jax ≥ 0.10)."""
   try:
-    from jax.experimental.pallas import mosaic_gpu  # pylint: disable=g-import-not-at-top,unused-import
-    from jax._src.pallas.mosaic_gpu.interpret import params  # pylint: disable=g-import-not-at-top,unused-import
+    mosaic_gpu_interpret_params()
   except ImportError:
     return False
   return True
