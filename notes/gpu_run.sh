@@ -80,6 +80,24 @@ fi
 #  now runs the kernels too (the whole model with cuDNN, packed rows and our MLP against XLA's attention and
 #  MLP one example per row: EQUAL). If `check_mlp_*` finds a faster tile setting than the default, a short
 #  second call reruns the `_mlp` rows with `--mlp_tiles=<it>`; if it says ABOVE, the `_mlp` rows mean nothing.
+#  Revised 2026-11-29 (seventh session without a device; notes/perf.md, last section): the roofline had
+#  missed the GEMMs XLA puts inside its dynamic-slice fusions (the fused cross-entropy's logits and dW GEMMs,
+#  read straight from the chunk loop's stacked input): every floor was low (GPT-2 by 4.0 ms, the 1B by 14.5,
+#  T5 by 2.5). Corrected H100 rooflines xla → auto, and each row predicted as its roofline × run 7's ratio of
+#  measured to corrected roofline for its kind (GPT-2 1.088, the 1B 1.037, padded T5 0.990, packed T5 1.042):
+#      row                              H100 roofline xla → auto   predicted H100 (auto)        H200 roofline (auto)
+#      t5_b256_packed_rows32[_mlp]          260.27 → 241.85        ~239–252 ms, 44.9–47.3%        225.82
+#      gpt2_gelu[_mlp]                       56.48 → 54.04         ~61.5 → ~58.8 ms, 46.1 → 48.2%   50.84
+#      gpt2_gelu_mlp_nomerge (NEW)                   52.41         ~57.0 ms, ~49.6%                 49.70
+#      1b_b16_fusednorm_mlp                 413.71 → 393.71        ~408 ms, ~63.3%                 381.33
+#      t5_b256_grouped_mlp (padded)         249.26 → 230.84        ~228.5 ms, ~49.6%               215.53
+#      gpt2_fusednorm[_mlp] (gated)          59.39 → 55.60         64.61 (run 7) → ~60.5, ~46.8%    51.47
+#  NEW main row `gpt2_gelu_mlp_nomerge` (and extra `t5_b256_packed_rows32_mlp_nomerge`, roofline 240.77):
+#  the `tuned_nomerge` flag set turns XLA's dot merger off; with learned positions it made q/k/v one GEMM
+#  and then copied each out for cuDNN (33 copies, 1.6 ms of GPT-2's floor). The question for the card: do
+#  the three narrower GEMMs cost less than the copies? Predicted −1.5 ms against `gpt2_gelu_mlp`, same machine.
+#  GPT-2's 55% (51.5 ms) is under its own corrected floor on an H100 (54.04 ms with the kernels, 52.41 without
+#  the merger): out of reach at the card's measured GEMM and attention rates.
 #  Added 2026-11-29 (sixth session without a device): `check_mlp_t5_mgpu`, the second row, times the same
 #  two kernels written for Pallas's Mosaic GPU backend (wgmma fed by TMA; `mgpu:` tiles, models/fused_mlp.py)
 #  in a process of its own; a setting that fails to build or run is printed FAILED and the others stand
@@ -158,10 +176,12 @@ VARIANTS=(
   "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
 )
 EXTRA=(
   "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
+  "t5_b256_packed_rows32_mlp_nomerge|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --xla_flags=tuned_nomerge"
   "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "gpt2_fusednorm_mlp|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"

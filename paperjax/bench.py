@@ -405,7 +405,7 @@ def target(args) -> dict:
       xla_flags_str=used_flags, compile_s=round(compile_s, 2), init_compile_s=round(init_compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=sum(lengths.values()) * batch_size, compiled_mem_gb=_memory_analysis(compiled),
-      roofline=summ, roofline_ms=summ["total_ms"],
+      roofline=summ, roofline_ms=summ["total_ms"], roofline_flops=summ["flops"],
       roofline_mfu_full=flops["full"] * batch_size / step_s / peak,
       roofline_mfu_causal=flops["causal"] * batch_size / step_s / peak, peak_flops=peak,
       packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments, packed_rows=cfg.packed_rows, mlp=_mlp_label(cfg), positions=cfg.positions)
@@ -433,6 +433,12 @@ def _report_target(r: dict) -> None:
     print(f"  not in this floor: the padded layout skips each row's padding (the floor counts every call's "
           f"attention in full: the first over all {r['batch']} rows, each later segment's over "
           f"{r['packed_rows']} rows; models/transformer.py MixedLayout)")
+  # The floor prices the FLOPs it finds in the program's kernels; a GEMM it failed to recognise would
+  # make it optimistic, so it says how they compare with the model's count (more is recompute: remat).
+  ratio = r["roofline_flops"] / r["flops_per_step_causal"]
+  print(f"  FLOPs in the program's kernels: {r['roofline_flops'] / 1e12:.2f} TFLOP, {ratio:.3f}× the model's "
+        "(causal) count" + ("  !! fewer than the model does: a kernel this floor does not price "
+                            "(paperjax/roofline.py)" if ratio < 0.97 else ""))
   print(f"  {'category':14s} {'ms':>8s} {'GB':>8s} {'TFLOP':>7s} {'kernels':>8s}")
   for name, c in r["roofline"]["categories"].items():
     print(f"  {name:14s} {c['ms']:8.2f} {c['gb']:8.2f} {c['tflop']:7.2f} {c['count']:8d}")

@@ -277,6 +277,16 @@ def _dot_flops(out_shape: str, lhs_shape: str, contracting: list[int]) -> float:
   return 2.0 * math.prod(out[0]) * k
 
 
+def _without_workspace(results: list) -> list:
+  """A library call's (dtype, dims) results less its trailing s8/u8 workspace (scratch, not traffic)."""
+  return results[:-1] if len(results) > 1 and results[-1][0] in ("s8", "u8") else results
+
+
+def _is_library_gemm(attrs: str) -> bool:
+  m = re.search(r'custom_call_target="([^"]*)"', attrs)
+  return bool(m) and ("matmul" in m.group(1) or "gemm" in m.group(1))
+
+
 def _elements(shape: str) -> int:
   return sum(math.prod(d) for d in shape_dims(shape))
 
@@ -330,16 +340,29 @@ class _Module:
     root = next((b for b in body if b.root), None)
     if root is not None and root.opcode == "dynamic-update-slice":
       written = shape_bytes(self.shapes.get(root.operands[1], "")) if len(root.operands) > 1 else 0.0
+    elif root is not None and root.opcode == "custom-call":  # a library call's workspace is scratch, not traffic
+      written = sum(shape_bytes(f"{d}[{dims}]") for d, dims in _without_workspace(_SHAPE.findall(ins.shape)))
     else:
       written = shape_bytes(ins.shape)
     return read + written
+
+  def library_gemm_flops(self, ins: Instr) -> float:
+    """FLOPs of a cuBLAS custom call: 2·|out|·K, K from its dot dimension numbers."""
+    dn = _backend_config(ins.attrs).get("gemm_backend_config", {}).get("dot_dimension_numbers", {})
+    contracting = [int(x) for x in dn.get("lhs_contracting_dimensions", [])]
+    out = _SHAPE.findall(ins.shape)
+    lhs = self.shapes.get(ins.operands[0], "") if ins.operands else ""
+    return _dot_flops(f"{out[0][0]}[{out[0][1]}]", lhs, contracting) if out and lhs else 0.0
 
   def fusion_category(self, ins: Instr) -> tuple[str, float]:
     body = self.comps.get(_attr(ins.attrs, "calls") or "", [])
     cfg = _backend_config(ins.attrs).get("fusion_backend_config", {})
     dots = [b for b in body if b.opcode in ("dot", "convolution")]
-    if dots or "gemm" in cfg.get("kind", "") or "cudnn" in cfg.get("kind", ""):
-      flops = 0.0
+    # A cuBLAS call inside a fusion: XLA's dynamic-slice fusion (a GEMM reading its operand straight
+    # from a scan's stacked input, e.g. the fused cross-entropy's chunks) is the GEMM, not a copy.
+    calls = [b for b in body if b.opcode == "custom-call" and _is_library_gemm(b.attrs)]
+    if dots or calls or "gemm" in cfg.get("kind", "") or "cudnn" in cfg.get("kind", ""):
+      flops = sum(map(self.library_gemm_flops, calls))
       for d in dots:
         m = re.search(r"lhs_contracting_dims=\{([0-9,]*)\}", d.attrs)
         contracting = [int(x) for x in m.group(1).split(",") if x] if m else []
@@ -383,17 +406,12 @@ class _Module:
         m = re.search(r'custom_call_target="([^"]*)"', attrs)
         target = m.group(1) if m else ""
         operand_shapes = [self.shapes.get(o, "") for o in ins.operands]
-        results = _SHAPE.findall(ins.shape)
-        if len(results) > 1 and results[-1][0] in ("s8", "u8"):  # the library's workspace: scratch, not traffic
-          results = results[:-1]
+        results = _without_workspace(_SHAPE.findall(ins.shape))
         result_shapes = [f"{d}[{dims}]" for d, dims in results]
         nbytes = sum(map(shape_bytes, operand_shapes)) + sum(map(shape_bytes, result_shapes))
         cfg = _backend_config(attrs)
-        if "matmul" in target or "gemm" in target:
-          category = "gemm"
-          dn = cfg.get("gemm_backend_config", {}).get("dot_dimension_numbers", {})
-          contracting = [int(x) for x in dn.get("lhs_contracting_dimensions", [])]
-          flops = _dot_flops(result_shapes[0], operand_shapes[0], contracting) if operand_shapes else 0.0
+        if _is_library_gemm(attrs):
+          category, flops = "gemm", self.library_gemm_flops(ins)
         elif "fmha" in target:  # cuDNN flash attention; q, k (, v, ...) as [B, T, H, K]
           backward = "Backward" in target
           category = "attention_bwd" if backward else "attention_fwd"
@@ -473,6 +491,7 @@ def summary(ks: list[Kernel], top: int = 15) -> dict:
   r3 = lambda d: {n: round(v, 3) if isinstance(v, float) else v for n, v in d.items()}
   return {
       "total_ms": round(sum(c["ms"] for c in cats.values()), 3),
+      "flops": sum(k.flops * k.count for k in ks),  # every priced FLOP (the model's count, or more under remat)
       "categories": {n: r3(c) for n, c in sorted(cats.items(), key=lambda kv: -kv[1]["ms"])},
       "phases": {n: r3(c) for n, c in phases.items()},
       "top": [dict(category=cat, op=op, result=res, **r3(g))

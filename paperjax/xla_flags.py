@@ -24,6 +24,15 @@ Sets (measured on one H100 in notes/perf.md; pick with `paperjax.bench --xla_fla
                                                that GPT-2's profile shows (notes/perf.md); unmeasured
                                                until the fifth H100 run;
                 --xla_gpu_enable_latency_hiding_scheduler=true   as in `tuned`.
+  tuned_nomerge   `tuned` and --xla_gpu_dot_merger_threshold_mb=0: XLA's dot merger off. It merges
+                                               GEMMs that share an operand (q, k and v of one layer) into
+                                               one wider GEMM and slices the result; cuDNN attention wants
+                                               each of q, k, v contiguous, so without rotary positions to
+                                               absorb the slices every layer copies them out (GPT-2 with
+                                               learned positions: 33 copies, 1.6 ms of the H100 floor,
+                                               notes/perf.md 2026-11-29). Off, the three GEMMs read x
+                                               three times and write q, k, v in place. A set of its own
+                                               until a card says what the narrower GEMMs cost.
   tuned_ops   `tuned` with XLA's command buffers (CUDA graphs) off: for profiles only. Inside a
                                                command buffer the profiler names no HLO op per kernel (run 5's
                                                profiles: "command_buffer_N"), so GEMMs cannot be told apart
@@ -43,6 +52,12 @@ FLAG_SETS: dict[str, tuple[str, ...]] = {
         "--xla_gpu_enable_triton_gemm=false",
         "--xla_gpu_enable_latency_hiding_scheduler=true",
         "--xla_gpu_enable_while_loop_double_buffering=true",
+    ),
+    "tuned_nomerge": (
+        "--xla_gpu_enable_triton_gemm=false",
+        "--xla_gpu_enable_latency_hiding_scheduler=true",
+        "--xla_gpu_enable_while_loop_double_buffering=true",
+        "--xla_gpu_dot_merger_threshold_mb=0",
     ),
     "tuned_ops": (
         "--xla_gpu_enable_triton_gemm=false",

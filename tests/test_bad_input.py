@@ -40,7 +40,7 @@ CATALOGUE = [
     ("unwritable-workdir", ["--workdir=/proc/paperjax-run"], {}, "Cannot create the workdir '/proc/paperjax-run'"),
     ("other-model-shape", ["--config.model.d_model=48"], {}, "different config"),
     ("half-multiprocess", ["--num_processes=2"], {}, "needs all of --coordinator_address"),
-    ("unknown-xla-flag-set", ["--xla_flags=fast"], {}, "Unknown XLA flag set 'fast'; use one of ['gemm_fusion', 'none', 'tuned', 'tuned_ops']"),
+    ("unknown-xla-flag-set", ["--xla_flags=fast"], {}, "Unknown XLA flag set 'fast'; use one of ['gemm_fusion', 'none', 'tuned', 'tuned_nomerge', 'tuned_ops']"),
 ]
 
 

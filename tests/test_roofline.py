@@ -73,6 +73,46 @@ def test_our_pallas_gemms_are_priced_as_gemms_by_their_name():
   assert by["up"].bytes == 2 * (4096 * 256 + 256 * 1024 + 4096 * 1024 + 4096 * 512)  # operands read, results written
 
 
+def test_a_cublas_gemm_inside_a_dynamic_slice_fusion_is_a_gemm():
+  """XLA's dynamic-slice fusion: a cuBLAS call reading its operand straight from a scan's stacked input
+  (the fused cross-entropy's chunk loop: logits = h_c·Wᵀ, then dW += dlogitsᵀ·h_c in place). Each is
+  the GEMM it wraps: 2·|out|·K FLOPs, h read by its slice, the workspace not traffic. The lines are
+  XLA's own (GPT-2's H100 program, deviceless), shapes shrunk and attributes cut. Until 2026-11-29 the
+  roofline took these for element-wise fusions: GPT-2's floor was 4 ms short, the 1B's 14 ms."""
+  gemm = ('custom_call_target="__cublas$lt$matmul", {alias}backend_config={{"gemm_backend_config":{{"alpha_real":1,'
+          '"beta":{beta},"dot_dimension_numbers":{{"lhs_contracting_dimensions":["{c}"],"rhs_contracting_dimensions":'
+          '["{c}"],"lhs_batch_dimensions":[],"rhs_batch_dimensions":[]}}}}}}')
+  custom = (', kind=kCustom, calls=%{calls}, backend_config={{"fusion_backend_config":{{"kind":"__custom_fusion",'
+            '"custom_fusion_config":{{"name":"dynamic_slice_fusion","kernel_index":0}}}}}}')
+  text = "\n".join([
+      "HloModule m", "",
+      "%dynamic-slice-fusion (p0: bf16[4,64,32], p1: s32[], p2: bf16[100,32]) -> (bf16[64,100], s8[1024]) {",
+      "  %p0 = bf16[4,64,32]{2,1,0} parameter(0)", "  %p1 = s32[] parameter(1)", "  %c = s32[] constant(0)",
+      "  %ds = bf16[1,64,32]{2,1,0} dynamic-slice(%p0, %p1, %c, %c), dynamic_slice_sizes={1,64,32}",
+      "  %b = bf16[64,32]{1,0} bitcast(%ds)", "  %p2 = bf16[100,32]{1,0} parameter(2)",
+      "  ROOT %cc = (bf16[64,100]{1,0}, s8[1024]{0}) custom-call(%b, %p2), " + gemm.format(alias="", beta=0, c=1),
+      "}", "",
+      "%dynamic-slice-fusion.1 (p0.1: bf16[4,64,32], p1.1: s32[], p2.1: bf16[64,100], p3: f32[100,32]) -> (f32[100,32], s8[1024]) {",
+      "  %p2.1 = bf16[64,100]{1,0} parameter(2)", "  %p0.1 = bf16[4,64,32]{2,1,0} parameter(0)",
+      "  %p1.1 = s32[] parameter(1)", "  %c.1 = s32[] constant(0)",
+      "  %ds.1 = bf16[1,64,32]{2,1,0} dynamic-slice(%p0.1, %p1.1, %c.1, %c.1), dynamic_slice_sizes={1,64,32}",
+      "  %b.1 = bf16[64,32]{1,0} bitcast(%ds.1)", "  %p3 = f32[100,32]{1,0} parameter(3)",
+      "  ROOT %cc.1 = (f32[100,32]{1,0}, s8[1024]{0}) custom-call(%p2.1, %b.1, %p3), "
+      + gemm.format(alias="output_to_operand_aliasing={{0}: (2, {})}, ", beta=1, c=0),
+      "}", "",
+      "ENTRY %main (h: bf16[4,64,32], i: s32[], w: bf16[100,32], d: bf16[64,100], a: f32[100,32]) -> f32[100,32] {",
+      "  %h = bf16[4,64,32]{2,1,0} parameter(0)", "  %i = s32[] parameter(1)", "  %w = bf16[100,32]{1,0} parameter(2)",
+      "  %d = bf16[64,100]{1,0} parameter(3)", "  %a = f32[100,32]{1,0} parameter(4)",
+      "  %logits = (bf16[64,100]{1,0}, s8[1024]{0}) fusion(%h, %i, %w)" + custom.format(calls="dynamic-slice-fusion"),
+      "  %dw = (f32[100,32]{1,0}, s8[1024]{0}) fusion(%h, %i, %d, %a)" + custom.format(calls="dynamic-slice-fusion.1"),
+      "  ROOT %r = f32[100,32]{1,0} get-tuple-element(%dw), index=0", "}"])
+  by = _by_name(roofline.kernels(text))
+  assert (by["logits"].category, by["logits"].flops) == ("gemm", 2.0 * 64 * 100 * 32)
+  assert by["logits"].bytes == 2 * (64 * 32 + 100 * 32) + 4 + 2 * 64 * 100  # h's chunk, W, the index; logits
+  assert (by["dw"].category, by["dw"].flops) == ("gemm", 2.0 * 100 * 32 * 64)  # K = the chunk's 64 rows
+  assert by["dw"].bytes == 2 * 64 * 32 + 4 + 2 * 64 * 100 + 2 * 4 * 100 * 32  # + the f32 sum, read and written
+
+
 def test_cpu_program_dot_and_slice_by_hand():
   f = lambda a, b, t: (jnp.tanh(a @ b) + 1.0, jax.lax.dynamic_slice_in_dim(t, 3, 2).sum())
   text = jax.jit(f).lower(jnp.ones((64, 32)), jnp.ones((32, 16)), jnp.ones((100, 50))).compile().as_text()
@@ -164,3 +204,36 @@ def test_bench_target_compiles_for_a_gpu_without_one(tmp_path, card):
   # the matmul and attention FLOPs the roofline finds in the program are the model's own count
   found = sum(k.flops * k.count for k in roofline.kernels(hlo.read_text()))
   assert found == pytest.approx(r["flops_per_step_causal"], rel=0.05)
+  assert r["roofline_flops"] == pytest.approx(found, rel=1e-6)
+
+
+def test_bench_says_when_its_floor_finds_fewer_flops_than_the_model_does(capsys):
+  """The deviceless report compares the FLOPs its floor priced with the model's count, and says so
+  in one line when kernels are missing (a GEMM it cannot read makes the floor optimistic)."""
+  summ = roofline.summary([roofline.Kernel("g", "gemm", 1e9, 9e12, "bf16[8,8]", time_s=1e-2)])
+  r = dict(tag="", shape="s", batch=1, device="H100 SXM", compile_s=1.0, init_compile_s=1.0, attention="cudnn",
+           padding_lengths=False, norm="auto", positions="rotary", mlp="gated", loss_chunk=0, optimizer="adamw",
+           xla_flags="tuned", compiled_mem_gb=dict(peak_estimate=1.0, arguments=0.5, temp=0.5), roofline=summ,
+           roofline_ms=summ["total_ms"], roofline_mfu_full=0.5, roofline_mfu_causal=0.5, roofline_flops=9e12,
+           flops_per_step_causal=10e12)
+  bench._report_target(r)
+  out = capsys.readouterr().out
+  assert "9.00 TFLOP, 0.900× the model's (causal) count  !! fewer than the model does" in out
+  bench._report_target({**r, "flops_per_step_causal": 9.05e12})
+  out = capsys.readouterr().out
+  assert "0.994× the model's" in out and "!!" not in out
+
+
+@needs_cuda_plugin
+def test_dot_merger_off_leaves_no_qkv_slice_copies(tmp_path):
+  """XLA's dot merger makes q, k and v's projections one GEMM and slices its result; cuDNN attention
+  wants each contiguous, so without rotary positions to absorb the slices every layer copies them out.
+  The `tuned_nomerge` flag set turns the merger off: no copies left (deviceless H100 programs)."""
+  copies = {}
+  for name in ("tuned", "tuned_nomerge"):
+    hlo = tmp_path / f"{name}.hlo"
+    subprocess.run([sys.executable, "-m", "paperjax.bench", "--shape=tiny", "--target=h100", "--positions=learned",
+                    "--attention=cudnn", "--norm=auto", f"--xla_flags={name}", f"--hlo_out={hlo}"], check=True, capture_output=True,
+                   env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": ""})  # not the suite's: level 0 skips the merger
+    copies[name] = [k for k in roofline.kernels(hlo.read_text()) if k.category == "copy" and "/self_attn/" in k.op_name]
+  assert len(copies["tuned"]) >= 2 and not copies["tuned_nomerge"]
