@@ -92,12 +92,14 @@ fi
 #      1b_b16_fusednorm_mlp                 413.71 → 393.71        ~408 ms, ~63.3%                 381.33
 #      t5_b256_grouped_mlp (padded)         249.26 → 230.84        ~228.5 ms, ~49.6%               215.53
 #      gpt2_fusednorm[_mlp] (gated)          59.39 → 55.60         64.61 (run 7) → ~60.5, ~46.8%    51.47
-#  NEW main row `gpt2_gelu_mlp_nomerge` (and extra `t5_b256_packed_rows32_mlp_nomerge`, roofline 240.77):
+#  NEW main row `gpt2_gelu_mlp_nomerge` (and extra `t5_b256_packed_rows32_mlp_nomerge`, roofline 240.77;
+#  `t5_b256_packed_rows32_learned_mlp` now runs `tuned_nomerge` too: 237.47 → 234.91, ~232.6–244.8 ms, 46.2–48.6%):
 #  the `tuned_nomerge` flag set turns XLA's dot merger off; with learned positions it made q/k/v one GEMM
 #  and then copied each out for cuDNN (33 copies, 1.6 ms of GPT-2's floor). The question for the card: do
 #  the three narrower GEMMs cost less than the copies? Predicted −1.5 ms against `gpt2_gelu_mlp`, same machine.
 #  GPT-2's 55% (51.5 ms) is under its own corrected floor on an H100 (54.04 ms with the kernels, 52.41 without
-#  the merger): out of reach at the card's measured GEMM and attention rates.
+#  the merger): out of reach at the card's measured GEMM and attention rates (only GEMMs at the ~798 TFLOP/s
+#  ceiling and no time between kernels would fit it).
 #  Added 2026-11-29 (sixth session without a device): `check_mlp_t5_mgpu`, the second row, times the same
 #  two kernels written for Pallas's Mosaic GPU backend (wgmma fed by TMA; `mgpu:` tiles, models/fused_mlp.py)
 #  in a process of its own; a setting that fails to build or run is printed FAILED and the others stand
@@ -185,7 +187,7 @@ EXTRA=(
   "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "gpt2_fusednorm_mlp|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
-  "t5_b256_packed_rows32_learned_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned --mlp_impl=auto"
+  "t5_b256_packed_rows32_learned_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned --mlp_impl=auto --xla_flags=tuned_nomerge"
   "t5_b256_packed_grouped|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --profile=/tmp/trace_t5pg"
   "check_mlp_1b|$B1 --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "t5_b256_packed_rows32_learned|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned"
