@@ -92,7 +92,7 @@ fi
 #      1b_b16_fusednorm_mlp                 413.71 → 393.71        ~408 ms, ~63.3%                 381.33
 #      t5_b256_grouped_mlp (padded)         249.26 → 230.84        ~228.5 ms, ~49.6%               215.53
 #      gpt2_fusednorm[_mlp] (gated)          59.39 → 55.60         64.61 (run 7) → ~60.5, ~46.8%    51.47
-#  NEW main row `gpt2_gelu_mlp_nomerge` (and extra `t5_b256_packed_rows32_mlp_nomerge`, roofline 240.77;
+#  NEW main row `gpt2_gelu_mlp_nomerge`, the last (and extra `t5_b256_packed_rows32_mlp_nomerge`, roofline 240.77;
 #  `t5_b256_packed_rows32_learned_mlp` now runs `tuned_nomerge` too: 237.47 → 234.91, ~232.6–244.8 ms, 46.2–48.6%):
 #  the `tuned_nomerge` flag set turns XLA's dot merger off; with learned positions it made q/k/v one GEMM
 #  and then copied each out for cuDNN (33 copies, 1.6 ms of GPT-2's floor). The question for the card: do
@@ -178,8 +178,8 @@ VARIANTS=(
   "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
-  "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
+  "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
 )
 EXTRA=(
   "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
