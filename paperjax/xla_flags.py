@@ -46,25 +46,16 @@ from __future__ import annotations
 
 import os
 
+_TUNED = (
+    "--xla_gpu_enable_triton_gemm=false",
+    "--xla_gpu_enable_latency_hiding_scheduler=true",
+    "--xla_gpu_enable_while_loop_double_buffering=true",
+)
 FLAG_SETS: dict[str, tuple[str, ...]] = {
     "none": (),
-    "tuned": (
-        "--xla_gpu_enable_triton_gemm=false",
-        "--xla_gpu_enable_latency_hiding_scheduler=true",
-        "--xla_gpu_enable_while_loop_double_buffering=true",
-    ),
-    "tuned_nomerge": (
-        "--xla_gpu_enable_triton_gemm=false",
-        "--xla_gpu_enable_latency_hiding_scheduler=true",
-        "--xla_gpu_enable_while_loop_double_buffering=true",
-        "--xla_gpu_dot_merger_threshold_mb=0",
-    ),
-    "tuned_ops": (
-        "--xla_gpu_enable_triton_gemm=false",
-        "--xla_gpu_enable_latency_hiding_scheduler=true",
-        "--xla_gpu_enable_while_loop_double_buffering=true",
-        "--xla_gpu_enable_command_buffer=",
-    ),
+    "tuned": _TUNED,
+    "tuned_nomerge": _TUNED + ("--xla_gpu_dot_merger_threshold_mb=0",),
+    "tuned_ops": _TUNED + ("--xla_gpu_enable_command_buffer=",),
     "gemm_fusion": (
         "--xla_gpu_cudnn_gemm_fusion_level=2",
         "--xla_gpu_enable_latency_hiding_scheduler=true",
