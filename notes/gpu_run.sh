@@ -92,7 +92,11 @@ fi
 #      1b_b16_fusednorm_mlp                 413.71 → 393.71        ~408 ms, ~63.3%                 381.33
 #      t5_b256_grouped_mlp (padded)         249.26 → 230.84        ~228.5 ms, ~49.6%               215.53
 #      gpt2_fusednorm[_mlp] (gated)          59.39 → 55.60         64.61 (run 7) → ~60.5, ~46.8%    51.47
-#  NEW main row `gpt2_gelu_mlp_nomerge`, the last (and extra `t5_b256_packed_rows32_mlp_nomerge`, roofline 240.77;
+#  NEW (later the same session): `model.rope_impl` (models/fused_rope.py: rotary inside the q/k projections'
+#  GEMM kernel, Triton) — main row `t5_b256_packed_rows32_mlp_rope` (the kernels, the merger off, rotary in the
+#  projections: floor 240.77 → 236.33 ms; predicted ~234–246 ms, 46.0–48.4% on an H100, the packed row most
+#  likely over 45%), and `check_packing_t5_rows` now runs it too (against XLA's rotary one example per row).
+#  NEW extra row `gpt2_gelu_mlp_nomerge`, the first extra (and extra `t5_b256_packed_rows32_mlp_nomerge`, roofline 240.77;
 #  `t5_b256_packed_rows32_learned_mlp` now runs `tuned_nomerge` too: 237.47 → 234.91, ~232.6–244.8 ms, 46.2–48.6%):
 #  the `tuned_nomerge` flag set turns XLA's dot merger off; with learned positions it made q/k/v one GEMM
 #  and then copied each out for cuDNN (33 copies, 1.6 ms of GPT-2's floor). The question for the card: do
@@ -168,20 +172,21 @@ fi
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 #  or the `_mlp` rows with the tile setting `check_mlp_t5` found fastest (a later --mlp_tiles wins), e.g.
-#    ROWS="t5_b256_packed_rows32_mlp gpt2_gelu_mlp 1b_b16_fusednorm_mlp" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
+#    ROWS="t5_b256_packed_rows32_mlp t5_b256_packed_rows32_mlp_rope gpt2_gelu_mlp 1b_b16_fusednorm_mlp" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
 #    COMPILE_TIMEOUT=100 ARGS_EXTRA="--mlp_tiles=mgpu:128,64,64,2|mgpu:128,64,64,3" bash notes/gpu_run.sh
 VARIANTS=(
   "check_mlp_t5|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "check_mlp_t5_mgpu|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_MGPU"
   "t5_b256_packed_rows32_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32 --mlp_impl=auto"
   "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32"
-  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto"
+  "t5_b256_packed_rows32_mlp_rope|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xla_flags=tuned_nomerge"
+  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto --rope_impl=auto"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
-  "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
 )
 EXTRA=(
+  "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
   "t5_b256_packed_rows32_mlp_nomerge|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --xla_flags=tuned_nomerge"
   "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"

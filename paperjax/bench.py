@@ -101,6 +101,9 @@ def parse_args(argv=None):
                  help="pallas: the MLP's element-wise work inside GEMM kernels of ours (models/fused_mlp.py: a gated "
                       "MLP's gate both ways, a dense MLP's act' in the backward); auto: those kernels on GPUs, XLA's "
                       "GEMMs elsewhere (TransformerConfig.mlp_impl)")
+  p.add_argument("--rope_impl", default="xla", choices=["xla", "pallas", "auto"],
+                 help="pallas: rotary positions inside the query / key projections' GEMM kernel (models/fused_rope.py); "
+                      "auto: that kernel on GPUs, XLA's GEMM and a rotary pass elsewhere (TransformerConfig.rope_impl)")
   p.add_argument("--mlp_tiles", default="",
                  help="the MLP kernels' tiles, 'bm,bn,bk,warps,stages' (Triton) or 'mgpu:bm,bn,bk,stages' (Mosaic GPU, "
                       "Hopper) for both, or 'up|down' (fused_mlp.Tiles)")
@@ -181,6 +184,11 @@ def _data_list(text: str) -> tuple[str, ...]:
   return names
 
 
+def _positions_label(cfg) -> str:
+  """"rope", "learned", or "rope+pallas" when the rotation runs inside the projections' GEMM kernel."""
+  return cfg.positions + (f"+{cfg.rope_impl}" if cfg.positions == "rope" and cfg.rope_impl != "xla" else "")
+
+
 def _mlp_label(cfg) -> str:
   """"gated", "dense", or "gated+pallas[tiles]" when the gate runs inside our GEMM kernels."""
   if cfg.mlp_impl == "xla":
@@ -196,7 +204,7 @@ def model_config(args):
   kw = {k: v for k, v in shape.items() if k in fields}
   kw.update(dtype=jnp.dtype(args.dtype), param_dtype=jnp.dtype(args.param_dtype),
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
-            fused_projections=args.fused, norm_impl=args.norm, mlp_impl=args.mlp_impl,
+            fused_projections=args.fused, norm_impl=args.norm, mlp_impl=args.mlp_impl, rope_impl=args.rope_impl,
             mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
@@ -408,7 +416,7 @@ def target(args) -> dict:
       roofline=summ, roofline_ms=summ["total_ms"], roofline_flops=summ["flops"],
       roofline_mfu_full=flops["full"] * batch_size / step_s / peak,
       roofline_mfu_causal=flops["causal"] * batch_size / step_s / peak, peak_flops=peak,
-      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments, packed_rows=cfg.packed_rows, mlp=_mlp_label(cfg), positions=cfg.positions)
+      packed=any("packed" in d for d in args.data), max_segments=cfg.max_segments, packed_rows=cfg.packed_rows, mlp=_mlp_label(cfg), positions=_positions_label(cfg))
   _report_target(result)
   return _write(result, args)
 
@@ -484,7 +492,8 @@ def check_packing(args) -> dict:
   packed = {k: np.asarray(v) for k, v in packed.items() if k != "targets_denoiser"}
   plain = unpack(packed, shape["lengths"])
   model = Transformer(cfg)
-  reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False, mlp_impl="xla"))
+  reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False, mlp_impl="xla",
+                                              rope_impl="xla"))  # every kernel of ours, checked against XLA too
   params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
 
   def loss_and_grad(m):  # ((loss sum, weight sum), gradient of the loss sum): one program per batch shape
@@ -730,7 +739,7 @@ def run(args) -> dict:
       tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm, mlp=_mlp_label(cfg), positions=cfg.positions,
+      fused=args.fused, norm=args.norm, mlp=_mlp_label(cfg), positions=_positions_label(cfg),
       loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
       data=",".join(args.data), optimizer=_optimizer_label(args),
       donate=not args.no_donate, mem_fraction=float(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]),  # set by now
@@ -841,7 +850,8 @@ def run(args) -> dict:
       hlo = compiled.as_text()  # the optimized module: result shapes for the top kernels
       with open(os.path.join(args.profile, "step.hlo.txt"), "w") as f:
         f.write(hlo)
-      summary = profile_summary.summarize(args.profile, steps=3, top=25, hlo_text=hlo)
+      card = roofline.card_for(jax.devices()[0].device_kind)  # kernels against their floors on a known card
+      summary = profile_summary.summarize(args.profile, steps=3, top=25, hlo_text=hlo, card=card)
       result["profile_summary"] = summary
       print(profile_summary.format_summary(summary), flush=True)
     except Exception as e:  # a trace this reader does not understand must not lose the timing above

@@ -15,8 +15,11 @@ time from the first to the last kernel, `busy` the part of it with at least one 
 `idle` the rest — gaps where the device waited (for the host, the input pipeline, a sync). Given the
 step's optimized HLO (`--hlo`, or `hlo_text=`), each top row also names its costliest instance, the
 shape it writes and the bandwidth it reached ((operand + result bytes) / time per call), so the
-memory-bound passes that stream far below the card's bandwidth stand out. `paperjax.bench
---profile=DIR` prints this after timing (and saves the HLO there as step.hlo.txt).
+memory-bound passes that stream far below the card's bandwidth stand out. With `--card=h100|h200` too,
+every kernel is set against its roofline floor on that card (`paperjax.roofline`) and the JAX ops with
+the largest gap between measured and floor time are listed: where the step's distance from its floor
+lies. `paperjax.bench --profile=DIR` prints this after timing (and saves the HLO there as step.hlo.txt),
+with the floor table on a card the roofline has rates for.
 """
 
 from __future__ import annotations
@@ -98,16 +101,25 @@ def op_events(path: str) -> tuple[list[tuple[str, str, float, float]], str]:
   return events, ("device" if device else "host") + ": " + ", ".join(p.name for p in chosen)
 
 
-def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = None) -> dict:
+def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = None,
+              card: roofline.Card | None = None) -> dict:
   """{"source", "span_ms", "total_ms", "categories": {cat: {"ms", "share", "count"}}, "top": [...]},
   times per step (the trace's totals divided by `steps`). With the step's optimized HLO text, each
   top row also names its costliest instance and that instance's result shape, so a kernel row maps
-  to the tensor it writes (which activation a copy or convert moves)."""
+  to the tensor it writes (which activation a copy or convert moves); with a `card` as well, "floor"
+  sets every kernel against its roofline floor on that card (`floor_gaps`)."""
   events, source = op_events(path)
-  instrs = hlo_instructions(hlo_text) if hlo_text else {}
-  flops = {k.name: k.flops for k in roofline.kernels(hlo_text) if k.flops} if hlo_text else {}
   if not events:
     raise ValueError(f"The trace at {path!r} holds no XLA-op events; was a jitted step run inside the trace?")
+  return summarize_events(events, source, steps, top, hlo_text, card)
+
+
+def summarize_events(events, source: str, steps: int = 1, top: int = 20, hlo_text: str | None = None,
+                     card: roofline.Card | None = None) -> dict:
+  """`summarize` of [(kernel name, hlo op, start ns, duration ns)] events (`op_events`)."""
+  instrs = hlo_instructions(hlo_text) if hlo_text else {}
+  floors = roofline.kernels(hlo_text, card or roofline.H100_SXM) if hlo_text else []
+  flops = {k.name: k.flops for k in floors if k.flops}
   per_cat = collections.defaultdict(lambda: [0.0, 0])
   per_op = collections.defaultdict(lambda: [0.0, 0, ""])
   per_instance = collections.defaultdict(lambda: [0.0, 0])  # (kernel row, hlo instance) → [ns, calls]
@@ -125,7 +137,7 @@ def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = N
   span = max(s + d for _, _, s, d in events) - min(s for _, _, s, _ in events)
   busy = union_ns([(s, s + d) for _, _, s, d in events])
   ms = lambda ns: ns / 1e6 / steps
-  return {
+  out = {
       "source": source, "steps": steps, "span_ms": round(ms(span), 3), "total_ms": round(ms(total), 3),
       "busy_ms": round(ms(busy), 3), "idle_ms": round(ms(span - busy), 3),
       "categories": {c: {"ms": round(ms(per_cat[c][0]), 3), "share": round(per_cat[c][0] / total, 4),
@@ -133,6 +145,37 @@ def summarize(path: str, steps: int = 1, top: int = 20, hlo_text: str | None = N
       "top": [_top_row(k, v, per_instance, instrs, ms, steps, flops)
               for k, v in sorted(per_op.items(), key=lambda kv: -kv[1][0])[:top]],
   }
+  if floors and card is not None:
+    out["floor"] = floor_gaps(events, floors, card, steps, top)
+  return out
+
+
+def floor_gaps(events, floors: list, card: roofline.Card, steps: int = 1, top: int = 20) -> dict:
+  """Each profiled kernel against its roofline floor on `card` (`paperjax.roofline.kernels` of the
+  step's HLO, matched by instance name): the measured time of the kernels that have a floor, the sum of
+  those floors (each kernel's floor × its calls), the time of kernels the HLO does not name
+  ("unmatched": e.g. every kernel inside a command buffer, so profile with `--xla_flags=tuned_ops`), and
+  the JAX ops (layer numbers folded) with the largest gap, measured − floor — where a step's distance
+  from its roofline lies, kernel by kernel. Per step, in ms."""
+  by_name = {k.name: k for k in floors}
+  groups: dict[tuple, list] = collections.defaultdict(lambda: [0.0, 0.0, 0])  # [measured ns, floor ns, calls]
+  matched = unmatched = 0.0
+  for _, op, _, dur in events:
+    k = by_name.get(op)
+    if k is None:
+      unmatched += dur
+      continue
+    matched += dur
+    g = groups[(k.category, re.sub(r"layer_\d+", "layer_N", k.op_name) or k.name)]
+    g[0] += dur
+    g[1] += k.time_s * 1e9
+    g[2] += 1
+  ms = lambda ns: round(ns / 1e6 / steps, 6)
+  floor_ns = sum(g[1] for g in groups.values())
+  gaps = sorted(groups.items(), key=lambda kv: -(kv[1][0] - kv[1][1]))[:top]
+  return {"card": card.name, "measured_ms": ms(matched), "floor_ms": ms(floor_ns), "unmatched_ms": ms(unmatched),
+          "gaps": [{"category": cat, "op": op, "ms": ms(g[0]), "floor_ms": ms(g[1]), "gap_ms": ms(g[0] - g[1]),
+                    "count": g[2] // steps} for (cat, op), g in gaps]}
 
 
 def _top_row(key, v, per_instance, instrs, ms, steps, flops=None) -> dict:
@@ -180,6 +223,14 @@ def format_summary(s: dict) -> str:
                     + (f", {t['gb_per_s']:,.0f} GB/s" if "gb_per_s" in t and t["category"] not in ("gemm", "attention") else "")
                     + (f", {t['tflops_per_s']:,.0f} TFLOP/s" if "tflops_per_s" in t else "")
                     + ")" if "shape" in t else ""))
+  f = s.get("floor")
+  if f:
+    ratio = f"{f['measured_ms'] / f['floor_ms']:.2f}× its floor" if f["floor_ms"] else "no floor"
+    lines.append(f"  against the {f['card']} roofline: kernels it prices {f['measured_ms']:.2f} ms, floor "
+                 f"{f['floor_ms']:.2f} ms ({ratio}); not in the HLO {f['unmatched_ms']:.2f} ms. Largest gaps:")
+    for g in f["gaps"]:
+      lines.append(f"  {g['gap_ms']:>9.3f} ms  ({g['ms']:.3f} measured, {g['floor_ms']:.3f} floor) x{g['count']:<4} "
+                   f"{g['category']:<13} {g['op'].removeprefix('jit(step)/')[-90:]}")
   return "\n".join(lines)
 
 
@@ -189,9 +240,12 @@ def main(argv=None) -> None:
   p.add_argument("--steps", type=int, default=1, help="steps the trace holds (times are divided by it)")
   p.add_argument("--top", type=int, default=20)
   p.add_argument("--hlo", default="", help="the step's optimized HLO text: shapes for the top kernels")
+  p.add_argument("--card", default="", choices=["", *sorted(roofline.CARDS)],
+                 help="with --hlo: set every kernel against its roofline floor on this card")
   args = p.parse_args(argv)
   hlo = open(args.hlo).read() if args.hlo else None
-  print(format_summary(summarize(args.trace, args.steps, args.top, hlo_text=hlo)))
+  card = roofline.CARDS[args.card] if args.card else None
+  print(format_summary(summarize(args.trace, args.steps, args.top, hlo_text=hlo, card=card)))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ PALLAS_GEMMS = {
     # dy [N, D] · W2ᵀ → g [N, F], written as dh [N, 2F] (W2 [F, D] to Triton's, W2ᵀ [D, F] to Mosaic GPU's)
     "gated_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1] / 2,
     "dense_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],  # the same, dh = g·act'(h) [N, F]
+    # models/fused_rope.py: x [N, D] · w [D, H·K] → rotary(q) [N, H·K]
+    "rope_projection_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],
 }
 
 
@@ -137,6 +139,13 @@ H100_SXM = Card("H100 SXM", bandwidth=3.0e12, gemm_flops=742e12,
 # be faster there.
 H200_SXM = dataclasses.replace(H100_SXM, name="H200 SXM", bandwidth=4.3e12)
 CARDS = {"h100": H100_SXM, "h200": H200_SXM}
+
+
+def card_for(device_kind: str) -> Card | None:
+  """The card whose rates price a device's kernels, from JAX's `device_kind` ("NVIDIA H100 80GB HBM3"),
+  or None for a device this module has no rates for."""
+  kind = device_kind.lower()
+  return next((c for key, c in CARDS.items() if key in kind), None)
 
 _SHAPE = re.compile(r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True)) + r")\[([0-9,]*)\]")
 # Computation headers and instructions, with or without XLA's `%` sigils and the header's signature

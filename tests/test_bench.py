@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from paperjax import bench, losses, metrics, profile_summary, xla_flags
+from paperjax import bench, losses, metrics, profile_summary, roofline, xla_flags
 from paperjax.models import lm
 from paperjax.models import transformer as T
 
@@ -64,12 +64,12 @@ def test_encdec_flops_by_hand():
 
 
 @pytest.mark.parametrize("argv", [
-    ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE", "--no_donate", "--positions=learned"],
-    ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96", "--fused"],
+    ["--shape=tiny", "--batch=8", "--loss_chunk=64", "--profile=PROFILE", "--no_donate", "--positions=learned", "--fused"],
+    ["--shape=tiny_encdec", "--batch=8", "--data=ul2", "--padding_lengths", "--loss_chunk=96", "--rope_impl=auto"],
     # The same program as the row above (a compilation-cache hit): one real batch kept on the device, and
     # the trainer's grain iterator, timed in interleaved windows; Adafactor as in the UL2 presets.
     ["--shape=tiny_encdec", "--batch=8", "--data=ul2_resident,ul2_pipeline", "--padding_lengths", "--loss_chunk=96",
-     "--fused", "--optimizer=adafactor"],
+     "--rope_impl=auto", "--optimizer=adafactor"],
 ])
 def test_bench_runs_the_step(argv, tmp_path):
   out = tmp_path / "r.jsonl"
@@ -90,7 +90,8 @@ def test_bench_runs_the_step(argv, tmp_path):
   # ... by the call's position in its window (--steps=2: one call per window, the mean of the two)
   assert len(r["call_ms_by_position"]) == 1 and r["call_ms_by_position"][0] == pytest.approx(r["call_ms_per_step"], abs=2e-3)
   assert r["donate"] == ("--no_donate" not in argv) and 0 < r["mem_fraction"] <= 1
-  assert r["positions"] == ("learned" if "--positions=learned" in argv else "rope") and r["mlp"] == "gated"
+  rope = "rope+auto" if "--rope_impl=auto" in argv else "rope"  # rotary inside the projections' kernel on GPUs
+  assert r["positions"] == ("learned" if "--positions=learned" in argv else rope) and r["mlp"] == "gated"
   if r["data"] == "ul2":
     assert r["host_ms_per_step"] >= 0
   if "ul2" in r["data"]:  # real batches: the share of positions holding a token
@@ -112,6 +113,43 @@ def test_bench_runs_the_step(argv, tmp_path):
     # Every top kernel is mapped to an instruction of the step's optimized HLO and its result shape.
     assert all(t["shape"] != "?" and "[" in t["shape"] for t in ps["top"]), ps["top"]
     assert all(t["gb_per_s"] > 0 for t in ps["top"] if "gb_per_s" in t) and any("gb_per_s" in t for t in ps["top"])
+    # The same trace against a card's floors (CPU kernels at H100 rates: only the matching is checked here):
+    # every kernel is either matched to a roofline kernel or counted as unmatched.
+    hlo = (tmp_path / "trace" / "step.hlo.txt").read_text()
+    f = profile_summary.summarize(str(tmp_path / "trace"), steps=3, hlo_text=hlo, card=roofline.H100_SXM)["floor"]
+    assert f["measured_ms"] > 0 and f["floor_ms"] > 0 and f["gaps"]
+    assert f["measured_ms"] + f["unmatched_ms"] == pytest.approx(ps["total_ms"], abs=1e-2)
+
+
+def test_profile_kernels_against_their_floors_by_hand(capsys):
+  """profile_summary's floor table: each profiled kernel matched to its roofline kernel by instance name,
+  its floor × calls summed, gaps (measured − floor) grouped and largest first; kernels the HLO does not
+  name (a command buffer's) counted apart. XLA's H100 program of tests/data/h100_fixture.hlo (a GEMM, cuDNN
+  attention, a 5-step scan), with two steps of events made up around its floors."""
+  text = open(os.path.join(os.path.dirname(__file__), "data", "h100_fixture.hlo")).read()
+  card = roofline.H100_SXM
+  by = {k.name: k for k in roofline.kernels(text, card)}
+  gemm, body = by["custom-call.1"], by["loop_add_fusion"]
+  events = []
+  for _ in range(2):  # per step: the GEMM at 3× its floor, the scan body's 5 launches at theirs, 1 µs unnamed
+    events.append(("sm90_xmma_gemm", "custom-call.1", 0.0, 3 * gemm.time_s * 1e9))
+    events += [("loop_add_fusion", "loop_add_fusion", 0.0, body.time_s * 1e9)] * 5
+    events.append(("command_buffer_kernel", "command_buffer.3", 0.0, 1000.0))
+  s = profile_summary.summarize_events(events, "device: test", steps=2, hlo_text=text, card=card)
+  f = s["floor"]
+  assert f["card"] == "H100 SXM"
+  assert f["measured_ms"] == pytest.approx(1e3 * (3 * gemm.time_s + 5 * body.time_s), abs=1e-6)
+  assert f["floor_ms"] == pytest.approx(1e3 * (gemm.time_s + 5 * body.time_s), abs=1e-6)
+  assert f["unmatched_ms"] == pytest.approx(1e-3)
+  first, second = f["gaps"][:2]
+  assert (first["category"], first["count"]) == ("gemm", 1)
+  assert first["gap_ms"] == pytest.approx(2e3 * gemm.time_s, abs=1e-6)
+  assert (second["category"], second["count"], second["gap_ms"]) == ("elementwise", 5, pytest.approx(0.0, abs=1e-6))
+  print(profile_summary.format_summary(s))
+  assert "against the H100 SXM roofline" in capsys.readouterr().out
+  assert "floor" not in profile_summary.summarize_events(events, "device: test", steps=2, hlo_text=text)
+  assert roofline.card_for("NVIDIA H100 80GB HBM3") is roofline.H100_SXM
+  assert roofline.card_for("NVIDIA H200") is roofline.H200_SXM and roofline.card_for("cpu") is None
 
 
 @pytest.mark.parametrize("pack", [False, True])

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from paperjax.models import fused_mlp, fused_norm, pallas_dispatch
+from paperjax.models import fused_mlp, fused_norm, fused_rope, pallas_dispatch
 
 Array = jax.Array
 KINDS = ("decoder", "prefix_lm", "encdec")
@@ -115,12 +115,23 @@ class TransformerConfig:
   # (fused_mlp.Tiles; "" its defaults).
   mlp_impl: str = "xla"
   mlp_tiles: str = ""
+  # Rotary positions: "xla", a pass of their own over q and k after XLA's projection GEMMs; "pallas", inside
+  # the query / key projections' GEMM kernel (models/fused_rope.py; Triton; elsewhere its interpreter), which
+  # writes each head's dims interleaved — q·k, hence attention, unchanged; "auto", the kernel in programs
+  # compiled for a GPU, "xla" elsewhere. The same function and parameters. Not with fused_projections.
+  rope_impl: str = "xla"
 
   def __post_init__(self):
     if self.mlp_impl not in pallas_dispatch.IMPLS:
       raise ValueError(f"model.mlp_impl={self.mlp_impl!r} is not 'xla', 'pallas' (the fused GPU kernels) or "
                        "'auto' (the kernels on GPUs only).")
     fused_mlp.Tiles.parse_pair(self.mlp_tiles)
+    if self.rope_impl not in pallas_dispatch.IMPLS:
+      raise ValueError(f"model.rope_impl={self.rope_impl!r} is not 'xla', 'pallas' (rotary inside the q/k "
+                       "projections' GEMM kernel) or 'auto' (that kernel on GPUs only).")
+    if self.rope_impl != "xla" and self.fused_projections:
+      raise ValueError(f"model.rope_impl={self.rope_impl!r} takes the query and key projections apart; it does "
+                       "not work with model.fused_projections=True — set one of them back.")
     if self.mlp not in ("gated", "dense"):
       raise ValueError(f"model.mlp={self.mlp!r} is not 'gated' (act(xW0)·xW1, T5.1.1/LLaMA) or 'dense' "
                        "(act(xW1), GPT-2).")
@@ -260,11 +271,17 @@ class Attention(nn.Module):
     elif cfg.fused_projections:
       q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
       k, v = Proj("BSD,DCHK->CBSHK", stacked(2), stacked_axes, cfg, name="kv")(kv_BSD)
+    elif self.use_rope and cfg.rope_impl != "xla":  # the rotation inside the projections' GEMM kernel
+      rows, heads = nn.logical_to_mesh_axes(("batch", "length", "act_embed")), nn.logical_to_mesh_axes(("heads",))[0]
+      q, k = (fused_rope.rope_projection(inp, Proj("BLD,DHK->BLHK", shape, axes, cfg, name=n)(), sc,
+                                         impl=cfg.rope_impl, row_spec=rows, head_spec=heads)
+              for inp, n, sc in ((x_BLD, "query", q_rope), (kv_BSD, "key", k_rope)))
+      v = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="value")(kv_BSD)
     else:
       q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
       k = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="key")(kv_BSD)
       v = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="value")(kv_BSD)
-    if self.use_rope:
+    if self.use_rope and cfg.rope_impl == "xla":
       q, k = rotary(q, q_rope), rotary(k, k_rope)
     q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "kv"))
     k = nn.with_logical_constraint(k, ("batch", "length", "act_heads", "kv"))

@@ -1,0 +1,177 @@
+"""Rotary positions inside the query / key projection's GEMM: q = rotary(x·Wq) from one Pallas (Triton)
+kernel, so the rotation is not a pass of its own.
+
+Why: XLA's GPU program writes x·Wq with cuBLAS, whose epilogues cannot rotate, and then a fusion reads it
+and writes the rotated q: a read and a write of every query and key, in every self-attention layer. On
+T5-base UL2 at B=256 (packed rows, the MLP kernels, XLA's dot merger off) those forward passes are 4.46 ms
+of the H100 floor (notes/perf.md, 2026-11-29). Here the kernel accumulates a tile of x·W in fp32 and
+rotates it in registers before its only write.
+
+The head layout. `transformer.rotary` pairs dim j of a head with dim j + K/2. This op writes each head's
+dims *interleaved* instead — the pair (j, j + K/2) at (2j, 2j + 1) — so that a tile of whole heads comes
+from two accumulators (the pairs' first and second elements, read from the weight's two halves) and one
+interleave in registers. Attention sees q and k only through q·k, which one permutation of the head dims
+applied to both leaves unchanged: queries and keys both from this op give the unfused model's attention
+(v and the output projection are untouched). So it is the same function, with the same parameters; only
+q and k as tensors (never seen outside attention) are permuted. The weight [D, H, K] is reordered for the
+kernel each step ([first halves | second halves] per tile of heads: a copy of the small weight).
+
+Semantics: as the XLA path, x·W is rounded to the compute dtype before the rotation (computed in fp32) and
+the result rounded once. Backward (XLA): the rotation's transpose of dq (one pass, as the unfused
+program's) and cuBLAS GEMMs for dx and dW, from the weight in its own layout.
+
+`impl` as in `pallas_dispatch.run` ("auto": the kernel in programs compiled for CUDA, the reference — the
+same interleaved layout — elsewhere). Shapes whose rows or heads do not tile, odd head dims, or half head
+dims under 16 (Triton's smallest dot) take the reference. Triton only (no Mosaic GPU version yet). Untimed
+on a card: `model.rope_impl` is opt-in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from paperjax.models import fused_mlp, pallas_dispatch
+
+TILES = fused_mlp.Tiles(bm=128, bn=128, bk=64, warps=4, stages=4)  # two [128, 64] fp32 accumulators
+MAX_ELEMENTS = fused_mlp.MAX_ELEMENTS
+
+
+def _interleave(a, b):
+  """[..., h] and [..., h] → [..., 2h] with a at the even positions and b at the odd ones."""
+  return jnp.stack([a, b], axis=-1).reshape(*a.shape[:-1], 2 * a.shape[-1])
+
+
+def _rotate(a, b, sin, cos):
+  """The rotation of the pairs (a, b) by the angles whose sines and cosines are given (fp32)."""
+  return a * cos - b * sin, b * cos + a * sin
+
+
+def reference(x2, w, sin, cos):
+  """rotary(x·w) with each head's dims interleaved: x [N, D], w [D, H, K], sin / cos [N, K/2] → [N, H·K]."""
+  half = w.shape[-1] // 2
+  q = jnp.einsum("nd,dhk->nhk", x2, w).astype(x2.dtype).astype(jnp.float32)  # x·W in the compute dtype first
+  ra, rb = _rotate(q[..., :half], q[..., half:], sin[:, None, :], cos[:, None, :])
+  return _interleave(ra, rb).reshape(x2.shape[0], -1).astype(x2.dtype)
+
+
+def standard_layout(q_BLHK):
+  """This op's interleaved heads back in `transformer.rotary`'s layout (for tests and inspection)."""
+  return jnp.concatenate([q_BLHK[..., 0::2], q_BLHK[..., 1::2]], axis=-1)
+
+
+def _kernel_weight(w, heads_per_tile: int):
+  """w [D, H, K] → [D, H·K]: per tile of `heads_per_tile` heads, their first halves then their second halves."""
+  d, h, k = w.shape
+  halves = w.reshape(d, h // heads_per_tile, heads_per_tile, 2, k // 2)
+  return halves.transpose(0, 1, 3, 2, 4).reshape(d, h * k)
+
+
+def _rope_kernel(x_ref, w_ref, sin_ref, cos_ref, o_ref, *, t: fused_mlp.Tiles, k_steps: int, cols: int, half: int):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  p = pl.program_id(0)
+  i, j = p // cols, p % cols  # consecutive programs share x's row tile
+  rows, ca, cb = pl.ds(i * t.bm, t.bm), pl.ds(j * t.bn, t.bn // 2), pl.ds(j * t.bn + t.bn // 2, t.bn // 2)
+
+  def body(k, accs):
+    ks = pl.ds(k * t.bk, t.bk)
+    x = x_ref[rows, ks]
+    return accs[0] + plgpu.dot(x, w_ref[ks, ca]), accs[1] + plgpu.dot(x, w_ref[ks, cb])
+
+  zero = jnp.zeros((t.bm, t.bn // 2), jnp.float32)
+  a, b = jax.lax.fori_loop(0, k_steps, body, (zero, zero))
+  heads = t.bn // (2 * half)
+  shape = (t.bm, heads, half)
+  a = a.astype(o_ref.dtype).astype(jnp.float32).reshape(shape)  # rounded as XLA's GEMM output is
+  b = b.astype(o_ref.dtype).astype(jnp.float32).reshape(shape)
+  sin, cos = sin_ref[rows, :][:, None, :], cos_ref[rows, :][:, None, :]
+  ra, rb = _rotate(a, b, sin, cos)
+  o_ref[rows, pl.ds(j * t.bn, t.bn)] = jnp.stack([ra, rb], axis=-1).reshape(t.bm, t.bn).astype(o_ref.dtype)
+
+
+def _tiles_for(tiles: fused_mlp.Tiles, n: int, d: int, h: int, k: int) -> fused_mlp.Tiles | None:
+  """Tiles of whole heads: bn = (heads a tile) · K, the heads a power of two dividing H."""
+  if k % 2 or k // 2 < 16:
+    return None
+  heads = max(1, tiles.bn // k)
+  while heads > 1 and h % heads:
+    heads //= 2
+  bm, bk = fused_mlp._fit(tiles.bm, n), fused_mlp._fit(tiles.bk, d)
+  if bm is None or bk is None or heads * k // 2 & (heads * k // 2 - 1):  # the accumulators' width: a power of two
+    return None
+  return dataclasses.replace(tiles, bm=bm, bn=heads * k, bk=bk)
+
+
+def _project(x2, w, sin, cos, t: fused_mlp.Tiles, interpret: bool):
+  from jax.experimental import pallas as pl
+  n, d = x2.shape
+  _, h, k = w.shape
+  cols = h * k // t.bn
+  kernel = functools.partial(_rope_kernel, t=t, k_steps=d // t.bk, cols=cols, half=k // 2)
+  return pl.pallas_call(
+      kernel, grid=((n // t.bm) * cols,), out_shape=jax.ShapeDtypeStruct((n, h * k), x2.dtype),
+      compiler_params=fused_mlp._params(t), interpret=interpret,
+      name="rope_projection_gemm")(x2, _kernel_weight(w, t.bn // k), sin, cos)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _rope_pallas(x2, w, sin, cos, t, interpret):
+  return _project(x2, w, sin, cos, t, interpret)
+
+
+def _fwd(x2, w, sin, cos, t, interpret):
+  return _project(x2, w, sin, cos, t, interpret), (x2, w, sin, cos)
+
+
+def _bwd(t, interpret, res, dout):
+  del t, interpret
+  x2, w, sin, cos = res
+  n, (_, h, k) = x2.shape[0], w.shape
+  d = dout.reshape(n, h, k // 2, 2).astype(jnp.float32)
+  s, c = sin[:, None, :], cos[:, None, :]
+  da, db = d[..., 0] * c + d[..., 1] * s, d[..., 1] * c - d[..., 0] * s  # the rotation's transpose
+  dq = jnp.concatenate([da, db], axis=-1).astype(x2.dtype)            # [N, H, K] in the weight's own layout
+  return (jnp.einsum("nhk,dhk->nd", dq, w), jnp.einsum("nd,nhk->dhk", x2, dq),
+          jnp.zeros_like(sin), jnp.zeros_like(cos))
+
+
+_rope_pallas.defvjp(_fwd, _bwd)
+
+
+def rope_projection(x, w, sin_cos, impl: str = "xla", interpret: bool | None = None, row_spec=None,
+                    head_spec=None, tiles: fused_mlp.Tiles | None = None):
+  """rotary(x·w) for x [B, L, D] and w [D, H, K], each head's dims interleaved (see the module's note):
+  [B, L, H, K]. `sin_cos`: `transformer.rope_tables` of the rows' positions ([B or 1, L, 1, K/2] each).
+  `impl`, `interpret`, `row_spec` as in `pallas_dispatch.run`; `head_spec`: the mesh axes of w's heads —
+  sharded (tensor parallelism), "auto" takes the reference and "pallas" refuses."""
+  b, l, d = x.shape
+  if w.ndim != 3 or w.shape[0] != d:
+    raise ValueError(f"the rotary projection needs w [D, H, K] for x [B, L, D]; got x {x.shape}, w {w.shape}.")
+  if pallas_dispatch.mesh_ways(head_spec) > 1 and impl != "xla":
+    if impl == "pallas":
+      raise ValueError(f"the rotary projection with impl='pallas' needs its weight whole on each device, but its "
+                       f"heads are sharded over {head_spec!r}; use rope_impl='xla' or 'auto' with tensor parallelism.")
+    impl = "xla"
+  _, h, k = w.shape
+  sin, cos = (jnp.broadcast_to(a.astype(jnp.float32), (b, l, 1, k // 2)).reshape(b, l, k // 2) for a in sin_cos)
+  x = x.astype(w.dtype)
+
+  def ref(x, w, sin, cos):
+    return reference(x.reshape(-1, d), w, sin.reshape(-1, k // 2), cos.reshape(-1, k // 2)).reshape(*x.shape[:2], h, k)
+
+  def kernel(interp):
+    def fn(x, w, sin, cos):  # per device
+      n = x.shape[0] * x.shape[1]
+      t = _tiles_for(tiles or TILES, n, d, h, k)
+      if t is None or n * h * k > MAX_ELEMENTS:
+        return ref(x, w, sin, cos)
+      out = _rope_pallas(x.reshape(n, d), w, sin.reshape(n, k // 2), cos.reshape(n, k // 2), t, interp)
+      return out.reshape(*x.shape[:2], h, k)
+    return fn
+
+  return pallas_dispatch.run(ref, kernel, (x, w, sin, cos), impl=impl, interpret=interpret, row_spec=row_spec,
+                             row_args=(True, False, True, True), name="rotary projection", needs=["triton"])

@@ -1,0 +1,165 @@
+"""models/fused_rope.py: rotary positions inside the q/k projection's GEMM kernel, checked against the
+formula by hand, against the model's own rotary path, and compiled for an H100 without one."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from paperjax.models import fused_mlp, fused_rope as R
+from paperjax.models import transformer as T
+from tests.conftest import needs_cuda_plugin
+
+SMALL = fused_mlp.Tiles(bm=32, bn=64, bk=32, warps=4, stages=2)  # two heads of 32 a tile; 2×2 blocks, K loop of 2
+
+
+def _data(dtype=jnp.bfloat16, b=2, l=32, d=64, h=4, k=32):
+  ks = jax.random.split(jax.random.key(0), 2)
+  x = jax.random.normal(ks[0], (b, l, d), jnp.float32).astype(dtype)
+  w = (jax.random.normal(ks[1], (d, h, k), jnp.float32) / np.sqrt(d)).astype(dtype)
+  positions = jnp.arange(l)[None] * 3 + jnp.arange(b)[:, None] * 5  # distinct per row, as packed rows have
+  return x, w, positions
+
+
+def _by_hand(x, w, positions, theta=10_000.0):
+  """Each head's pair (j, j + K/2) of x·W (rounded to bf16, as the GEMM writes it) rotated by
+  positions · θ^(−j/(K/2)), in float64, written at (2j, 2j + 1)."""
+  q = np.asarray(jnp.einsum("bld,dhk->blhk", x, w).astype(x.dtype), np.float64)
+  half = q.shape[-1] // 2
+  angle = np.asarray(positions, np.float64)[:, :, None, None] * theta ** (-np.arange(half) / half)
+  a, b = q[..., :half], q[..., half:]
+  out = np.empty_like(q)
+  out[..., 0::2] = a * np.cos(angle) - b * np.sin(angle)
+  out[..., 1::2] = b * np.cos(angle) + a * np.sin(angle)
+  return out
+
+
+def test_the_rotation_by_hand_and_the_models_rotary_permuted():
+  x, w, pos = _data()
+  sc = T.rope_tables(pos, w.shape[-1], 10_000.0)
+  ref = R.rope_projection(x, w, sc, impl="xla")
+  want = _by_hand(x, w, pos)
+  np.testing.assert_allclose(np.asarray(ref, np.float64), want, rtol=2 ** -7, atol=2 ** -7 * np.abs(want).max())
+  # the model's own rotary, its heads' dims in rotary's order: the same numbers exactly
+  std = T.rotary(jnp.einsum("bld,dhk->blhk", x, w), sc)
+  np.testing.assert_array_equal(R.standard_layout(ref), std)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_the_kernel_is_the_formula(dtype):
+  """The Triton kernel (Pallas's interpreter): 2 × 2 blocks of two heads each, a K loop of two steps."""
+  x, w, pos = _data(dtype)
+  sc = T.rope_tables(pos, w.shape[-1], 10_000.0)
+  got = R.rope_projection(x, w, sc, impl="pallas", interpret=True, tiles=SMALL)
+  assert "pallas_call" in str(jax.make_jaxpr(lambda: R.rope_projection(x, w, sc, impl="pallas", interpret=True,
+                                                                         tiles=SMALL))())
+  want = _by_hand(x, w, pos) if dtype == jnp.bfloat16 else None
+  if want is not None:
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2 ** -7, atol=2 ** -7 * np.abs(want).max())
+  np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(R.rope_projection(x, w, sc, impl="xla"), np.float32),
+                             rtol=1e-2 if dtype == jnp.bfloat16 else 1e-5, atol=1e-2 if dtype == jnp.bfloat16 else 1e-5)
+
+
+def test_the_kernels_gradients_are_the_references():
+  x, w, pos = _data(jnp.float32)
+  sc = T.rope_tables(pos, w.shape[-1], 10_000.0)
+  ct = jax.random.normal(jax.random.key(1), x.shape[:2] + w.shape[1:], jnp.float32)
+  grads = {impl: jax.grad(lambda x, w: (R.rope_projection(x, w, sc, impl=impl, interpret=True, tiles=SMALL) * ct).sum(),
+                          argnums=(0, 1))(x, w) for impl in ("xla", "pallas")}
+  for a, b in zip(grads["xla"], grads["pallas"]):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encdec"])
+def test_attention_sees_the_same_model(kind):
+  """A model with rope_impl="pallas" (the kernel, interpreted) is the rotary model: the same loss and
+  gradients from the same parameters — q and k are permuted alike, so q·k is unchanged (T5's cross-attention
+  has no rotary and keeps XLA's projections)."""
+  import dataclasses
+  import flax.linen as nn
+  from paperjax.models import lm
+  cfg = T.TransformerConfig(vocab_size=64, d_model=64, num_heads=2, head_dim=32, d_ff=96, num_layers=2,
+                            num_encoder_layers=1, kind=kind, dtype=jnp.float32, param_dtype=jnp.float32)
+  rng = np.random.default_rng(2)
+  if kind == "encdec":
+    batch = {"inputs": rng.integers(1, 64, (2, 32)), "targets": rng.integers(1, 64, (2, 32)),
+             "targets_mask": np.ones((2, 32), np.int32)}
+  else:
+    batch = {"tokens": rng.integers(1, 64, (2, 32)), "loss_mask": np.ones((2, 32), np.int32)}
+  params = nn.meta.unbox(lm.init(T.Transformer(cfg), jax.random.PRNGKey(0), batch))
+  loss = lambda c: (lambda p: lm.loss_sums(T.Transformer(c), p, batch)[0])
+  ours = dataclasses.replace(cfg, rope_impl="pallas")
+  with jax.default_matmul_precision("highest"):
+    (l0, g0), (l1, g1) = (jax.value_and_grad(loss(c))(params) for c in (cfg, ours))
+  np.testing.assert_allclose(l0, l1, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # q and k in every self-attention layer, each kernel traced twice (the CUDA branch and the interpreter's)
+  assert str(jax.make_jaxpr(loss(ours))(params)).count("pallas_call") == 2 * 2 * (cfg.num_layers + (kind == "encdec"))
+
+
+def test_bad_settings_are_one_sentence():
+  with pytest.raises(ValueError, match=r"model.rope_impl='fast' is not 'xla', 'pallas'"):
+    T.TransformerConfig(vocab_size=8, rope_impl="fast")
+  with pytest.raises(ValueError, match=r"does not work with model.fused_projections=True"):
+    T.TransformerConfig(vocab_size=8, rope_impl="auto", fused_projections=True)
+  x, w, pos = _data()
+  sc = T.rope_tables(pos, w.shape[-1], 10_000.0)
+  with pytest.raises(ValueError, match=r"needs w \[D, H, K\]"):
+    R.rope_projection(x, w.reshape(64, -1), sc)
+
+
+def test_untileable_shapes_take_the_reference():
+  """Half head dims under Triton's smallest dot (16), or rows that do not tile: the reference, no kernel."""
+  x, w, pos = _data(k=16)
+  sc = T.rope_tables(pos, 16, 10_000.0)
+  jaxpr = str(jax.make_jaxpr(lambda: R.rope_projection(x, w, sc, impl="pallas", interpret=True))())
+  assert "pallas_call" not in jaxpr
+  assert R._tiles_for(R.TILES, 4096, 768, 12, 64).bn == 128  # T5-base / GPT-2: two heads a tile
+  assert R._tiles_for(R.TILES, 4096, 2048, 16, 128).bn == 128  # the 1B: one head of 128
+  assert R._tiles_for(R.TILES, 4096, 768, 3, 64).bn == 64      # three heads: one a tile
+
+
+@needs_cuda_plugin
+def test_compiles_for_an_h100_as_one_gemm_kernel_each():
+  """Compiled for an H100 without one (CUDA plugin): the forward is one Triton kernel per projection,
+  priced by the roofline as a GEMM of 2·N·D·H·K, and the program has no rotary pass over [N, H·K] forward."""
+  code = textwrap.dedent("""
+    import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
+    from paperjax import xla_flags; xla_flags.apply("tuned")
+    import json, jax, jax.numpy as jnp
+    from jax.experimental import topologies
+    from paperjax import roofline, step
+    from paperjax.models import fused_rope as R, transformer as T
+    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
+    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
+    mesh = jax.sharding.Mesh(topo.devices, ("d",))
+    out = {}
+    for impl in ("xla", "pallas"):
+      x = jax.ShapeDtypeStruct((8, 512, 256), jnp.bfloat16, sharding=sh)
+      w = jax.ShapeDtypeStruct((256, 4, 64), jnp.bfloat16, sharding=sh)
+      pos = jax.ShapeDtypeStruct((8, 512), jnp.int32, sharding=sh)
+      f = lambda x, w, pos: R.rope_projection(x, w, T.rope_tables(pos, 64, 1e4), impl=impl, interpret=False)
+      with step.mesh_context(mesh, ()):
+        text = jax.jit(f).lower(x, w, pos).compile().as_text()
+      out[impl] = [(k.category, k.flops, k.result, k.op_name) for k in roofline.kernels(text)]
+    print(json.dumps(out))
+  """)
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                     env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = json.loads(r.stdout.strip().splitlines()[-1])
+  n, d, hk = 8 * 512, 256, 4 * 64
+  ours = [k for k in out["pallas"] if "pallas_call" in k[3] or "rope_projection" in k[3]]
+  assert [(k[0], k[1]) for k in ours] == [("gemm", 2.0 * n * d * hk)], out["pallas"]
+  from paperjax import roofline
+  size = lambda result: max((int(np.prod(dims)) for dims in roofline.shape_dims(result)), default=0)
+  passes = lambda ks: [k for k in ks if k[0] == "elementwise" and size(k[2]) == n * hk]  # a pass over all of q
+  assert passes(out["xla"]) and not passes(out["pallas"]), (passes(out["xla"]), passes(out["pallas"]))
