@@ -172,9 +172,11 @@ def test_bad_settings_are_one_clear_sentence():
 @pytest.mark.parametrize("field,tp_rules,refusal", [
     ("mlp_impl", "sharding.DEFAULT_RULES", "d_ff axis is sharded"),  # tensor parallelism shards the MLP's d_ff
     ("norm_impl", "tuple((k, 'tensor') if k == 'act_embed' else (k, v) for k, v in sharding.DEFAULT_RULES)",
-     "needs whole rows on each device")], ids=["mlp", "norm"])  # activations sharded along their features
+     "needs whole rows on each device"),  # activations sharded along their features
+    ("rope_impl", "sharding.DEFAULT_RULES", "heads are sharded")], ids=["mlp", "norm", "rope"])
 def test_fused_kernels_under_a_sharded_mesh(field, tp_rules, refusal):
-  """Four devices, batch over data × fsdp: the kernels (fused MLP, fused add + norm) run per device on its
+  """Four devices, batch over data × fsdp: the kernels (fused MLP, fused add + norm, rotary projection; the
+  last with head_dim 32, its smallest) run per device on its
   rows (`pallas_dispatch`: shard_map) and the weights' gradients are summed across devices: loss and
   gradients equal the plain model's. Sharded where the kernels need things whole, "pallas" refuses in a
   sentence and "auto" takes plain JAX (tensor parallelism keeps working), with the same values."""
@@ -185,7 +187,7 @@ from paperjax import sharding, step as step_lib
 from paperjax.models.transformer import Transformer, TransformerConfig
 mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 1))
 batch = {"tokens": jnp.asarray(np.arange(8 * 16).reshape(8, 16) % 50 + 2)}
-cfg = dict(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=2, kind="decoder",
+cfg = dict(vocab_size=64, d_model=32, num_heads=2, head_dim=32, d_ff=64, num_layers=2, kind="decoder",
            mlp_tiles="16,16,16,4,2")
 out = []
 for impl in ("xla", "pallas"):
