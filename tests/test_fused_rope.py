@@ -84,7 +84,7 @@ def test_attention_sees_the_same_model(kind):
   import dataclasses
   import flax.linen as nn
   from paperjax.models import lm
-  cfg = T.TransformerConfig(vocab_size=64, d_model=64, num_heads=2, head_dim=32, d_ff=96, num_layers=2,
+  cfg = T.TransformerConfig(vocab_size=64, d_model=64, num_heads=2, head_dim=32, d_ff=96, num_layers=1,
                             num_encoder_layers=1, kind=kind, dtype=jnp.float32, param_dtype=jnp.float32)
   rng = np.random.default_rng(2)
   if kind == "encdec":
