@@ -90,7 +90,7 @@ def _rope_kernel(x_ref, w_ref, sin_ref, cos_ref, o_ref, *, t: fused_mlp.Tiles, k
   b = b.astype(o_ref.dtype).astype(jnp.float32).reshape(shape)
   sin, cos = sin_ref[rows, :][:, None, :], cos_ref[rows, :][:, None, :]
   ra, rb = _rotate(a, b, sin, cos)
-  o_ref[rows, pl.ds(j * t.bn, t.bn)] = jnp.stack([ra, rb], axis=-1).reshape(t.bm, t.bn).astype(o_ref.dtype)
+  o_ref[rows, pl.ds(j * t.bn, t.bn)] = _interleave(ra, rb).reshape(t.bm, t.bn).astype(o_ref.dtype)
 
 
 def _tiles_for(tiles: fused_mlp.Tiles, n: int, d: int, h: int, k: int) -> fused_mlp.Tiles | None:
