@@ -45,8 +45,9 @@ def _interleave(a, b):
   return jnp.stack([a, b], axis=-1).reshape(*a.shape[:-1], 2 * a.shape[-1])
 
 
-def _rotate(a, b, sin, cos):
-  """The rotation of the pairs (a, b) by the angles whose sines and cosines are given (fp32)."""
+def rotate(a, b, sin, cos):
+  """Rotary's rotation of the pairs (a, b) by the angles whose sines and cosines are given (Su et al.
+  2021); the one formula for `transformer.rotary`, this op's reference and its kernel."""
   return a * cos - b * sin, b * cos + a * sin
 
 
@@ -54,7 +55,7 @@ def reference(x2, w, sin, cos):
   """rotary(x·w) with each head's dims interleaved: x [N, D], w [D, H, K], sin / cos [N, K/2] → [N, H·K]."""
   half = w.shape[-1] // 2
   q = jnp.einsum("nd,dhk->nhk", x2, w).astype(x2.dtype).astype(jnp.float32)  # x·W in the compute dtype first
-  ra, rb = _rotate(q[..., :half], q[..., half:], sin[:, None, :], cos[:, None, :])
+  ra, rb = rotate(q[..., :half], q[..., half:], sin[:, None, :], cos[:, None, :])
   return _interleave(ra, rb).reshape(x2.shape[0], -1).astype(x2.dtype)
 
 
@@ -89,7 +90,7 @@ def _rope_kernel(x_ref, w_ref, sin_ref, cos_ref, o_ref, *, t: fused_mlp.Tiles, k
   a = a.astype(o_ref.dtype).astype(jnp.float32).reshape(shape)  # rounded as XLA's GEMM output is
   b = b.astype(o_ref.dtype).astype(jnp.float32).reshape(shape)
   sin, cos = sin_ref[rows, :][:, None, :], cos_ref[rows, :][:, None, :]
-  ra, rb = _rotate(a, b, sin, cos)
+  ra, rb = rotate(a, b, sin, cos)
   o_ref[rows, pl.ds(j * t.bn, t.bn)] = _interleave(ra, rb).reshape(t.bm, t.bn).astype(o_ref.dtype)
 
 

@@ -245,7 +245,7 @@ def rotary(x_BLHK: Array, sin_cos: tuple[Array, Array]) -> Array:
   """Rotary position embedding on the last axis, computed in fp32, from `rope_tables`."""
   sin, cos = sin_cos
   x1, x2 = jnp.split(x_BLHK.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  out = jnp.concatenate(fused_rope.rotate(x1, x2, sin, cos), axis=-1)
   return out.astype(x_BLHK.dtype)
 
 
