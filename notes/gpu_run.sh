@@ -104,6 +104,16 @@ fi
 #  GPT-2's 55% (51.5 ms) is under its own corrected floor on an H100 (54.04 ms with the kernels, 52.41 without
 #  the merger): out of reach at the card's measured GEMM and attention rates (only GEMMs at the ~798 TFLOP/s
 #  ceiling and no time between kernels would fit it).
+#  NEW 2026-11-29 (eighth session without a device; notes/perf.md, last section): `model.xent_impl`
+#  (models/fused_xent.py: the fused cross-entropy's log-sum-exp and logits gradient in one Triton kernel that
+#  reads each row twice from one program, the second read meant to come from L2 — the design's bet). Main row
+#  `gpt2_gelu_best` (the MLP kernels, the merger off, the loss kernel: H100 floor 52.41 → 51.30 ms, 55.2%;
+#  H200 48.94; predicted ×1.088 ≈ 55.8 ms, ~50.7% on an H100 — still under 55%), placed before the 1B row.
+#  The rotary row now also takes the loss kernel, `t5_b256_packed_rows32_mlp_rope_xent` (floor 236.33 → 235.60,
+#  H200 221.44; predicted ~233–246 ms, 46.1–48.5% on an H100); the rotary row without it is an extra
+#  (against it: the loss kernel's own effect, predicted −0.7 ms, and ~−1.1 ms on GPT-2 against the first
+#  extra `gpt2_gelu_mlp_nomerge`). `check_packing_t5_rows` checks the loss kernel too (EQUAL). If the L2 bet
+#  fails the kernel costs what XLA's two passes do (one more read per chunk) — the comparison says.
 #  Added 2026-11-29 (sixth session without a device): `check_mlp_t5_mgpu`, the second row, times the same
 #  two kernels written for Pallas's Mosaic GPU backend (wgmma fed by TMA; `mgpu:` tiles, models/fused_mlp.py)
 #  in a process of its own; a setting that fails to build or run is printed FAILED and the others stand
@@ -172,15 +182,16 @@ fi
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 #  or the `_mlp` rows with the tile setting `check_mlp_t5` found fastest (a later --mlp_tiles wins), e.g.
-#    ROWS="t5_b256_packed_rows32_mlp t5_b256_packed_rows32_mlp_rope gpt2_gelu_mlp 1b_b16_fusednorm_mlp" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
+#    ROWS="t5_b256_packed_rows32_mlp t5_b256_packed_rows32_mlp_rope_xent gpt2_gelu_best 1b_b16_fusednorm_mlp" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
 #    COMPILE_TIMEOUT=100 ARGS_EXTRA="--mlp_tiles=mgpu:128,64,64,2|mgpu:128,64,64,3" bash notes/gpu_run.sh
 VARIANTS=(
   "check_mlp_t5|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "check_mlp_t5_mgpu|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_MGPU"
   "t5_b256_packed_rows32_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32 --mlp_impl=auto"
   "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32"
-  "t5_b256_packed_rows32_mlp_rope|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xla_flags=tuned_nomerge"
-  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto --rope_impl=auto"
+  "t5_b256_packed_rows32_mlp_rope_xent|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --xla_flags=tuned_nomerge"
+  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto --rope_impl=auto --xent_impl=auto"
+  "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
@@ -188,6 +199,7 @@ VARIANTS=(
 EXTRA=(
   "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
+  "t5_b256_packed_rows32_mlp_rope|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xla_flags=tuned_nomerge"
   "t5_b256_packed_rows32_mlp_nomerge|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --xla_flags=tuned_nomerge"
   "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "gpt2_fusednorm_mlp|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"

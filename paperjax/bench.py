@@ -104,6 +104,10 @@ def parse_args(argv=None):
   p.add_argument("--rope_impl", default="xla", choices=["xla", "pallas", "auto"],
                  help="pallas: rotary positions inside the query / key projections' GEMM kernel (models/fused_rope.py); "
                       "auto: that kernel on GPUs, XLA's GEMM and a rotary pass elsewhere (TransformerConfig.rope_impl)")
+  p.add_argument("--xent_impl", default="xla", choices=["xla", "pallas", "auto"],
+                 help="with --loss_impl=fused: pallas, each chunk's log-sum-exp and logits gradient in one kernel that "
+                      "reads a row twice from one program (models/fused_xent.py); auto: that kernel on GPUs, XLA's "
+                      "reduction and element-wise pass elsewhere (TransformerConfig.xent_impl)")
   p.add_argument("--mlp_tiles", default="",
                  help="the MLP kernels' tiles, 'bm,bn,bk,warps,stages' (Triton) or 'mgpu:bm,bn,bk,stages' (Mosaic GPU, "
                       "Hopper) for both, or 'up|down' (fused_mlp.Tiles)")
@@ -189,6 +193,13 @@ def _positions_label(cfg) -> str:
   return cfg.positions + (f"+{cfg.rope_impl}" if cfg.positions == "rope" and cfg.rope_impl != "xla" else "")
 
 
+def _loss_label(args) -> str:
+  """"full_logits", "remat", "fused", or "fused+pallas" when the chunks' softmax gradient is our kernel."""
+  if not args.loss_chunk:
+    return "full_logits"
+  return args.loss_impl + (f"+{args.xent_impl}" if args.loss_impl == "fused" and args.xent_impl != "xla" else "")
+
+
 def _mlp_label(cfg) -> str:
   """"gated", "dense", or "gated+pallas[tiles]" when the gate runs inside our GEMM kernels."""
   if cfg.mlp_impl == "xla":
@@ -205,7 +216,7 @@ def model_config(args):
   kw.update(dtype=jnp.dtype(args.dtype), param_dtype=jnp.dtype(args.param_dtype),
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
             fused_projections=args.fused, norm_impl=args.norm, mlp_impl=args.mlp_impl, rope_impl=args.rope_impl,
-            mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
+            xent_impl=args.xent_impl, mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
     kw["max_segments"] = args.max_segments
@@ -409,7 +420,8 @@ def target(args) -> dict:
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, optimizer=_optimizer_label(args), xla_flags=args.xla_flags,
+      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
+      optimizer=_optimizer_label(args), xla_flags=args.xla_flags,
       xla_flags_str=used_flags, compile_s=round(compile_s, 2), init_compile_s=round(init_compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
       tokens_per_step=sum(lengths.values()) * batch_size, compiled_mem_gb=_memory_analysis(compiled),
@@ -429,7 +441,7 @@ def _report_target(r: dict) -> None:
   mem = r["compiled_mem_gb"]
   print(f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} compiled for {r['device']} (deviceless, "
         f"{r['compile_s']:.1f}s; its init program {r['init_compile_s']:.1f}s): attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} norm={r['norm']} "
-        f"positions={r['positions']} mlp={r['mlp']} loss_chunk={r['loss_chunk']} optimizer={r['optimizer']} xla={r['xla_flags']}\n"
+        f"positions={r['positions']} mlp={r['mlp']} loss={r['loss_impl']}/{r['loss_chunk']} optimizer={r['optimizer']} xla={r['xla_flags']}\n"
         f"  compiled memory ≈{mem['peak_estimate']:.2f} GiB (arguments {mem['arguments']:.2f}, temporaries "
         f"{mem['temp']:.2f}); roofline {r['roofline_ms']:.2f} ms/step → MFU ≤ {100 * r['roofline_mfu_full']:.1f}% "
         f"full / {100 * r['roofline_mfu_causal']:.1f}% causal", flush=True)
@@ -493,7 +505,7 @@ def check_packing(args) -> dict:
   plain = unpack(packed, shape["lengths"])
   model = Transformer(cfg)
   reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False, mlp_impl="xla",
-                                              rope_impl="xla"))  # every kernel of ours, checked against XLA too
+                                              rope_impl="xla", xent_impl="xla"))  # every kernel of ours, checked against XLA too
   params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
 
   def loss_and_grad(m):  # ((loss sum, weight sum), gradient of the loss sum): one program per batch shape
@@ -740,7 +752,7 @@ def run(args) -> dict:
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
       attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
       fused=args.fused, norm=args.norm, mlp=_mlp_label(cfg), positions=_positions_label(cfg),
-      loss_chunk=args.loss_chunk, loss_impl=args.loss_impl if args.loss_chunk else "full_logits",
+      loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
       data=",".join(args.data), optimizer=_optimizer_label(args),
       donate=not args.no_donate, mem_fraction=float(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]),  # set by now
       xla_flags=args.xla_flags, xla_flags_str=used_flags, compile_s=round(compile_s, 2),

@@ -212,7 +212,7 @@ def test_bench_says_when_its_floor_finds_fewer_flops_than_the_model_does(capsys)
   in one line when kernels are missing (a GEMM it cannot read makes the floor optimistic)."""
   summ = roofline.summary([roofline.Kernel("g", "gemm", 1e9, 9e12, "bf16[8,8]", time_s=1e-2)])
   r = dict(tag="", shape="s", batch=1, device="H100 SXM", compile_s=1.0, init_compile_s=1.0, attention="cudnn",
-           padding_lengths=False, norm="auto", positions="rotary", mlp="gated", loss_chunk=0, optimizer="adamw",
+           padding_lengths=False, norm="auto", positions="rotary", mlp="gated", loss_chunk=0, loss_impl="full_logits", optimizer="adamw",
            xla_flags="tuned", compiled_mem_gb=dict(peak_estimate=1.0, arguments=0.5, temp=0.5), roofline=summ,
            roofline_ms=summ["total_ms"], roofline_mfu_full=0.5, roofline_mfu_causal=0.5, roofline_flops=9e12,
            flops_per_step_causal=10e12)

@@ -12,6 +12,7 @@ sequence feature (encdec: inputs and targets; decoder: tokens); see `Transformer
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -50,7 +51,9 @@ def loss_sums(model: Transformer, params, batch: dict, *, rng=None, chunk: int =
     h = model.apply({"params": params}, batch, deterministic=deterministic, return_hidden=True, rngs=rngs)
     if impl == "fused":
       h, w = unembedding(params, h, model.cfg)
-      return losses.fused_linear_cross_entropy(h, w, targets, mask, chunk, z_loss)
+      rows = nn.logical_to_mesh_axes(("batch", "vocab"))  # the logits' rows and vocabulary, for a kernel
+      return losses.fused_linear_cross_entropy(h, w, targets, mask, chunk, z_loss, xent_impl=model.cfg.xent_impl,
+                                               row_spec=tuple(rows))
     if impl != "remat":
       raise ValueError(f"model.loss_impl={impl!r} is unknown; use 'fused' or 'remat'.")
     logits_fn = lambda hc: model.apply({"params": params}, hc, method=Transformer.logits)

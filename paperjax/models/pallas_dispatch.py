@@ -79,7 +79,7 @@ def run(reference: Callable, kernel: Callable[[bool], Callable], args: Sequence,
   mesh = jax.sharding.get_abstract_mesh()
   rows = next(a for a, r in zip(args, row_args) if r) if any(row_args) else args[0]
   sharded = row_spec is not None and not mesh.empty and mesh.size > 1
-  feature_sharded = sharded and len(row_spec) == rows.ndim and row_spec[-1] is not None
+  feature_sharded = sharded and len(row_spec) == rows.ndim and mesh_ways(row_spec[-1]) > 1
   missing = [BACKENDS[b][0] for b in needs if not BACKENDS[b][1]()]
   if impl == "auto" and (feature_sharded or missing):
     impl = "xla"  # tensor parallelism: rows are not whole on a device; or no kernels in this JAX

@@ -120,6 +120,11 @@ class TransformerConfig:
   # writes each head's dims interleaved — q·k, hence attention, unchanged; "auto", the kernel in programs
   # compiled for a GPU, "xla" elsewhere. The same function and parameters. Not with fused_projections.
   rope_impl: str = "xla"
+  # The chunked, fused cross-entropy's log-sum-exp and logits gradient (`lm.loss_sums` with a loss_chunk):
+  # "xla", XLA's row reduction then an element-wise pass, each reading the chunk's logits; "pallas", one
+  # kernel that reads each row twice from one program, the second time meant to come from L2
+  # (models/fused_xent.py; Triton; elsewhere its interpreter); "auto", that kernel on GPUs, "xla" elsewhere.
+  xent_impl: str = "xla"
 
   def __post_init__(self):
     if self.mlp_impl not in pallas_dispatch.IMPLS:
@@ -129,6 +134,9 @@ class TransformerConfig:
     if self.rope_impl not in pallas_dispatch.IMPLS:
       raise ValueError(f"model.rope_impl={self.rope_impl!r} is not 'xla', 'pallas' (rotary inside the q/k "
                        "projections' GEMM kernel) or 'auto' (that kernel on GPUs only).")
+    if self.xent_impl not in pallas_dispatch.IMPLS:
+      raise ValueError(f"model.xent_impl={self.xent_impl!r} is not 'xla', 'pallas' (the cross-entropy's "
+                       "log-sum-exp and gradient in one kernel) or 'auto' (that kernel on GPUs only).")
     if self.rope_impl != "xla" and self.fused_projections:
       raise ValueError(f"model.rope_impl={self.rope_impl!r} takes the query and key projections apart; it does "
                        "not work with model.fused_projections=True — set one of them back.")

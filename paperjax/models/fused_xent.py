@@ -1,0 +1,128 @@
+"""The cross-entropy's log-sum-exp and its logits gradient in one kernel: a row of logits read twice from
+one program (the second time from L2), the gradient written once (Pallas on Triton).
+
+Why: in `losses.fused_linear_cross_entropy` each chunk's logits (cuBLAS's GEMM output, in the compute
+dtype) are read by two XLA kernels: the log-sum-exp's row reduction, then the element-wise pass that
+writes dL/dlogits = softmax·coef − onehot for the two gradient GEMMs. On GPT-2 (50,304-way, 32,768 rows a
+step) the read the reduction makes is 1.12 ms of the H100 floor and the element-wise pass 2.21 ms
+(notes/perf.md, 2026-11-29, eighth session). Here one program owns a row: it reads the row's tiles once
+for the running (max, Σexp) pair, then again to write the gradient. A row of 50,304 bf16 logits is 100 KB;
+a fixed grid of `PROGRAMS` programs (two per SM of an H100 or H200), each walking its rows in turn, keeps
+~26 MB of rows in flight, so the second read is meant to hit the 50 MB L2 and HBM sees one read and one
+write. That is the design's bet, untimed on a card: `model.xent_impl` is opt-in, and the floor
+(`paperjax.roofline`) prices the kernel by its operands and results, i.e. assumes the bet holds.
+
+Semantics: the XLA path's (`reference`): logits cast to fp32; lse = log Σ exp; coef = mask·(1 + 2·z·lse)
+(PaLM's z-loss: d(z·lse²)/dlogit = 2·z·lse·softmax); dlogits = exp(logit − lse)·coef − onehot(target)·mask,
+rounded once to `out_dtype`. The log-sum-exp is accumulated tile by tile in another order than XLA's
+reduction, so the two agree to fp32 rounding. Masked rows (mask 0) get a zero gradient row.
+
+The kernel has no gradient of its own (the fused loss writes its gradients by hand: this *is* part of
+one). `impl` as in `pallas_dispatch.run`; chunks of 2³¹ elements or more (Triton's int32 offsets) take the
+reference.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from paperjax.models import pallas_dispatch
+
+PROGRAMS = 264  # two per SM of an H100 / H200 (132 SMs): the rows in flight (×100 KB at V=50K) stay in L2
+TILE = 8192     # logits a program holds per step (16 KB of bf16; 16 per thread at 16 warps)
+WARPS = 16
+
+
+def reference(logits_cV, targets_c, mask_c, z_loss: float, out_dtype):
+  """(lse [c] fp32, dlogits [c, V] in out_dtype) in plain JAX: the fused loss's own formula."""
+  from paperjax import losses  # pylint: disable=g-import-not-at-top  (losses dispatches here)
+  logits = logits_cV.astype(jnp.float32)
+  lse = losses.online_logsumexp(logits, axis=-1)
+  m = mask_c.astype(jnp.float32)
+  p = jnp.exp(logits - lse[:, None]) * (m * (1.0 + 2.0 * z_loss * lse))[:, None]
+  onehot = jax.nn.one_hot(targets_c, logits.shape[-1], dtype=jnp.float32) * m[:, None]
+  return lse, (p - onehot).astype(out_dtype)
+
+
+def _kernel(l_ref, t_ref, m_ref, lse_ref, d_ref, *, c, v, tile, programs, steps, z_loss):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  p = pl.program_id(0)
+  cols = jnp.arange(tile)[None, :]
+  zero = jnp.zeros((1, 1), jnp.int32)
+  tiles = pl.cdiv(v, tile)
+  lowest = jnp.finfo(jnp.float32).min  # a finite start: exp(lowest − max) is 0, never NaN
+
+  def row(i, _):
+    r_raw = p + i * programs
+    valid = r_raw < c
+    r = jnp.full((1, 1), jnp.minimum(r_raw, c - 1), jnp.int32)  # the last programs' spare steps redo row c−1
+
+    def stats(j, carry):
+      mx, s = carry
+      cj = j * tile + cols
+      x = plgpu.load(l_ref.at[r, cj], mask=cj < v, other=-jnp.inf).astype(jnp.float32)
+      new = jnp.maximum(mx, jnp.max(x, axis=1, keepdims=True))
+      return new, s * jnp.exp(mx - new) + jnp.sum(jnp.exp(x - new), axis=1, keepdims=True)
+
+    mx, s = jax.lax.fori_loop(0, tiles, stats, (jnp.full((1, 1), lowest, jnp.float32), jnp.zeros((1, 1), jnp.float32)))
+    lse = mx + jnp.log(s)
+    t = plgpu.load(t_ref.at[r, zero])
+    m = plgpu.load(m_ref.at[r, zero]).astype(jnp.float32)
+    coef = m * (1.0 + 2.0 * z_loss * lse)
+
+    def grad(j, _):
+      cj = j * tile + cols
+      x = plgpu.load(l_ref.at[r, cj], mask=cj < v, other=0.0).astype(jnp.float32)
+      g = jnp.exp(x - lse) * coef - jnp.where(cj == t, m, 0.0)
+      plgpu.store(d_ref.at[r, cj], g.astype(d_ref.dtype), mask=(cj < v) & valid)
+      return 0
+
+    jax.lax.fori_loop(0, tiles, grad, 0)
+    plgpu.store(lse_ref.at[r, zero], lse, mask=jnp.full((1, 1), valid))
+    return 0
+
+  jax.lax.fori_loop(0, steps, row, 0)
+
+
+def _pallas(logits, targets2, mask2, z_loss, out_dtype, interpret, tile=TILE, programs=PROGRAMS, warps=WARPS):
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  c, v = logits.shape
+  tile = min(tile, 1 << max(0, v - 1).bit_length())
+  programs = min(programs, c)
+  steps = pl.cdiv(c, programs)
+  kernel = functools.partial(_kernel, c=c, v=v, tile=tile, programs=programs, steps=steps, z_loss=float(z_loss))
+  return pl.pallas_call(
+      kernel, grid=(programs,),
+      out_shape=(jax.ShapeDtypeStruct((c, 1), jnp.float32), jax.ShapeDtypeStruct((c, v), out_dtype)),
+      compiler_params=plgpu.CompilerParams(num_warps=max(1, min(warps, tile // 512))),
+      interpret=interpret, name="xent_rows")(logits, targets2, mask2)
+
+
+def xent_rows(logits_cV, targets_c, mask_c, z_loss: float = 0.0, out_dtype=None, impl: str = "xla",
+              interpret: bool | None = None, row_spec=None):
+  """(lse [c] fp32, dL/dlogits [c, V] in `out_dtype`, default the logits' dtype) of the masked softmax
+  cross-entropy Σ mask·(lse − logit[target] + z·lse²), for logits [c, V], int targets [c], mask [c].
+  impl "xla" | "pallas" | "auto" as in `pallas_dispatch.run`; `row_spec`: the logits' PartitionSpec under
+  a mesh of several devices (rows split, each device's rows through the kernel; the vocabulary axis must
+  be whole on a device)."""
+  out_dtype = jnp.dtype(out_dtype or logits_cV.dtype)
+  c, v = logits_cV.shape
+  if c * v >= 2 ** 31 and impl != "xla":  # Triton's offsets are int32
+    impl = "xla"
+  z_loss = float(z_loss)
+  t2 = targets_c.astype(jnp.int32).reshape(c, 1)
+  m2 = mask_c.astype(jnp.float32).reshape(c, 1)
+
+  def ref(logits, t2, m2):
+    lse, d = reference(logits, t2[:, 0], m2[:, 0], z_loss, out_dtype)
+    return lse[:, None], d
+
+  kernel = lambda interp: lambda logits, t2, m2: _pallas(logits, t2, m2, z_loss, out_dtype, interp)
+  lse, d = pallas_dispatch.run(ref, kernel, (logits_cV, t2, m2), impl=impl, interpret=interpret,
+                               row_spec=row_spec, row_args=(True, True, True), outs=2, name="xent_rows")
+  return lse[:, 0], d
