@@ -52,10 +52,15 @@ MLP_TILES="128,128,64,8,3;128,64,64,4,4;128,128,64,8,4|256,128,64,8,3;64,128,64,
 # in shared memory, 112 and 104 KiB, for two blocks an SM: one's epilogue under the other's K loop, which
 # at K = 768 is only 12 steps)
 MLP_TILES_MGPU="mgpu:128,64,64,4|mgpu:128,128,64,4;mgpu:128,64,64,2|mgpu:128,64,64,3;mgpu:64,128,64,4|mgpu:64,256,64,4"
+# --check_xent's settings of models/fused_xent.py's loss kernel ("tile,programs,warps"): the default first, then
+# fewer and more rows in flight (132 … 1056 programs: does a row's second read hit L2?), then other tiles
+XENT_TILES="8192,264,16;8192,132,16;8192,528,16;8192,1056,16;4096,264,8;16384,264,16"
+XENT_CHUNK=8192
 if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XLA attention, 2 steps
   G="--shape=tiny --batch=8"; GG="$G"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"
   MLP_TILES="16,16,16,4,2;32,32,16,4,2"; MLP_TILES_MGPU="mgpu:64,64,64,2"; CHECK_B=2; CHECK_B_G=2
+  XENT_TILES="128,8,4;256,3,8"; XENT_CHUNK=64
 fi
 # tag|arguments, in the order phase 2 runs them (most important first). Eighth run's plan, as revised
 # on 2026-11-28 (fourth session without a device; notes/perf.md, its last section): the MLP's element-wise
@@ -113,7 +118,12 @@ fi
 #  H200 221.44; predicted ~233–246 ms, 46.1–48.5% on an H100); the rotary row without it is an extra
 #  (against it: the loss kernel's own effect, predicted −0.7 ms, and ~−1.1 ms on GPT-2 against the first
 #  extra `gpt2_gelu_mlp_nomerge`). `check_packing_t5_rows` checks the loss kernel too (EQUAL). If the L2 bet
-#  fails the kernel costs what XLA's two passes do (one more read per chunk) — the comparison says.
+#  fails the kernel costs what XLA's two passes do (one more read per chunk) — the comparison says, and first
+#  `check_xent_gpt2` (main, before `gpt2_gelu_best`): one GPT-2 loss chunk through XLA's passes and the kernel
+#  at six settings — ms, and the rate of one read and one write over that time (near the card's ~3.0 TB/s
+#  copy rate, 4.3 on an H200: the second read came from L2; ~2/3 of it: it did not). Predicted: XLA
+#  ~0.83 ms a chunk (2.5 GB at ~3 TB/s), the default setting ~0.55–0.6 ms; if another setting is faster a
+#  short second call reruns `gpt2_gelu_best` with ARGS_EXTRA="--xent_tiles=<it>".
 #  Added 2026-11-29 (sixth session without a device): `check_mlp_t5_mgpu`, the second row, times the same
 #  two kernels written for Pallas's Mosaic GPU backend (wgmma fed by TMA; `mgpu:` tiles, models/fused_mlp.py)
 #  in a process of its own; a setting that fails to build or run is printed FAILED and the others stand
@@ -191,6 +201,7 @@ VARIANTS=(
   "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32"
   "t5_b256_packed_rows32_mlp_rope_xent|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --xla_flags=tuned_nomerge"
   "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto --rope_impl=auto --xent_impl=auto"
+  "check_xent_gpt2|$GG --check_xent --loss_chunk=$XENT_CHUNK --steps=10 --xent_tiles=$XENT_TILES"
   "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
@@ -373,7 +384,15 @@ for r in [r for r in rows if "mlp_cases" in r]:  # --check_mlp rows
       continue
     print(f"  {name:40s} {c['ms']:8.3f} ms {c['tflops']:6.1f} TFLOP/s  value {c['value']:.1e} dx {c['dx']:.1e} "
           f"dW {c['dw']:.1e} dWo {c['dwo']:.1e}{'' if c.get('within', True) else '  ABOVE'}")
-for r in [r for r in rows if "ok" in r and "cases" not in r and "mlp_cases" not in r]:  # --check_packing rows
+for r in [r for r in rows if "xent_cases" in r]:  # --check_xent rows
+  print(f"{r['tag']}: a loss chunk of {r['rows']} rows × {r['vocab']} on {r['device']} "
+        f"({'EQUAL to XLA' if r['ok'] else 'NOT ALL EQUAL'}; GB/s = one read and one write over the time):")
+  for name, c in r["xent_cases"].items():
+    if "error" in c:
+      print(f"  {name:28s} FAILED {c['error'][:160]}")
+      continue
+    print(f"  {name:28s} {c['ms']:8.3f} ms {c['gbps']:7.0f} GB/s  lse {c['lse']:.1e} dlogits {c['dlogits']:.1e}")
+for r in [r for r in rows if "examples" in r and "ok" in r]:  # --check_packing rows
   print(f"{r['tag']}: {r['examples']} examples in {r['rows']} packed rows, loss rel {r['loss_rel']:.2e}, "
         f"gradient rel {r['grad_rel']:.2e} on {r['device']} ({r['attention']}): {'EQUAL' if r['ok'] else 'DIFFERENT'}")
 rows = [r for r in rows if "ms_per_step" in r]

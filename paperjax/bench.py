@@ -152,6 +152,14 @@ def parse_args(argv=None):
                       "per row, through this model and attention, against those examples through XLA's attention "
                       "with a dense mask (on a GPU: checks cuDNN's packed layout and its padding mode): prints the "
                       "loss and gradient differences; exit 1 if not equal")
+  p.add_argument("--xent_tiles", default="",
+                 help="the loss kernel's 'tile,programs,warps' (fused_xent.parse_tiles); with --check_xent a "
+                      "';'-separated list of settings to time")
+  p.add_argument("--check_xent", action="store_true",
+                 help="no step: one loss chunk's logits (--loss_chunk rows × the shape's vocabulary, bf16): its "
+                      "log-sum-exp and logits gradient through XLA's passes and through models/fused_xent.py's "
+                      "kernel for each --xent_tiles setting; their ms, the HBM rate each implies, and their "
+                      "difference; exit 1 if a kernel's values differ from XLA's")
   p.add_argument("--check_mlp", action="store_true",
                  help="no step: the shape's MLP over batch × length rows (bf16) through XLA's GEMMs and through "
                       "models/fused_mlp.py's kernels (--mlp_impl=pallas; each --mlp_tiles setting, ';'-separated), "
@@ -216,7 +224,8 @@ def model_config(args):
   kw.update(dtype=jnp.dtype(args.dtype), param_dtype=jnp.dtype(args.param_dtype),
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
             fused_projections=args.fused, norm_impl=args.norm, mlp_impl=args.mlp_impl, rope_impl=args.rope_impl,
-            xent_impl=args.xent_impl, mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
+            xent_impl=args.xent_impl, xent_tiles="" if getattr(args, "check_xent", False) else args.xent_tiles,
+            mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
     kw["max_segments"] = args.max_segments
@@ -621,6 +630,72 @@ def check_mlp(args) -> dict:
   return _write(result, args)
 
 
+def check_xent(args) -> dict:
+  """`--check_xent`: one chunk of the fused loss's logits ([--loss_chunk, V] bf16, V the shape's vocabulary,
+  logits ~ N(0, 3²), a tenth of the rows masked, z-loss 1e-4): (lse, dL/dlogits) through XLA's passes (a
+  reduction, then an element-wise pass: two reads and a write) and through the kernel with each --xent_tiles
+  setting (one read and a write if a row's second read hits L2). Times each; the rate is the kernel's one
+  read and one write over its time, so a rate near the card's copy bandwidth says the second read came from
+  L2. A kernel passes if its lse is XLA's to 1e-5 and its gradient to 1e-2 (relative, the bf16 rounding
+  of either)."""
+  used_flags = xla_flags.apply(args.xla_flags)
+  import jax
+  import jax.numpy as jnp
+  from paperjax.models import fused_xent
+  cfg, _ = model_config(args)
+  c, v = args.loss_chunk or 8192, cfg.vocab_size
+  k = jax.random.split(jax.random.PRNGKey(args.seed), 3)
+  logits = (3.0 * jax.random.normal(k[0], (c, v), jnp.float32)).astype(jnp.bfloat16)
+  targets = jax.random.randint(k[1], (c,), 0, v)
+  mask = (jax.random.uniform(k[2], (c,)) > 0.1).astype(jnp.float32)
+
+  def program(impl, tiles):
+    fn = jax.jit(lambda l, t, m: fused_xent.xent_rows(l, t, m, 1e-4, jnp.bfloat16, impl=impl, tiles=tiles))
+    return lambda: fn(logits, targets, mask)
+
+  def timed(fn):
+    jax.block_until_ready(fn())
+    jax.block_until_ready(fn())
+    t0 = time.perf_counter()
+    for _ in range(max(args.steps, 1) * 10):
+      out = fn()
+    jax.block_until_ready(out)
+    return 1e3 * (time.perf_counter() - t0) / (max(args.steps, 1) * 10)
+
+  rel = lambda a, b: float(jnp.linalg.norm(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))
+                           / jnp.maximum(jnp.linalg.norm(jnp.asarray(b, jnp.float32)), 1e-30))
+  ref = program("xla", "")()
+  nbytes = 2 * c * v * 2  # one bf16 read and one write of the chunk
+  cases = {}
+  for name, impl, tiles in [("xla", "xla", "")] + [(f"pallas[{t or 'default'}]", "pallas", t)
+                                                   for t in (args.xent_tiles or "").split(";")]:
+    try:
+      fn = program(impl, tiles)
+      ms = timed(fn)
+      lse, d = fn()
+      cases[name] = dict(ms=ms, gbps=nbytes / ms / 1e6, lse=rel(lse, ref[0]), dlogits=rel(d, ref[1]))
+    except Exception as e:  # pylint: disable=broad-except  # a setting that does not build or run: the rest still do
+      if name == "xla":
+        raise
+      cases[name] = dict(error=f"{type(e).__name__}: {str(e)[:400]}")
+  for name, case in cases.items():
+    if name != "xla" and "error" not in case:
+      case["equal"] = bool(case["lse"] <= 1e-5 and case["dlogits"] <= 1e-2)
+  ok = all(case.get("equal", False) for name, case in cases.items() if name != "xla")
+  result = dict(tag=args.tag or "check_xent", shape=args.shape, rows=c, vocab=v, device=jax.devices()[0].device_kind,
+                xent_cases=cases, ok=bool(ok), xla_flags_str=used_flags)
+  print(f"[{result['tag']}] {args.shape}: a loss chunk of {c} rows × {v} logits (bf16) on {result['device']}; "
+        "rate = one read and one write of the chunk over the time:", flush=True)
+  for name, case in cases.items():
+    if "error" in case:
+      print(f"  {name:28s} FAILED  {case['error'][:200]}", flush=True)
+      continue
+    print(f"  {name:28s} {case['ms']:8.3f} ms {case['gbps']:7.0f} GB/s   lse {case['lse']:.1e} dlogits "
+          f"{case['dlogits']:.1e}", flush=True)
+  print("  " + ("EQUAL to XLA's" if ok else "DIFFERENT from XLA's, or a setting failed"), flush=True)
+  return _write(result, args)
+
+
 def classify_rows(x: np.ndarray, rows: np.ndarray) -> str:
   """What [B, L, ...] `x` holds at the [B, L] positions `rows`: "zero", "finite" (something else) or
   "nan" (anything not finite)."""
@@ -958,12 +1033,13 @@ def main(argv=None) -> None:
   from paperjax import errors
   args = parse_args(argv)
   with errors.one_sentence(debug=bool(os.environ.get("PAPERJAX_DEBUG"))):
-    checks = [c for c in (check_packing, check_unwritten, check_mlp) if getattr(args, c.__name__)]
+    checks = [c for c in (check_packing, check_unwritten, check_mlp, check_xent) if getattr(args, c.__name__)]
     if args.mem_fraction is not None and (args.target or checks):
       raise ValueError("--mem_fraction sets the allocator of a timed run on a device; drop it with --target, "
-                       "--check_packing, --check_unwritten or --check_mlp.")
+                       "--check_packing, --check_unwritten, --check_mlp or --check_xent.")
     if len(checks) > 1:
-      raise ValueError("--check_packing, --check_unwritten and --check_mlp are separate runs; pass one of them.")
+      raise ValueError("--check_packing, --check_unwritten, --check_mlp and --check_xent are separate runs; pass "
+                       "one of them.")
     if checks:
       if not checks[0](args)["ok"]:
         raise SystemExit(1)

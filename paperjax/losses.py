@@ -51,7 +51,7 @@ def chunked_token_cross_entropy(logits_fn: Callable, h_BLD, targets_BL, mask_BL,
 
 
 def fused_linear_cross_entropy(h_ND, w_VD, targets_N, mask_N, chunk: int, z_loss: float = 0.0,
-                               xent_impl: str = "xla", row_spec=None):
+                               xent_impl: str = "xla", row_spec=None, xent_tiles: str = ""):
   """Cross-entropy of `logits = h @ w.T` that never holds the [N, V] logits, and pays no recompute.
 
   The "fused linear cross-entropy" (as in Liger-Kernel / Cut-Cross-Entropy, here in plain XLA):
@@ -70,7 +70,7 @@ def fused_linear_cross_entropy(h_ND, w_VD, targets_N, mask_N, chunk: int, z_loss
   `xent_impl`: how a chunk's log-sum-exp and dL/dlogits are computed from its logits — "xla", XLA's
   reduction then an element-wise pass (each reads the logits); "pallas" / "auto", one kernel that reads
   each row twice from one program (`models/fused_xent.py`). `row_spec`: the logits' PartitionSpec under a
-  mesh of several devices (rows, vocabulary), for that kernel.
+  mesh of several devices (rows, vocabulary), for that kernel; `xent_tiles` its "tile,programs,warps".
   """
   D = h_ND.shape[-1]
   h = h_ND.reshape(-1, D)
@@ -83,7 +83,7 @@ def fused_linear_cross_entropy(h_ND, w_VD, targets_N, mask_N, chunk: int, z_loss
     h = jnp.pad(h, ((0, pad), (0, 0)))
     t = jnp.pad(t, (0, pad))
     m = jnp.pad(m, (0, pad))
-  return _flce(h, w_VD, t, m, chunk, float(z_loss), xent_impl, row_spec), m.sum()
+  return _flce(h, w_VD, t, m, chunk, float(z_loss), (xent_impl, row_spec, xent_tiles)), m.sum()
 
 
 def online_logsumexp(x, axis: int = -1):
@@ -105,13 +105,15 @@ def online_logsumexp(x, axis: int = -1):
   return m + jnp.log(s)
 
 
-def _chunk_loss(h_cD, w_VD, t_c, m_c, z_loss, with_grads, xent_impl="xla", row_spec=None):
+def _chunk_loss(h_cD, w_VD, t_c, m_c, z_loss, with_grads, xent=("xla", None, "")):
   logits = jnp.einsum("cd,vd->cv", h_cD, w_VD)  # in h's dtype, as cuBLAS writes it
   target_logit = jnp.take_along_axis(logits, t_c[:, None], axis=-1)[:, 0].astype(jnp.float32)
   if with_grads:
     # d nll / d logits = softmax·(1 + 2·z·lse) − onehot(target), times the row's mask.
     from paperjax.models import fused_xent  # pylint: disable=g-import-not-at-top  (its reference uses this module)
-    lse, dlogits = fused_xent.xent_rows(logits, t_c, m_c, z_loss, h_cD.dtype, impl=xent_impl, row_spec=row_spec)
+    impl, row_spec, tiles = xent
+    lse, dlogits = fused_xent.xent_rows(logits, t_c, m_c, z_loss, h_cD.dtype, impl=impl, row_spec=row_spec,
+                                        tiles=tiles)
   else:
     lse = online_logsumexp(logits.astype(jnp.float32), axis=-1)
   nll = lse - target_logit
@@ -125,13 +127,13 @@ def _chunk_loss(h_cD, w_VD, t_c, m_c, z_loss, with_grads, xent_impl="xla", row_s
   return loss, dh, dw
 
 
-def _flce_scan(h, w, t, m, chunk, z_loss, with_grads, xent_impl="xla", row_spec=None):
+def _flce_scan(h, w, t, m, chunk, z_loss, with_grads, xent=("xla", None, "")):
   split = lambda x: x.reshape((-1, chunk) + x.shape[1:])
 
   def body(carry, xs):
     loss, dw = carry
     hc, tc, mc = xs
-    l, dh_c, dw_c = _chunk_loss(hc, w, tc, mc, z_loss, with_grads, xent_impl, row_spec)
+    l, dh_c, dw_c = _chunk_loss(hc, w, tc, mc, z_loss, with_grads, xent)
     return (loss + l, dw if dw_c is None else dw + dw_c), dh_c
 
   dw0 = jnp.zeros(w.shape, jnp.float32) if with_grads else None
@@ -139,19 +141,19 @@ def _flce_scan(h, w, t, m, chunk, z_loss, with_grads, xent_impl="xla", row_spec=
   return loss, (None if dh is None else dh.reshape(h.shape)), dw
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _flce(h, w, t, m, chunk, z_loss, xent_impl, row_spec):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _flce(h, w, t, m, chunk, z_loss, xent):  # xent: (impl, row_spec, tiles) of the gradient's kernel
   return _flce_scan(h, w, t, m, chunk, z_loss, with_grads=False)[0]
 
 
-def _flce_fwd(h, w, t, m, chunk, z_loss, xent_impl, row_spec):
-  loss, dh, dw = _flce_scan(h, w, t, m, chunk, z_loss, True, xent_impl, row_spec)
+def _flce_fwd(h, w, t, m, chunk, z_loss, xent):
+  loss, dh, dw = _flce_scan(h, w, t, m, chunk, z_loss, True, xent)
   # w's dtype travels as a zero-size array: residuals must be arrays.
   return loss, (dh, dw, jnp.zeros((0,), w.dtype))
 
 
-def _flce_bwd(chunk, z_loss, xent_impl, row_spec, res, g):
-  del chunk, z_loss, xent_impl, row_spec
+def _flce_bwd(chunk, z_loss, xent, res, g):
+  del chunk, z_loss, xent
   dh, dw, w_proto = res
   return dh * g.astype(dh.dtype), (dw * g).astype(w_proto.dtype), None, None
 

@@ -386,6 +386,28 @@ def test_check_packing_compares_packed_and_one_per_row_with_a_dense_mask_referen
   assert "EQUAL" in capsys.readouterr().out
 
 
+def test_check_xent_passes_the_kernel_and_catches_a_wrong_one(tmp_path, capsys, monkeypatch):
+  """`--check_xent` on CPU (the kernel's interpreter): two settings equal to XLA's passes (one with spare
+  steps: 64 rows over 3 programs); a kernel whose gradient is 2% off is caught (exit 1); a bad setting is
+  recorded as failed while the others run."""
+  argv = ["--check_xent", "--shape=tiny", "--loss_chunk=64", "--steps=1", "--xent_tiles=128,8,4;256,3,8",
+          "--json=" + str(tmp_path / "x.jsonl")]
+  c = bench.check_xent(bench.parse_args(argv))
+  assert c["ok"] and (c["rows"], c["vocab"]) == (64, 512) and set(c["xent_cases"]) == {
+      "xla", "pallas[128,8,4]", "pallas[256,3,8]"}, c
+  assert "EQUAL to XLA's" in capsys.readouterr().out
+  from paperjax.models import fused_xent
+  good = fused_xent._pallas
+  monkeypatch.setattr(fused_xent, "_pallas", lambda *a, **k: (lambda l, d: (l, d * 1.02))(*good(*a, **k)))
+  with pytest.raises(SystemExit):
+    bench.main(argv)
+  assert "DIFFERENT" in capsys.readouterr().out
+  monkeypatch.setattr(fused_xent, "_pallas", good)
+  c = bench.check_xent(bench.parse_args(argv[:-2] + ["--xent_tiles=128,8,4;100,1,1"]))
+  assert not c["ok"] and "powers of two" in c["xent_cases"]["pallas[100,1,1]"]["error"]
+  assert c["xent_cases"]["pallas[128,8,4]"]["equal"]
+
+
 def test_check_mlp_passes_the_kernels_and_catches_a_wrong_gradient(tmp_path, capsys, monkeypatch):
   """`--check_mlp` on CPU (the kernels' interpreters): each tile setting within XLA's bf16 error (Triton's
   and Mosaic GPU's), a backward kernel whose dh is 2% off is caught, and a setting that fails to build

@@ -36,6 +36,21 @@ TILE = 8192     # logits a program holds per step (16 KB of bf16; 16 per thread 
 WARPS = 16
 
 
+def parse_tiles(text: str) -> tuple[int, int, int]:
+  """"tile,programs,warps" (e.g. "8192,264,16"; "" the defaults) → (tile, programs, warps): the logits a
+  program holds per step (a power of two), the grid's programs, Triton's warps a program."""
+  if not text:
+    return TILE, PROGRAMS, WARPS
+  try:
+    tile, programs, warps = (int(v) for v in text.split(","))
+  except ValueError:
+    tile = programs = warps = 0
+  if tile <= 0 or tile & (tile - 1) or programs <= 0 or warps <= 0 or warps & (warps - 1):
+    raise ValueError(f"xent tiles {text!r} are not 'tile,programs,warps' with tile and warps powers of two "
+                     "(e.g. '8192,264,16').")
+  return tile, programs, warps
+
+
 def reference(logits_cV, targets_c, mask_c, z_loss: float, out_dtype):
   """(lse [c] fp32, dlogits [c, V] in out_dtype) in plain JAX: the fused loss's own formula."""
   from paperjax import losses  # pylint: disable=g-import-not-at-top  (losses dispatches here)
@@ -104,12 +119,12 @@ def _pallas(logits, targets2, mask2, z_loss, out_dtype, interpret, tile=TILE, pr
 
 
 def xent_rows(logits_cV, targets_c, mask_c, z_loss: float = 0.0, out_dtype=None, impl: str = "xla",
-              interpret: bool | None = None, row_spec=None):
+              interpret: bool | None = None, row_spec=None, tiles: str = ""):
   """(lse [c] fp32, dL/dlogits [c, V] in `out_dtype`, default the logits' dtype) of the masked softmax
   cross-entropy Σ mask·(lse − logit[target] + z·lse²), for logits [c, V], int targets [c], mask [c].
   impl "xla" | "pallas" | "auto" as in `pallas_dispatch.run`; `row_spec`: the logits' PartitionSpec under
   a mesh of several devices (rows split, each device's rows through the kernel; the vocabulary axis must
-  be whole on a device)."""
+  be whole on a device); `tiles`: the kernel's "tile,programs,warps" (`parse_tiles`)."""
   out_dtype = jnp.dtype(out_dtype or logits_cV.dtype)
   c, v = logits_cV.shape
   if c * v >= 2 ** 31 and impl != "xla":  # Triton's offsets are int32
@@ -122,7 +137,9 @@ def xent_rows(logits_cV, targets_c, mask_c, z_loss: float = 0.0, out_dtype=None,
     lse, d = reference(logits, t2[:, 0], m2[:, 0], z_loss, out_dtype)
     return lse[:, None], d
 
-  kernel = lambda interp: lambda logits, t2, m2: _pallas(logits, t2, m2, z_loss, out_dtype, interp)
+  tile, programs, warps = parse_tiles(tiles)
+  kernel = lambda interp: lambda logits, t2, m2: _pallas(logits, t2, m2, z_loss, out_dtype, interp, tile, programs,
+                                                         warps)
   lse, d = pallas_dispatch.run(ref, kernel, (logits_cV, t2, m2), impl=impl, interpret=interpret,
                                row_spec=row_spec, row_args=(True, True, True), outs=2, name="xent_rows")
   return lse[:, 0], d

@@ -53,7 +53,7 @@ def loss_sums(model: Transformer, params, batch: dict, *, rng=None, chunk: int =
       h, w = unembedding(params, h, model.cfg)
       rows = nn.logical_to_mesh_axes(("batch", "vocab"))  # the logits' rows and vocabulary, for a kernel
       return losses.fused_linear_cross_entropy(h, w, targets, mask, chunk, z_loss, xent_impl=model.cfg.xent_impl,
-                                               row_spec=tuple(rows))
+                                               row_spec=tuple(rows), xent_tiles=model.cfg.xent_tiles)
     if impl != "remat":
       raise ValueError(f"model.loss_impl={impl!r} is unknown; use 'fused' or 'remat'.")
     logits_fn = lambda hc: model.apply({"params": params}, hc, method=Transformer.logits)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.ad_checkpoint import checkpoint_name
 
-from paperjax.models import fused_mlp, fused_norm, fused_rope, pallas_dispatch
+from paperjax.models import fused_mlp, fused_norm, fused_rope, fused_xent, pallas_dispatch
 
 Array = jax.Array
 KINDS = ("decoder", "prefix_lm", "encdec")
@@ -124,7 +124,9 @@ class TransformerConfig:
   # "xla", XLA's row reduction then an element-wise pass, each reading the chunk's logits; "pallas", one
   # kernel that reads each row twice from one program, the second time meant to come from L2
   # (models/fused_xent.py; Triton; elsewhere its interpreter); "auto", that kernel on GPUs, "xla" elsewhere.
+  # `xent_tiles`: its "tile,programs,warps" ("" the defaults, fused_xent.parse_tiles).
   xent_impl: str = "xla"
+  xent_tiles: str = ""
 
   def __post_init__(self):
     if self.mlp_impl not in pallas_dispatch.IMPLS:
@@ -137,6 +139,7 @@ class TransformerConfig:
     if self.xent_impl not in pallas_dispatch.IMPLS:
       raise ValueError(f"model.xent_impl={self.xent_impl!r} is not 'xla', 'pallas' (the cross-entropy's "
                        "log-sum-exp and gradient in one kernel) or 'auto' (that kernel on GPUs only).")
+    fused_xent.parse_tiles(self.xent_tiles)
     if self.rope_impl != "xla" and self.fused_projections:
       raise ValueError(f"model.rope_impl={self.rope_impl!r} takes the query and key projections apart; it does "
                        "not work with model.fused_projections=True — set one of them back.")
