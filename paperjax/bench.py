@@ -636,8 +636,8 @@ def check_xent(args) -> dict:
   reduction, then an element-wise pass: two reads and a write) and through the kernel with each --xent_tiles
   setting (one read and a write if a row's second read hits L2). Times each; the rate is the kernel's one
   read and one write over its time, so a rate near the card's copy bandwidth says the second read came from
-  L2. A kernel passes if its lse is XLA's to 1e-5 and its gradient to 1e-2 (relative, the bf16 rounding
-  of either)."""
+  L2. A kernel passes if its lse is XLA's to 1e-5, its target logits exactly, and its gradient to 1e-2
+  (relative, the bf16 rounding of either)."""
   used_flags = xla_flags.apply(args.xla_flags)
   import jax
   import jax.numpy as jnp
@@ -672,15 +672,16 @@ def check_xent(args) -> dict:
     try:
       fn = program(impl, tiles)
       ms = timed(fn)
-      lse, d = fn()
-      cases[name] = dict(ms=ms, gbps=nbytes / ms / 1e6, lse=rel(lse, ref[0]), dlogits=rel(d, ref[1]))
+      lse, target, d = fn()
+      cases[name] = dict(ms=ms, gbps=nbytes / ms / 1e6, lse=rel(lse, ref[0]), target=rel(target, ref[1]),
+                         dlogits=rel(d, ref[2]))
     except Exception as e:  # pylint: disable=broad-except  # a setting that does not build or run: the rest still do
       if name == "xla":
         raise
       cases[name] = dict(error=f"{type(e).__name__}: {str(e)[:400]}")
   for name, case in cases.items():
     if name != "xla" and "error" not in case:
-      case["equal"] = bool(case["lse"] <= 1e-5 and case["dlogits"] <= 1e-2)
+      case["equal"] = bool(case["lse"] <= 1e-5 and case["target"] == 0.0 and case["dlogits"] <= 1e-2)
   ok = all(case.get("equal", False) for name, case in cases.items() if name != "xla")
   result = dict(tag=args.tag or "check_xent", shape=args.shape, rows=c, vocab=v, device=jax.devices()[0].device_kind,
                 xent_cases=cases, ok=bool(ok), xla_flags_str=used_flags)

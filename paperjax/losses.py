@@ -107,15 +107,16 @@ def online_logsumexp(x, axis: int = -1):
 
 def _chunk_loss(h_cD, w_VD, t_c, m_c, z_loss, with_grads, xent=("xla", None, "")):
   logits = jnp.einsum("cd,vd->cv", h_cD, w_VD)  # in h's dtype, as cuBLAS writes it
-  target_logit = jnp.take_along_axis(logits, t_c[:, None], axis=-1)[:, 0].astype(jnp.float32)
   if with_grads:
     # d nll / d logits = softmax·(1 + 2·z·lse) − onehot(target), times the row's mask.
     from paperjax.models import fused_xent  # pylint: disable=g-import-not-at-top  (its reference uses this module)
     impl, row_spec, tiles = xent
-    lse, dlogits = fused_xent.xent_rows(logits, t_c, m_c, z_loss, h_cD.dtype, impl=impl, row_spec=row_spec,
-                                        tiles=tiles)
+    lse, target_logit, dlogits = fused_xent.xent_rows(logits, t_c, m_c, z_loss, h_cD.dtype, impl=impl,
+                                                      row_spec=row_spec, tiles=tiles)
   else:
-    lse = online_logsumexp(logits.astype(jnp.float32), axis=-1)
+    logits = logits.astype(jnp.float32)
+    lse = online_logsumexp(logits, axis=-1)
+    target_logit = jnp.take_along_axis(logits, t_c[:, None], axis=-1)[:, 0]
   nll = lse - target_logit
   if z_loss:
     nll = nll + z_loss * lse ** 2

@@ -398,7 +398,7 @@ def test_check_xent_passes_the_kernel_and_catches_a_wrong_one(tmp_path, capsys, 
   assert "EQUAL to XLA's" in capsys.readouterr().out
   from paperjax.models import fused_xent
   good = fused_xent._pallas
-  monkeypatch.setattr(fused_xent, "_pallas", lambda *a, **k: (lambda l, d: (l, d * 1.02))(*good(*a, **k)))
+  monkeypatch.setattr(fused_xent, "_pallas", lambda *a, **k: (lambda l, t, d: (l, t, d * 1.02))(*good(*a, **k)))
   with pytest.raises(SystemExit):
     bench.main(argv)
   assert "DIFFERENT" in capsys.readouterr().out

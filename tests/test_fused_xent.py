@@ -39,9 +39,10 @@ def _by_hand(logits, targets, mask, z):
 @pytest.mark.parametrize("z", [0.0, 1e-2])
 def test_the_reference_is_the_formula(z):
   logits, t, m = _data()
-  lse, d = X.xent_rows(logits, t, m, z, out_dtype=jnp.float32, impl="xla")
+  lse, target, d = X.xent_rows(logits, t, m, z, out_dtype=jnp.float32, impl="xla")
   want_lse, want = _by_hand(logits, t, m, z)
   np.testing.assert_allclose(lse, want_lse, rtol=1e-6)
+  np.testing.assert_array_equal(target, np.asarray(logits, np.float32)[np.arange(len(t)), np.asarray(t)])
   np.testing.assert_allclose(d, want, atol=1e-6)
   assert not np.asarray(d)[np.asarray(m) == 0].any()  # a masked row has no gradient
 
@@ -51,14 +52,17 @@ def test_the_kernel_is_the_formula(z):
   """Pallas's interpreter: rows of 300 in tiles of 128 (the last one partial), 5 programs for 12 rows (so
   three steps each, the last programs' spare steps writing nothing)."""
   logits, t, m = _data()
-  lse, d = X._pallas(logits, t[:, None], m[:, None], z, jnp.float32, True, tile=128, programs=5)
+  lse, target, d = X._pallas(logits, t[:, None], m[:, None], z, jnp.float32, True, tile=128, programs=5)
   want_lse, want = _by_hand(logits, t, m, z)
   np.testing.assert_allclose(lse[:, 0], want_lse, rtol=1e-6)
+  np.testing.assert_array_equal(target[:, 0], np.asarray(logits, np.float32)[np.arange(len(t)), np.asarray(t)])
   np.testing.assert_allclose(d, want, atol=1e-6)
-  # in the logits' dtype, as the loss uses it: the formula rounded once
-  _, d16 = X._pallas(logits, t[:, None], m[:, None], z, jnp.bfloat16, True, tile=128, programs=5)
+  # in the logits' dtype, as the loss uses it: the formula rounded once, written over the logits (aliased)
+  f = jax.jit(lambda l: X._pallas(l, t[:, None], m[:, None], z, jnp.bfloat16, True, tile=128, programs=5))
+  _, _, d16 = f(logits)
   assert d16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(d16, np.float64), want, rtol=2 ** -8, atol=1e-6)
+  assert "input_output_aliases=((0, 2),)" in str(jax.make_jaxpr(f)(logits))
 
 
 def test_xent_rows_dispatch():

@@ -52,17 +52,21 @@ def parse_tiles(text: str) -> tuple[int, int, int]:
 
 
 def reference(logits_cV, targets_c, mask_c, z_loss: float, out_dtype):
-  """(lse [c] fp32, dlogits [c, V] in out_dtype) in plain JAX: the fused loss's own formula."""
+  """(lse [c], the target's logit [c], both fp32; dlogits [c, V] in out_dtype) in plain JAX: the fused loss's
+  own formula."""
   from paperjax import losses  # pylint: disable=g-import-not-at-top  (losses dispatches here)
   logits = logits_cV.astype(jnp.float32)
   lse = losses.online_logsumexp(logits, axis=-1)
+  target = jnp.take_along_axis(logits, targets_c[:, None], axis=-1)[:, 0]
   m = mask_c.astype(jnp.float32)
   p = jnp.exp(logits - lse[:, None]) * (m * (1.0 + 2.0 * z_loss * lse))[:, None]
   onehot = jax.nn.one_hot(targets_c, logits.shape[-1], dtype=jnp.float32) * m[:, None]
-  return lse, (p - onehot).astype(out_dtype)
+  return lse, target, (p - onehot).astype(out_dtype)
 
 
-def _kernel(l_ref, t_ref, m_ref, lse_ref, d_ref, *, c, v, tile, programs, steps, z_loss):
+def _kernel(l_ref, t_ref, m_ref, lse_ref, tl_ref, d_ref, *, c, v, tile, programs, steps, z_loss):
+  """d_ref may be l_ref's buffer (written in place): a row is read whole before its program writes it, and
+  no other program reads it (the spare steps' reads of row c−1 write nothing)."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
   p = pl.program_id(0)
@@ -75,18 +79,20 @@ def _kernel(l_ref, t_ref, m_ref, lse_ref, d_ref, *, c, v, tile, programs, steps,
     r_raw = p + i * programs
     valid = r_raw < c
     r = jnp.full((1, 1), jnp.minimum(r_raw, c - 1), jnp.int32)  # the last programs' spare steps redo row c−1
+    t = plgpu.load(t_ref.at[r, zero])
+    m = plgpu.load(m_ref.at[r, zero]).astype(jnp.float32)
 
     def stats(j, carry):
-      mx, s = carry
+      mx, s, target = carry
       cj = j * tile + cols
       x = plgpu.load(l_ref.at[r, cj], mask=cj < v, other=-jnp.inf).astype(jnp.float32)
       new = jnp.maximum(mx, jnp.max(x, axis=1, keepdims=True))
-      return new, s * jnp.exp(mx - new) + jnp.sum(jnp.exp(x - new), axis=1, keepdims=True)
+      target = target + jnp.sum(jnp.where(cj == t, x, 0.0), axis=1, keepdims=True)
+      return new, s * jnp.exp(mx - new) + jnp.sum(jnp.exp(x - new), axis=1, keepdims=True), target
 
-    mx, s = jax.lax.fori_loop(0, tiles, stats, (jnp.full((1, 1), lowest, jnp.float32), jnp.zeros((1, 1), jnp.float32)))
+    zero32 = jnp.zeros((1, 1), jnp.float32)
+    mx, s, target = jax.lax.fori_loop(0, tiles, stats, (jnp.full((1, 1), lowest, jnp.float32), zero32, zero32))
     lse = mx + jnp.log(s)
-    t = plgpu.load(t_ref.at[r, zero])
-    m = plgpu.load(m_ref.at[r, zero]).astype(jnp.float32)
     coef = m * (1.0 + 2.0 * z_loss * lse)
 
     def grad(j, _):
@@ -98,6 +104,7 @@ def _kernel(l_ref, t_ref, m_ref, lse_ref, d_ref, *, c, v, tile, programs, steps,
 
     jax.lax.fori_loop(0, tiles, grad, 0)
     plgpu.store(lse_ref.at[r, zero], lse, mask=jnp.full((1, 1), valid))
+    plgpu.store(tl_ref.at[r, zero], target, mask=jnp.full((1, 1), valid))
     return 0
 
   jax.lax.fori_loop(0, steps, row, 0)
@@ -111,16 +118,21 @@ def _pallas(logits, targets2, mask2, z_loss, out_dtype, interpret, tile=TILE, pr
   programs = min(programs, c)
   steps = pl.cdiv(c, programs)
   kernel = functools.partial(_kernel, c=c, v=v, tile=tile, programs=programs, steps=steps, z_loss=float(z_loss))
+  row = jax.ShapeDtypeStruct((c, 1), jnp.float32)
   return pl.pallas_call(
-      kernel, grid=(programs,),
-      out_shape=(jax.ShapeDtypeStruct((c, 1), jnp.float32), jax.ShapeDtypeStruct((c, v), out_dtype)),
+      kernel, grid=(programs,), out_shape=(row, row, jax.ShapeDtypeStruct((c, v), out_dtype)),
+      # the gradient over the logits, in place: the chunk's logits have no other use (the step holds one
+      # [c, V] buffer, as XLA's element-wise pass does)
+      input_output_aliases={0: 2} if jnp.dtype(out_dtype) == logits.dtype else {},
       compiler_params=plgpu.CompilerParams(num_warps=max(1, min(warps, tile // 512))),
       interpret=interpret, name="xent_rows")(logits, targets2, mask2)
 
 
 def xent_rows(logits_cV, targets_c, mask_c, z_loss: float = 0.0, out_dtype=None, impl: str = "xla",
               interpret: bool | None = None, row_spec=None, tiles: str = ""):
-  """(lse [c] fp32, dL/dlogits [c, V] in `out_dtype`, default the logits' dtype) of the masked softmax
+  """(lse [c] fp32, the target's logit [c] fp32, dL/dlogits [c, V] in `out_dtype`, default the logits' dtype:
+  then the kernel writes it over the logits' buffer, which XLA copies first only if the logits have another
+  use) of the masked softmax
   cross-entropy Σ mask·(lse − logit[target] + z·lse²), for logits [c, V], int targets [c], mask [c].
   impl "xla" | "pallas" | "auto" as in `pallas_dispatch.run`; `row_spec`: the logits' PartitionSpec under
   a mesh of several devices (rows split, each device's rows through the kernel; the vocabulary axis must
@@ -134,12 +146,12 @@ def xent_rows(logits_cV, targets_c, mask_c, z_loss: float = 0.0, out_dtype=None,
   m2 = mask_c.astype(jnp.float32).reshape(c, 1)
 
   def ref(logits, t2, m2):
-    lse, d = reference(logits, t2[:, 0], m2[:, 0], z_loss, out_dtype)
-    return lse[:, None], d
+    lse, target, d = reference(logits, t2[:, 0], m2[:, 0], z_loss, out_dtype)
+    return lse[:, None], target[:, None], d
 
   tile, programs, warps = parse_tiles(tiles)
   kernel = lambda interp: lambda logits, t2, m2: _pallas(logits, t2, m2, z_loss, out_dtype, interp, tile, programs,
                                                          warps)
-  lse, d = pallas_dispatch.run(ref, kernel, (logits_cV, t2, m2), impl=impl, interpret=interpret,
-                               row_spec=row_spec, row_args=(True, True, True), outs=2, name="xent_rows")
-  return lse[:, 0], d
+  lse, target, d = pallas_dispatch.run(ref, kernel, (logits_cV, t2, m2), impl=impl, interpret=interpret,
+                                       row_spec=row_spec, row_args=(True, True, True), outs=3, name="xent_rows")
+  return lse[:, 0], target[:, 0], d
