@@ -91,6 +91,38 @@ needs_cuda_plugin = pytest.mark.skipif(
     reason="JAX's CUDA plugin is not installed (the deviceless H100 compile needs it, not a GPU)")
 
 
+# What a deviceless H100 compile needs, for `run_for_h100`'s code: `spec(shape)` a bf16 argument on the card,
+# `compiled(f, *args)` the jitted program's text, `kernels(text)` its roofline kernels as tuples
+# (category, flops, bytes, result, op_name, count).
+_H100_PREAMBLE = """
+import os, sys; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
+from paperjax import xla_flags; xla_flags.apply("tuned")
+import json, jax, jax.numpy as jnp
+from jax.experimental import topologies
+from paperjax import roofline, step
+topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
+sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
+mesh = jax.sharding.Mesh(topo.devices, ("d",))  # Pallas's Triton lowering asks the mesh in context for the card
+spec = lambda shape, dtype=jnp.bfloat16: jax.ShapeDtypeStruct(shape, dtype, sharding=sh)
+def compiled(f, *args):
+  with step.mesh_context(mesh, ()):
+    return jax.jit(f).lower(*args).compile().as_text()
+kernels = lambda text: [(k.category, k.flops, k.bytes, k.result, k.op_name, k.count) for k in roofline.kernels(text)]
+"""
+
+
+def run_for_h100(code: str, *argv: str):
+  """Runs `code` (dedented) after `_H100_PREAMBLE` in a fresh interpreter with JAX's CUDA plugin and no GPU
+  (`needs_cuda_plugin`), `argv` as its sys.argv[1:]; returns the JSON its last printed line holds."""
+  import json  # pylint: disable=g-import-not-at-top
+  import textwrap  # pylint: disable=g-import-not-at-top
+  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
+  r = subprocess.run([sys.executable, "-c", _H100_PREAMBLE + textwrap.dedent(code), *argv], capture_output=True,
+                     text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
+  assert r.returncode == 0, r.stderr[-3000:]
+  return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture
 def root():
   return ROOT

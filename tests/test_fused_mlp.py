@@ -2,11 +2,6 @@
 formula by hand, the model with mlp_impl="pallas" against the plain one, and (CUDA plugin, no GPU) the
 H100 program holding them as the roofline prices them."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +9,7 @@ import pytest
 
 from paperjax.models import fused_mlp as M
 from paperjax.models.transformer import Transformer, TransformerConfig
-from tests.conftest import needs_cuda_plugin
+from tests.conftest import needs_cuda_plugin, run_for_h100
 
 _GELU = lambda h: 0.5 * h * (1 + np.tanh(np.sqrt(2 / np.pi) * (h + 0.044715 * h ** 3)))
 _SILU = lambda h: h / (1 + np.exp(-h))
@@ -228,37 +223,20 @@ def _h100_programs(cases) -> dict:
   """Compiles `mlp`'s gradient for an H100 without one (CUDA plugin, `tuned` flags), in a subprocess, for
   each (key, gated, impl, tiles, activation) at N_D_F: {key: {kernels: [(category, flops, result, op_name)],
   gelu_aux: cuBLASLt GELU_AUX epilogues, mosaic: Mosaic GPU custom calls}}."""
-  code = textwrap.dedent("""
-    import os, sys; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
-    from paperjax import xla_flags; xla_flags.apply("tuned")
-    import json, jax, jax.numpy as jnp
-    from jax.experimental import topologies
-    from paperjax import roofline, step
+  import json
+  return run_for_h100("""
     from paperjax.models import fused_mlp as M
-    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
-    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
-    # Pallas's Triton lowering asks the mesh in context for the card (jax >= 0.11; `bench --target` does the same)
-    mesh = jax.sharding.Mesh(topo.devices, ("d",))
     (n, d, f), cases = json.loads(sys.argv[1])
     out = {}
     for key, gated, impl, tiles, act in cases:
       up, down = M.Tiles.parse_pair(tiles)
-      args = [jax.ShapeDtypeStruct(s, jnp.bfloat16, sharding=sh)
-              for s in ((8, n // 8, d), (d, (2 if gated else 1) * f), (f, d))]
       g = jax.grad(lambda x, w, wo: M.mlp(x, w, wo, act, gated=gated, impl=impl, interpret=False, up_tiles=up,
                                           down_tiles=down).astype(jnp.float32).sum(), argnums=(0, 1, 2))
-      with step.mesh_context(mesh, ()):
-        text = jax.jit(g).lower(*args).compile().as_text()
-      out[key] = dict(kernels=[(k.category, k.flops, k.result, k.op_name) for k in roofline.kernels(text)],
+      text = compiled(g, *(spec(s) for s in ((8, n // 8, d), (d, (2 if gated else 1) * f), (f, d))))
+      out[key] = dict(kernels=[(c, fl, res, op) for c, fl, _, res, op, _ in kernels(text)],
                       gelu_aux=text.count('"epilogue":"GELU_AUX"'), mosaic=text.count('custom_call_target="mosaic_gpu'))
     print(json.dumps(out))
-  """)
-  import json
-  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
-  r = subprocess.run([sys.executable, "-c", code, json.dumps([N_D_F, cases])], capture_output=True, text=True,
-                     timeout=600, env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
-  assert r.returncode == 0, r.stderr[-3000:]
-  return json.loads(r.stdout.strip().splitlines()[-1])
+  """, json.dumps([N_D_F, cases]))
 
 
 def _wide_passes(kernels):

@@ -1,12 +1,6 @@
 """models/fused_rope.py: rotary positions inside the q/k projection's GEMM kernel, checked against the
 formula by hand, against the model's own rotary path, and compiled for an H100 without one."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +8,7 @@ import pytest
 
 from paperjax.models import fused_mlp, fused_rope as R
 from paperjax.models import transformer as T
-from tests.conftest import needs_cuda_plugin
+from tests.conftest import needs_cuda_plugin, run_for_h100
 
 SMALL = fused_mlp.Tiles(bm=32, bn=64, bk=32, warps=4, stages=2)  # two heads of 32 a tile; 2×2 blocks, K loop of 2
 
@@ -130,36 +124,18 @@ def test_untileable_shapes_take_the_reference():
 def test_compiles_for_an_h100_as_one_gemm_kernel_each():
   """Compiled for an H100 without one (CUDA plugin): the forward is one Triton kernel per projection,
   priced by the roofline as a GEMM of 2·N·D·H·K, and the program has no rotary pass over [N, H·K] forward."""
-  code = textwrap.dedent("""
-    import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
-    from paperjax import xla_flags; xla_flags.apply("tuned")
-    import json, jax, jax.numpy as jnp
-    from jax.experimental import topologies
-    from paperjax import roofline, step
+  out = run_for_h100("""
     from paperjax.models import fused_rope as R, transformer as T
-    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
-    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
-    mesh = jax.sharding.Mesh(topo.devices, ("d",))
     out = {}
     for impl in ("xla", "pallas"):
-      x = jax.ShapeDtypeStruct((8, 512, 256), jnp.bfloat16, sharding=sh)
-      w = jax.ShapeDtypeStruct((256, 4, 64), jnp.bfloat16, sharding=sh)
-      pos = jax.ShapeDtypeStruct((8, 512), jnp.int32, sharding=sh)
       f = lambda x, w, pos: R.rope_projection(x, w, T.rope_tables(pos, 64, 1e4), impl=impl, interpret=False)
-      with step.mesh_context(mesh, ()):
-        text = jax.jit(f).lower(x, w, pos).compile().as_text()
-      out[impl] = [(k.category, k.flops, k.result, k.op_name) for k in roofline.kernels(text)]
+      out[impl] = kernels(compiled(f, spec((8, 512, 256)), spec((256, 4, 64)), spec((8, 512), jnp.int32)))
     print(json.dumps(out))
   """)
-  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
-  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                     env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
-  assert r.returncode == 0, r.stderr[-3000:]
-  out = json.loads(r.stdout.strip().splitlines()[-1])
   n, d, hk = 8 * 512, 256, 4 * 64
-  ours = [k for k in out["pallas"] if "pallas_call" in k[3] or "rope_projection" in k[3]]
+  ours = [k for k in out["pallas"] if "pallas_call" in k[4] or "rope_projection" in k[4]]
   assert [(k[0], k[1]) for k in ours] == [("gemm", 2.0 * n * d * hk)], out["pallas"]
   from paperjax import roofline
   size = lambda result: max((int(np.prod(dims)) for dims in roofline.shape_dims(result)), default=0)
-  passes = lambda ks: [k for k in ks if k[0] == "elementwise" and size(k[2]) == n * hk]  # a pass over all of q
+  passes = lambda ks: [k for k in ks if k[0] == "elementwise" and size(k[3]) == n * hk]  # a pass over all of q
   assert passes(out["xla"]) and not passes(out["pallas"]), (passes(out["xla"]), passes(out["pallas"]))

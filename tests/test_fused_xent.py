@@ -1,11 +1,6 @@
 """models/fused_xent.py: the cross-entropy's log-sum-exp and logits gradient in one kernel, checked against
 the formula by hand, inside the fused loss and a model, across devices, and compiled for an H100 without one."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +9,7 @@ import pytest
 
 from paperjax import losses
 from paperjax.models import fused_xent as X
-from tests.conftest import needs_cuda_plugin
+from tests.conftest import needs_cuda_plugin, run_for_h100
 
 
 def _data(c=12, v=300, dtype=jnp.bfloat16, seed=0):
@@ -131,40 +126,22 @@ def test_compiles_for_an_h100_as_one_pass():
   """Compiled for an H100 without one (CUDA plugin), GPT-2's vocabulary: the fused loss's chunk body has one
   kernel of ours reading the logits and writing their gradient, and no XLA reduction or element-wise pass
   over a chunk's [rows, V] logits left; the floor prices it at one read and one write."""
-  code = textwrap.dedent("""
-    import os; os.environ["JAX_SKIP_CUDA_CONSTRAINTS_CHECK"] = "1"
-    from paperjax import xla_flags; xla_flags.apply("tuned")
-    import json, jax, jax.numpy as jnp
-    from jax.experimental import topologies
-    from paperjax import losses, roofline, step
-    topo = topologies.get_topology_desc(platform="cuda", target_config=roofline.GPU_TARGETS["h100"], topology="1x1x1")
-    sh = jax.sharding.SingleDeviceSharding(topo.devices[0])
-    mesh = jax.sharding.Mesh(topo.devices, ("d",))
+  out = run_for_h100("""
+    from paperjax import losses
     out = {}
     for impl in ("xla", "auto"):
-      h = jax.ShapeDtypeStruct((4096, 256), jnp.bfloat16, sharding=sh)
-      w = jax.ShapeDtypeStruct((50304, 256), jnp.bfloat16, sharding=sh)
-      t = jax.ShapeDtypeStruct((4096,), jnp.int32, sharding=sh)
       f = lambda h, w, t: jax.grad(lambda h, w: losses.fused_linear_cross_entropy(
           h, w, t, jnp.ones_like(t), 1024, xent_impl=impl)[0], argnums=(0, 1))(h, w)
-      with step.mesh_context(mesh, ()):
-        text = jax.jit(f).lower(h, w, t).compile().as_text()
-      out[impl] = [(k.category, k.bytes, k.result, k.op_name, k.count) for k in roofline.kernels(text)]
+      out[impl] = kernels(compiled(f, spec((4096, 256)), spec((50304, 256)), spec((4096,), jnp.int32)))
     print(json.dumps(out))
   """)
-  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
-  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                     env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
-  assert r.returncode == 0, r.stderr[-3000:]
-  out = json.loads(r.stdout.strip().splitlines()[-1])
-  from paperjax import roofline
   chunk = 1024 * 50304
-  passes = lambda ks: [k for k in ks if k[0] in ("elementwise", "reduce") and k[1] >= 2 * chunk]  # reads a chunk
-  ours = [k for k in out["auto"] if "xent_rows" in k[3] or k[0] == "pallas"]
+  passes = lambda ks: [k for k in ks if k[0] in ("elementwise", "reduce") and k[2] >= 2 * chunk]  # reads a chunk
+  ours = [k for k in out["auto"] if "xent_rows" in k[4] or k[0] == "pallas"]
   assert passes(out["xla"]) and not passes(out["auto"]), (passes(out["xla"]), passes(out["auto"]))
-  assert sum(k[4] for k in ours) == 4, ours  # once a chunk (XLA unrolls the loop in two)
+  assert sum(k[5] for k in ours) == 4, ours  # once a chunk (XLA unrolls the loop in two)
   for k in ours:
-    assert abs(k[1] - 2 * 2 * chunk) / (4 * chunk) < 0.01, k  # one bf16 read and one write of the chunk
+    assert abs(k[2] - 2 * 2 * chunk) / (4 * chunk) < 0.01, k  # one bf16 read and one write of the chunk
 
 
 def test_the_loss_kernel_under_a_sharded_mesh():
