@@ -548,6 +548,40 @@ def check_packing(args) -> dict:
   return _write(result, args)
 
 
+def _rel(a, b) -> float:
+  """‖a − b‖ / ‖b‖ in float32 (0 when both are 0)."""
+  import jax.numpy as jnp
+  a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
+  return float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-30))
+
+
+def _timed_ms(fn, calls: int) -> float:
+  """ms per call of fn() (the device synchronised at the end), after two warm-up calls."""
+  import jax
+  jax.block_until_ready(fn())
+  jax.block_until_ready(fn())
+  t0 = time.perf_counter()
+  for _ in range(calls):
+    out = fn()
+  jax.block_until_ready(out)
+  return 1e3 * (time.perf_counter() - t0) / calls
+
+
+def _per_setting(settings: str, case) -> dict:
+  """{"xla": case("xla", ""), "pallas[<s>]": case("pallas", s) for each ';'-separated kernel setting s ("" the
+  kernels' defaults)}: a check's cases. A setting that fails to build or run is recorded as {"error": ...} and
+  the others still run; XLA's case must run."""
+  cases = {}
+  for name, impl, s in [("xla", "xla", "")] + [(f"pallas[{t or 'default'}]", "pallas", t) for t in settings.split(";")]:
+    try:
+      cases[name] = case(impl, s)
+    except Exception as e:  # pylint: disable=broad-except  # one setting that does not build or run: the rest still do
+      if name == "xla":
+        raise
+      cases[name] = dict(error=f"{type(e).__name__}: {str(e)[:400]}")
+  return cases
+
+
 def check_mlp(args) -> dict:
   """`--check_mlp`: the shape's MLP alone (rows = batch × the encoder's or decoder's length), bf16,
   value and gradients of Σ out·c for a random c, through XLA's GEMMs ("xla") and through our kernels
@@ -577,36 +611,19 @@ def check_mlp(args) -> dict:
     args_ = [a.astype(dtype) for a in (x32, w32, wo32, c32)]
     return lambda: fn(*args_)
 
-  def rel(a, b):
-    a, b = jnp.asarray(a, jnp.float32), jnp.asarray(b, jnp.float32)
-    return float(jnp.linalg.norm(a - b) / jnp.maximum(jnp.linalg.norm(b), 1e-30))
-
   def errors(res, ref):
     (v, g), (v0, g0) = res, ref
-    return dict(value=rel(v, v0), dx=rel(g[0], g0[0]), dw=rel(g[1], g0[1]), dwo=rel(g[2], g0[2]))
-
-  def timed(fn):
-    jax.block_until_ready(fn())
-    jax.block_until_ready(fn())
-    t0 = time.perf_counter()
-    for _ in range(args.steps):
-      out = fn()
-    jax.block_until_ready(out)
-    return 1e3 * (time.perf_counter() - t0) / args.steps
+    return dict(value=_rel(v, v0), dx=_rel(g[0], g0[0]), dw=_rel(g[1], g0[1]), dwo=_rel(g[2], g0[2]))
 
   exact = program("xla", "", jnp.float32)()
   flops = 6.0 * n * d * f * (3 if gated else 2)
-  cases = {}
-  for name, impl, tiles in [("xla", "xla", "")] + [(f"pallas[{t or 'default'}]", "pallas", t)
-                                                   for t in (args.mlp_tiles or "").split(";")]:
-    try:
-      fn = program(impl, tiles, jnp.dtype(args.dtype))
-      ms = timed(fn)
-      cases[name] = dict(ms=ms, tflops=flops / ms / 1e9, **errors(fn(), exact))
-    except Exception as e:  # pylint: disable=broad-except  # one setting that does not build or run: the rest still do
-      if name == "xla":
-        raise
-      cases[name] = dict(error=f"{type(e).__name__}: {str(e)[:400]}")
+
+  def case(impl, tiles):
+    fn = program(impl, tiles, jnp.dtype(args.dtype))
+    ms = _timed_ms(fn, args.steps)
+    return dict(ms=ms, tflops=flops / ms / 1e9, **errors(fn(), exact))
+
+  cases = _per_setting(args.mlp_tiles or "", case)
   worst = lambda c: max(c[key] for key in ("value", "dx", "dw", "dwo"))
   limit = 1.5 * worst(cases["xla"]) + 1e-3
   for c in cases.values():
@@ -653,32 +670,17 @@ def check_xent(args) -> dict:
     fn = jax.jit(lambda l, t, m: fused_xent.xent_rows(l, t, m, 1e-4, jnp.bfloat16, impl=impl, tiles=tiles))
     return lambda: fn(logits, targets, mask)
 
-  def timed(fn):
-    jax.block_until_ready(fn())
-    jax.block_until_ready(fn())
-    t0 = time.perf_counter()
-    for _ in range(max(args.steps, 1) * 10):
-      out = fn()
-    jax.block_until_ready(out)
-    return 1e3 * (time.perf_counter() - t0) / (max(args.steps, 1) * 10)
-
-  rel = lambda a, b: float(jnp.linalg.norm(jnp.asarray(a, jnp.float32) - jnp.asarray(b, jnp.float32))
-                           / jnp.maximum(jnp.linalg.norm(jnp.asarray(b, jnp.float32)), 1e-30))
   ref = program("xla", "")()
   nbytes = 2 * c * v * 2  # one bf16 read and one write of the chunk
-  cases = {}
-  for name, impl, tiles in [("xla", "xla", "")] + [(f"pallas[{t or 'default'}]", "pallas", t)
-                                                   for t in (args.xent_tiles or "").split(";")]:
-    try:
-      fn = program(impl, tiles)
-      ms = timed(fn)
-      lse, target, d = fn()
-      cases[name] = dict(ms=ms, gbps=nbytes / ms / 1e6, lse=rel(lse, ref[0]), target=rel(target, ref[1]),
-                         dlogits=rel(d, ref[2]))
-    except Exception as e:  # pylint: disable=broad-except  # a setting that does not build or run: the rest still do
-      if name == "xla":
-        raise
-      cases[name] = dict(error=f"{type(e).__name__}: {str(e)[:400]}")
+
+  def case(impl, tiles):
+    fn = program(impl, tiles)
+    ms = _timed_ms(fn, max(args.steps, 1) * 10)  # a chunk takes well under a millisecond on a card
+    lse, target, d = fn()
+    return dict(ms=ms, gbps=nbytes / ms / 1e6, lse=_rel(lse, ref[0]), target=_rel(target, ref[1]),
+                dlogits=_rel(d, ref[2]))
+
+  cases = _per_setting(args.xent_tiles or "", case)
   for name, case in cases.items():
     if name != "xla" and "error" not in case:
       case["equal"] = bool(case["lse"] <= 1e-5 and case["target"] == 0.0 and case["dlogits"] <= 1e-2)
