@@ -681,20 +681,20 @@ def check_xent(args) -> dict:
                 dlogits=_rel(d, ref[2]))
 
   cases = _per_setting(args.xent_tiles or "", case)
-  for name, case in cases.items():
-    if name != "xla" and "error" not in case:
-      case["equal"] = bool(case["lse"] <= 1e-5 and case["target"] == 0.0 and case["dlogits"] <= 1e-2)
-  ok = all(case.get("equal", False) for name, case in cases.items() if name != "xla")
+  for name, res in cases.items():
+    if name != "xla" and "error" not in res:
+      res["equal"] = bool(res["lse"] <= 1e-5 and res["target"] == 0.0 and res["dlogits"] <= 1e-2)
+  ok = all(res.get("equal", False) for name, res in cases.items() if name != "xla")
   result = dict(tag=args.tag or "check_xent", shape=args.shape, rows=c, vocab=v, device=jax.devices()[0].device_kind,
                 xent_cases=cases, ok=bool(ok), xla_flags_str=used_flags)
   print(f"[{result['tag']}] {args.shape}: a loss chunk of {c} rows × {v} logits (bf16) on {result['device']}; "
         "rate = one read and one write of the chunk over the time:", flush=True)
-  for name, case in cases.items():
-    if "error" in case:
-      print(f"  {name:28s} FAILED  {case['error'][:200]}", flush=True)
+  for name, res in cases.items():
+    if "error" in res:
+      print(f"  {name:28s} FAILED  {res['error'][:200]}", flush=True)
       continue
-    print(f"  {name:28s} {case['ms']:8.3f} ms {case['gbps']:7.0f} GB/s   lse {case['lse']:.1e} dlogits "
-          f"{case['dlogits']:.1e}", flush=True)
+    print(f"  {name:28s} {res['ms']:8.3f} ms {res['gbps']:7.0f} GB/s   lse {res['lse']:.1e} dlogits "
+          f"{res['dlogits']:.1e}", flush=True)
   print("  " + ("EQUAL to XLA's" if ok else "DIFFERENT from XLA's, or a setting failed"), flush=True)
   return _write(result, args)
 

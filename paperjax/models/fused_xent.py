@@ -14,8 +14,10 @@ write. That is the design's bet, untimed on a card: `model.xent_impl` is opt-in,
 
 Semantics: the XLA path's (`reference`): logits cast to fp32; lse = log Σ exp; coef = mask·(1 + 2·z·lse)
 (PaLM's z-loss: d(z·lse²)/dlogit = 2·z·lse·softmax); dlogits = exp(logit − lse)·coef − onehot(target)·mask,
-rounded once to `out_dtype`. The log-sum-exp is accumulated tile by tile in another order than XLA's
-reduction, so the two agree to fp32 rounding. Masked rows (mask 0) get a zero gradient row.
+rounded once to `out_dtype`; and the target's logit, picked out in the first read (so that the logits have
+no other use, and the gradient is written over them in place). The log-sum-exp is accumulated tile by tile
+in another order than XLA's reduction, so the two agree to fp32 rounding. Masked rows (mask 0) get a zero
+gradient row.
 
 The kernel has no gradient of its own (the fused loss writes its gradients by hand: this *is* part of
 one). `impl` as in `pallas_dispatch.run`; chunks of 2³¹ elements or more (Triton's int32 offsets) take the
