@@ -123,7 +123,12 @@ fi
 #  at six settings — ms, and the rate of one read and one write over that time (near the card's ~3.0 TB/s
 #  copy rate, 4.3 on an H200: the second read came from L2; ~2/3 of it: it did not). Predicted: XLA
 #  ~0.83 ms a chunk (2.5 GB at ~3 TB/s), the default setting ~0.55–0.6 ms; if another setting is faster a
-#  short second call reruns `gpt2_gelu_best` with ARGS_EXTRA="--xent_tiles=<it>". `gpt2_gelu` (no kernels of
+#  short second call reruns `gpt2_gelu_best` with ARGS_EXTRA="--xent_tiles=<it>".
+#  Later the same session: rotary's backward through two GEMM kernels of ours (models/fused_rope.py
+#  `rope_dgrad_gemm`, `rope_wgrad_gemm`: the cotangent un-rotated as loaded; part of `rope_impl`), so the
+#  rotary T5 row's floor is 234.25 ms (H200 220.55; predicted ~232–244 ms, 46.4–48.8% on an H100), and the
+#  1B's main row is now `1b_b16_best` (the MLP, rotary and loss kernels: floor 393.71 → 385.38 ms, H200
+#  375.48; predicted ×1.037 ≈ 400 ms, ~64.6% on an H100); `1b_b16_fusednorm_mlp` moved to the extras. `gpt2_gelu` (no kernels of
 #  ours) moved to the extras, after `gpt2_gelu_mlp_nomerge`, so that the main rows end by the deadline with
 #  the 1B's (the MLP kernels' effect on GPT-2 is then an extra's question; `check_mlp_t5` prices them against
 #  XLA's GEMMs first).
@@ -195,7 +200,7 @@ fi
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 #  or the `_mlp` rows with the tile setting `check_mlp_t5` found fastest (a later --mlp_tiles wins), e.g.
-#    ROWS="t5_b256_packed_rows32_mlp t5_b256_packed_rows32_mlp_rope_xent gpt2_gelu_best 1b_b16_fusednorm_mlp" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
+#    ROWS="t5_b256_packed_rows32_mlp t5_b256_packed_rows32_mlp_rope_xent gpt2_gelu_best 1b_b16_best" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
 #    COMPILE_TIMEOUT=100 ARGS_EXTRA="--mlp_tiles=mgpu:128,64,64,2|mgpu:128,64,64,3" bash notes/gpu_run.sh
 VARIANTS=(
   "check_mlp_t5|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
@@ -207,11 +212,12 @@ VARIANTS=(
   "check_xent_gpt2|$GG --check_xent --loss_chunk=$XENT_CHUNK --steps=10 --xent_tiles=$XENT_TILES"
   "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
-  "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
+  "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto"
 )
 EXTRA=(
   "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
   "t5_b256_packed_rows32_mlp_rope|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xla_flags=tuned_nomerge"
   "t5_b256_packed_rows32_mlp_nomerge|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --xla_flags=tuned_nomerge"

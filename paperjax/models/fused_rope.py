@@ -119,36 +119,137 @@ def _project(x2, w, sin, cos, t: fused_mlp.Tiles, interpret: bool):
       name="rope_projection_gemm")(x2, _kernel_weight(w, t.bn // k), sin, cos)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _rope_pallas(x2, w, sin, cos, t, interpret):
+def _standard_weight(wr, h: int, heads_per_tile: int):
+  """`_kernel_weight`'s inverse: [D, H·K] in the kernels' order → [D, H, K]."""
+  d, hk = wr.shape
+  k = hk // h
+  return wr.reshape(d, h // heads_per_tile, 2, heads_per_tile, k // 2).transpose(0, 1, 3, 2, 4).reshape(d, h, k)
+
+
+def _unrotated(d_ref, sin_ref, cos_ref, rows, tile, hh: int, half: int):
+  """The rotation's transpose of a tile of the interleaved cotangent: rows `rows` (an index array), the
+  tile's `hh` = heads·K/2 pairs from column tile·2·hh on → (da, db) [rows, hh] fp32, head-major, as the
+  kernels' weight orders a tile's first and second halves."""
+  from jax.experimental.pallas import triton as plgpu
+  m = jnp.arange(hh)[None, :]
+  r = rows[:, None]
+  even = plgpu.load(d_ref.at[r, tile * 2 * hh + 2 * m]).astype(jnp.float32)
+  odd = plgpu.load(d_ref.at[r, tile * 2 * hh + 2 * m + 1]).astype(jnp.float32)
+  sin = plgpu.load(sin_ref.at[r, m % half])
+  cos = plgpu.load(cos_ref.at[r, m % half])
+  return even * cos + odd * sin, odd * cos - even * sin
+
+
+def _dx_kernel(d_ref, sin_ref, cos_ref, wt_ref, dx_ref, *, bm: int, bn: int, cols: int, tiles: int, hh: int,
+               half: int):
+  """dx [N, D] = Σ over tiles of heads of da·Wr_aᵀ + db·Wr_bᵀ (Wrᵀ [H·K, D], the kernels' order)."""
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  p = pl.program_id(0)
+  i, j = p // cols, p % cols
+  rows, dc = i * bm + jnp.arange(bm), pl.ds(j * bn, bn)
+
+  def body(tile, acc):
+    da, db = _unrotated(d_ref, sin_ref, cos_ref, rows, tile, hh, half)
+    wa, wb = wt_ref[pl.ds(tile * 2 * hh, hh), dc], wt_ref[pl.ds(tile * 2 * hh + hh, hh), dc]
+    return acc + plgpu.dot(da.astype(wa.dtype), wa) + plgpu.dot(db.astype(wb.dtype), wb)
+
+  acc = jax.lax.fori_loop(0, tiles, body, jnp.zeros((bm, bn), jnp.float32))
+  dx_ref[pl.ds(i * bm, bm), dc] = acc.astype(dx_ref.dtype)
+
+
+def _dw_kernel(x_ref, d_ref, sin_ref, cos_ref, dw_ref, *, bm: int, bk: int, tiles: int, steps: int, hh: int,
+               half: int):
+  """dWr [D, H·K] (the kernels' order) = xᵀ·[da | db], a tile of heads a program column."""
+  from jax.experimental import pallas as pl
+  from jax.experimental.pallas import triton as plgpu
+  p = pl.program_id(0)
+  i, tile = p // tiles, p % tiles
+  dc = pl.ds(i * bm, bm)
+
+  def body(k, accs):
+    x = x_ref[pl.ds(k * bk, bk), dc]
+    da, db = _unrotated(d_ref, sin_ref, cos_ref, k * bk + jnp.arange(bk), tile, hh, half)
+    return (accs[0] + plgpu.dot(x, da.astype(x.dtype), trans_a=True),
+            accs[1] + plgpu.dot(x, db.astype(x.dtype), trans_a=True))
+
+  zero = jnp.zeros((bm, hh), jnp.float32)
+  a, b = jax.lax.fori_loop(0, steps, body, (zero, zero))
+  dw_ref[dc, pl.ds(tile * 2 * hh, hh)] = a.astype(dw_ref.dtype)
+  dw_ref[dc, pl.ds(tile * 2 * hh + hh, hh)] = b.astype(dw_ref.dtype)
+
+
+def _bwd_tiles(t: fused_mlp.Tiles, n: int, d: int):
+  """(bm, bn) of the dx kernel and (bm, bk) of the dW kernel, or None where the shapes do not tile."""
+  dx = fused_mlp._fit(t.bm, n), fused_mlp._fit(t.bn, d)
+  dw = fused_mlp._fit(t.bm, d), fused_mlp._fit(t.bk, n)
+  return None if None in dx + dw else (dx, dw)
+
+
+def _backward(x2, w, sin, cos, dout, t: fused_mlp.Tiles, interpret: bool):
+  """(dx, dW) of `_project` through two GEMM kernels that un-rotate the cotangent as they load it (no pass
+  of its own), or None where the shapes do not tile."""
+  from jax.experimental import pallas as pl
+  n, d = x2.shape
+  _, h, k = w.shape
+  bt = _bwd_tiles(t, n, d)
+  if bt is None:
+    return None
+  (bm, bn), (bm_w, bk_w) = bt
+  heads = t.bn // k
+  hh, tiles = heads * k // 2, h // heads
+  wr = _kernel_weight(w, heads)
+  common = dict(hh=hh, half=k // 2)
+  dx = pl.pallas_call(
+      functools.partial(_dx_kernel, bm=bm, bn=bn, cols=d // bn, tiles=tiles, **common),
+      grid=((n // bm) * (d // bn),), out_shape=jax.ShapeDtypeStruct((n, d), x2.dtype),
+      compiler_params=fused_mlp._params(t), interpret=interpret, name="rope_dgrad_gemm")(dout, sin, cos, wr.T)
+  dwr = pl.pallas_call(
+      functools.partial(_dw_kernel, bm=bm_w, bk=bk_w, tiles=tiles, steps=n // bk_w, **common),
+      grid=((d // bm_w) * tiles,), out_shape=jax.ShapeDtypeStruct((d, h * k), w.dtype),
+      compiler_params=fused_mlp._params(t), interpret=interpret, name="rope_wgrad_gemm")(x2, dout, sin, cos)
+  return dx, _standard_weight(dwr, h, heads)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _rope_pallas(x2, w, sin, cos, t, interpret, bwd_kernels):
   return _project(x2, w, sin, cos, t, interpret)
 
 
-def _fwd(x2, w, sin, cos, t, interpret):
+def _fwd(x2, w, sin, cos, t, interpret, bwd_kernels):
   return _project(x2, w, sin, cos, t, interpret), (x2, w, sin, cos)
 
 
-def _bwd(t, interpret, res, dout):
-  del t, interpret
+def _bwd(t, interpret, bwd_kernels, res, dout):
   x2, w, sin, cos = res
+  zeros = (jnp.zeros_like(sin), jnp.zeros_like(cos))
+  grads = _backward(x2, w, sin, cos, dout, t, interpret) if bwd_kernels else None
+  if grads is not None:
+    return grads + zeros
+  return _reference_bwd(x2, w, sin, cos, dout) + zeros
+
+
+def _reference_bwd(x2, w, sin, cos, dout):
+  """(dx, dW) through XLA: the rotation's transpose of dout as a pass of its own, then cuBLAS's GEMMs."""
   n, (_, h, k) = x2.shape[0], w.shape
   d = dout.reshape(n, h, k // 2, 2).astype(jnp.float32)
   s, c = sin[:, None, :], cos[:, None, :]
   da, db = d[..., 0] * c + d[..., 1] * s, d[..., 1] * c - d[..., 0] * s  # the rotation's transpose
   dq = jnp.concatenate([da, db], axis=-1).astype(x2.dtype)            # [N, H, K] in the weight's own layout
-  return (jnp.einsum("nhk,dhk->nd", dq, w), jnp.einsum("nd,nhk->dhk", x2, dq),
-          jnp.zeros_like(sin), jnp.zeros_like(cos))
+  return jnp.einsum("nhk,dhk->nd", dq, w), jnp.einsum("nd,nhk->dhk", x2, dq)
 
 
 _rope_pallas.defvjp(_fwd, _bwd)
 
 
 def rope_projection(x, w, sin_cos, impl: str = "xla", interpret: bool | None = None, row_spec=None,
-                    head_spec=None, tiles: fused_mlp.Tiles | None = None):
+                    head_spec=None, tiles: fused_mlp.Tiles | None = None, bwd_kernels: bool = True):
   """rotary(x·w) for x [B, L, D] and w [D, H, K], each head's dims interleaved (see the module's note):
   [B, L, H, K]. `sin_cos`: `transformer.rope_tables` of the rows' positions ([B or 1, L, 1, K/2] each).
   `impl`, `interpret`, `row_spec` as in `pallas_dispatch.run`; `head_spec`: the mesh axes of w's heads —
-  sharded (tensor parallelism), "auto" takes the reference and "pallas" refuses."""
+  sharded (tensor parallelism), "auto" takes the reference and "pallas" refuses. `bwd_kernels`: the backward
+  through two GEMM kernels that un-rotate the cotangent as they load it (default), or through XLA (the
+  rotation's transpose a pass of its own, then cuBLAS)."""
   b, l, d = x.shape
   if w.ndim != 3 or w.shape[0] != d:
     raise ValueError(f"the rotary projection needs w [D, H, K] for x [B, L, D]; got x {x.shape}, w {w.shape}.")
@@ -170,7 +271,8 @@ def rope_projection(x, w, sin_cos, impl: str = "xla", interpret: bool | None = N
       t = _tiles_for(tiles or TILES, n, d, h, k)
       if t is None or n * h * k > MAX_ELEMENTS:
         return ref(x, w, sin, cos)
-      out = _rope_pallas(x.reshape(n, d), w, sin.reshape(n, k // 2), cos.reshape(n, k // 2), t, interp)
+      out = _rope_pallas(x.reshape(n, d), w, sin.reshape(n, k // 2), cos.reshape(n, k // 2), t, interp,
+                         bool(bwd_kernels))
       return out.reshape(*x.shape[:2], h, k)
     return fn
 
