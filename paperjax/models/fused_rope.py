@@ -17,8 +17,10 @@ q and k as tensors (never seen outside attention) are permuted. The weight [D, H
 kernel each step ([first halves | second halves] per tile of heads: a copy of the small weight).
 
 Semantics: as the XLA path, x·W is rounded to the compute dtype before the rotation (computed in fp32) and
-the result rounded once. Backward (XLA): the rotation's transpose of dq (one pass, as the unfused
-program's) and cuBLAS GEMMs for dx and dW, from the weight in its own layout.
+the result rounded once. Backward: two GEMM kernels (dx = dq·Wᵀ, dW = xᵀ·dq) that load the interleaved
+cotangent's even and odd columns and apply the rotation's transpose in registers, so it is no pass of its own
+(`bwd_kernels=False`: XLA's — the transpose as a pass, then cuBLAS's GEMMs); dq is rounded to the compute
+dtype before the dots, as XLA's path rounds it.
 
 `impl` as in `pallas_dispatch.run` ("auto": the kernel in programs compiled for CUDA, the reference — the
 same interleaved layout — elsewhere). Shapes whose rows or heads do not tile, odd head dims, or half head
@@ -193,7 +195,7 @@ def _backward(x2, w, sin, cos, dout, t: fused_mlp.Tiles, interpret: bool):
   n, d = x2.shape
   _, h, k = w.shape
   bt = _bwd_tiles(t, n, d)
-  if bt is None:
+  if bt is None or n * d > MAX_ELEMENTS:  # Triton's offsets are int32 (the forward checked n·H·K)
     return None
   (bm, bn), (bm_w, bk_w) = bt
   heads = t.bn // k
