@@ -60,12 +60,12 @@ def test_the_kernel_is_the_formula(dtype):
                              rtol=1e-2 if dtype == jnp.bfloat16 else 1e-5, atol=1e-2 if dtype == jnp.bfloat16 else 1e-5)
 
 
-@pytest.mark.parametrize("bwd_kernels", [True, False])
-@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_the_kernels_gradients_are_the_references(bwd_kernels, dtype):
+@pytest.mark.parametrize("dtype,bwd_kernels", [(jnp.float32, True), (jnp.float32, False), (jnp.bfloat16, True)])
+def test_the_kernels_gradients_are_the_references(dtype, bwd_kernels):
   """dx and dW through the backward's two GEMM kernels (interpreted: the cotangent un-rotated as loaded; dx
   a loop over two tiles of heads, dW two row blocks and a loop of two row steps) or through XLA's pass and
-  GEMMs: autodiff of the reference's values."""
+  GEMMs: autodiff of the reference's values. (XLA's backward in bf16 is XLA's business: on CPU its bf16 dots
+  accumulate in bf16, differently from one jax to the next.)"""
   x, w, pos = _data(dtype)
   sc = T.rope_tables(pos, w.shape[-1], 10_000.0)
   ct = jax.random.normal(jax.random.key(1), x.shape[:2] + w.shape[1:], jnp.float32)
@@ -76,10 +76,14 @@ def test_the_kernels_gradients_are_the_references(bwd_kernels, dtype):
     return jax.grad(f, argnums=(0, 1)), f
 
   (g_ref, _), (g_ours, f_ours) = grad("xla"), grad("pallas")
-  tol = 1e-5 if dtype == jnp.float32 else 2 ** -7  # bf16: dW rounded once by either, in other orders
-  for a, b in zip(g_ref(x, w), g_ours(x, w)):
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    np.testing.assert_allclose(b, a, rtol=tol, atol=tol * np.abs(a).max())
+  if dtype == jnp.float32:
+    for a, b in zip(g_ref(x, w), g_ours(x, w)):
+      np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+  else:  # bf16: against the float32 gradient of the same inputs, as close as XLA's own bf16 backward is
+    exact = g_ref(x.astype(jnp.float32), w.astype(jnp.float32))
+    rel = lambda g, e: float(np.linalg.norm(np.asarray(g, np.float32) - e) / np.linalg.norm(e))
+    for a, b, e in zip(g_ref(x, w), g_ours(x, w), exact):
+      assert rel(b, e) <= 1.5 * rel(a, e) + 1e-3, (rel(b, e), rel(a, e))
   calls = str(jax.make_jaxpr(jax.grad(f_ours, argnums=(0, 1)))(x, w)).count("pallas_call")
   assert calls == (3 if bwd_kernels else 1), calls  # the forward's kernel, and dx's and dW's
 
