@@ -126,9 +126,9 @@ fi
 #  short second call reruns `gpt2_gelu_best` with ARGS_EXTRA="--xent_tiles=<it>".
 #  Later the same session: rotary's backward through two GEMM kernels of ours (models/fused_rope.py
 #  `rope_dgrad_gemm`, `rope_wgrad_gemm`: the cotangent un-rotated as loaded; part of `rope_impl`), so the
-#  rotary T5 row's floor is 234.25 ms (H200 220.55; predicted ~232–244 ms, 46.4–48.8% on an H100), and the
-#  1B's main row is now `1b_b16_best` (the MLP, rotary and loss kernels: floor 393.71 → 385.38 ms, H200
-#  375.48; predicted ×1.037 ≈ 400 ms, ~64.6% on an H100); `1b_b16_fusednorm_mlp` moved to the extras. `gpt2_gelu` (no kernels of
+#  rotary T5 row's floor is 234.66 ms (H200 220.87; predicted ~232–245 ms, 46.4–48.8% on an H100), and the
+#  1B's main row is now `1b_b16_best` (the MLP, rotary and loss kernels: floor 393.71 → 385.83 ms, H200
+#  375.79; predicted ×1.037 ≈ 400 ms, ~64.5% on an H100); `1b_b16_fusednorm_mlp` moved to the extras. `gpt2_gelu` (no kernels of
 #  ours) moved to the extras, after `gpt2_gelu_mlp_nomerge`, so that the main rows end by the deadline with
 #  the 1B's (the MLP kernels' effect on GPT-2 is then an extra's question; `check_mlp_t5` prices them against
 #  XLA's GEMMs first).

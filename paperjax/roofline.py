@@ -97,7 +97,7 @@ PALLAS_GEMMS = {
     "rope_projection_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],
     # its backward: dq [N, H·K] un-rotated as loaded · Wᵀ → dx [N, D]; xᵀ · dq → dW [D, H·K]
     "rope_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],
-    "rope_wgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * res[0][0] * res[0][1],
+    "rope_wgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][2],  # fp32 split-K partials [S, D, H·K]
 }
 
 

@@ -63,7 +63,7 @@ def test_the_kernel_is_the_formula(dtype):
 @pytest.mark.parametrize("dtype,bwd_kernels", [(jnp.float32, True), (jnp.float32, False), (jnp.bfloat16, True)])
 def test_the_kernels_gradients_are_the_references(dtype, bwd_kernels):
   """dx and dW through the backward's two GEMM kernels (interpreted: the cotangent un-rotated as loaded; dx
-  a loop over two tiles of heads, dW two row blocks and a loop of two row steps) or through XLA's pass and
+  a loop over two tiles of heads, dW two row blocks split in two over the rows) or through XLA's pass and
   GEMMs: autodiff of the reference's values. (XLA's backward in bf16 is XLA's business: on CPU its bf16 dots
   accumulate in bf16, differently from one jax to the next.)"""
   x, w, pos = _data(dtype)
@@ -114,6 +114,14 @@ def test_attention_sees_the_same_model(kind):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   # q and k in every self-attention layer, each kernel traced twice (the CUDA branch and the interpreter's)
   assert str(jax.make_jaxpr(loss(ours))(params)).count("pallas_call") == 2 * 2 * (cfg.num_layers + (kind == "encdec"))
+
+
+def test_the_weight_gradient_splits_over_rows_to_fill_the_card():
+  """dW's output alone is few tiles ([768, 768]: 6 row blocks × 6 tiles of heads); the rows are split until
+  ≥ 264 programs run (two waves of 132 SMs), as far as the row steps divide."""
+  assert R._splits(36, 131072 // 64) == 8      # T5-base: 288 programs
+  assert R._splits(256, 32768 // 64) == 2      # the 1B: 512
+  assert R._splits(4, 2) == 2 and R._splits(300, 8) == 1 and R._splits(1, 1) == 1
 
 
 def test_bad_settings_are_one_sentence():

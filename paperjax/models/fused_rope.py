@@ -160,25 +160,37 @@ def _dx_kernel(d_ref, sin_ref, cos_ref, wt_ref, dx_ref, *, bm: int, bn: int, col
   dx_ref[pl.ds(i * bm, bm), dc] = acc.astype(dx_ref.dtype)
 
 
-def _dw_kernel(x_ref, d_ref, sin_ref, cos_ref, dw_ref, *, bm: int, bk: int, tiles: int, steps: int, hh: int,
-               half: int):
-  """dWr [D, H·K] (the kernels' order) = xᵀ·[da | db], a tile of heads a program column."""
+def _dw_kernel(x_ref, d_ref, sin_ref, cos_ref, dw_ref, *, bm: int, bk: int, tiles: int, splits: int, steps: int,
+               hh: int, half: int):
+  """dWr [D, H·K] (the kernels' order) = xᵀ·[da | db]: a program a (row block of D, tile of heads, split of N),
+  its fp32 partial sum over its `steps` × `bk` rows written to dw_ref [splits, D, H·K] (split-K: the output
+  [D, H·K] alone is too few tiles to fill the card)."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
   p = pl.program_id(0)
-  i, tile = p // tiles, p % tiles
+  i, tile, split = p // (tiles * splits), (p // splits) % tiles, p % splits
   dc = pl.ds(i * bm, bm)
 
   def body(k, accs):
-    x = x_ref[pl.ds(k * bk, bk), dc]
-    da, db = _unrotated(d_ref, sin_ref, cos_ref, k * bk + jnp.arange(bk), tile, hh, half)
+    start = (split * steps + k) * bk
+    x = x_ref[pl.ds(start, bk), dc]
+    da, db = _unrotated(d_ref, sin_ref, cos_ref, start + jnp.arange(bk), tile, hh, half)
     return (accs[0] + plgpu.dot(x, da.astype(x.dtype), trans_a=True),
             accs[1] + plgpu.dot(x, db.astype(x.dtype), trans_a=True))
 
   zero = jnp.zeros((bm, hh), jnp.float32)
   a, b = jax.lax.fori_loop(0, steps, body, (zero, zero))
-  dw_ref[dc, pl.ds(tile * 2 * hh, hh)] = a.astype(dw_ref.dtype)
-  dw_ref[dc, pl.ds(tile * 2 * hh + hh, hh)] = b.astype(dw_ref.dtype)
+  dw_ref[split, dc, pl.ds(tile * 2 * hh, hh)] = a
+  dw_ref[split, dc, pl.ds(tile * 2 * hh + hh, hh)] = b
+
+
+def _splits(blocks: int, row_steps: int, programs: int = 264) -> int:
+  """Split-K ways for a GEMM of `blocks` output tiles: the least power of two giving ≥ `programs` programs
+  (two waves of an H100's / H200's 132 SMs), dividing its `row_steps`."""
+  s = 1
+  while blocks * s < programs and row_steps % (2 * s) == 0:
+    s *= 2
+  return s
 
 
 def _bwd_tiles(t: fused_mlp.Tiles, n: int, d: int):
@@ -206,11 +218,12 @@ def _backward(x2, w, sin, cos, dout, t: fused_mlp.Tiles, interpret: bool):
       functools.partial(_dx_kernel, bm=bm, bn=bn, cols=d // bn, tiles=tiles, **common),
       grid=((n // bm) * (d // bn),), out_shape=jax.ShapeDtypeStruct((n, d), x2.dtype),
       compiler_params=fused_mlp._params(t), interpret=interpret, name="rope_dgrad_gemm")(dout, sin, cos, wr.T)
-  dwr = pl.pallas_call(
-      functools.partial(_dw_kernel, bm=bm_w, bk=bk_w, tiles=tiles, steps=n // bk_w, **common),
-      grid=((d // bm_w) * tiles,), out_shape=jax.ShapeDtypeStruct((d, h * k), w.dtype),
+  splits = _splits((d // bm_w) * tiles, n // bk_w)
+  partial = pl.pallas_call(
+      functools.partial(_dw_kernel, bm=bm_w, bk=bk_w, tiles=tiles, splits=splits, steps=n // bk_w // splits, **common),
+      grid=((d // bm_w) * tiles * splits,), out_shape=jax.ShapeDtypeStruct((splits, d, h * k), jnp.float32),
       compiler_params=fused_mlp._params(t), interpret=interpret, name="rope_wgrad_gemm")(x2, dout, sin, cos)
-  return dx, _standard_weight(dwr, h, heads)
+  return dx, _standard_weight(partial.sum(0).astype(w.dtype), h, heads)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
