@@ -123,6 +123,35 @@ def run_for_h100(code: str, *argv: str):
   return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def same_model_with(cfg, *, rtol: float = 1e-4, atol: float = 1e-5, masked: bool = False, **changes):
+  """A tiny random batch for `cfg` (a TransformerConfig, fp32), its parameters, and the loss sum through
+  `lm.loss_sums` (its keyword arguments in `changes` under `loss_*`, e.g. loss_chunk=8) for `cfg` and for
+  `cfg` with the other `changes` (a kernel's impl, say): asserts equal loss (1e-5) and gradients; returns
+  the changed model's loss function and the parameters, for a jaxpr check. `masked`: some targets masked."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from paperjax.models import lm, transformer as T  # pylint: disable=g-import-not-at-top
+  loss_kw = {k[len("loss_"):]: v for k, v in changes.items() if k.startswith("loss_")}
+  ours = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if not k.startswith("loss_")})
+  rng = np.random.default_rng(2)
+  v, (b, l) = cfg.vocab_size, (2, 32 if cfg.d_model >= 64 else 16)
+  mask = (rng.random((b, l)) > 0.2).astype(np.int32) if masked else np.ones((b, l), np.int32)
+  if cfg.kind == "encdec":
+    batch = {"inputs": rng.integers(1, v, (b, l)), "targets": rng.integers(1, v, (b, l)), "targets_mask": mask}
+  else:
+    batch = {"tokens": rng.integers(1, v, (b, l)), "loss_mask": mask}
+  params = nn.meta.unbox(lm.init(T.Transformer(cfg), jax.random.PRNGKey(0), batch))
+  loss = lambda c: (lambda p: lm.loss_sums(T.Transformer(c), p, batch, **loss_kw)[0])
+  with jax.default_matmul_precision("highest"):
+    (l0, g0), (l1, g1) = (jax.value_and_grad(loss(c))(params) for c in (cfg, ours))
+  np.testing.assert_allclose(l0, l1, rtol=1e-5)
+  for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    np.testing.assert_allclose(a, c, rtol=rtol, atol=atol)
+  return loss(ours), params
+
+
 @pytest.fixture
 def root():
   return ROOT

@@ -8,7 +8,7 @@ import pytest
 
 from paperjax.models import fused_mlp, fused_rope as R
 from paperjax.models import transformer as T
-from tests.conftest import needs_cuda_plugin, run_for_h100
+from tests.conftest import needs_cuda_plugin, run_for_h100, same_model_with
 
 SMALL = fused_mlp.Tiles(bm=32, bn=64, bk=32, warps=4, stages=2)  # two heads of 32 a tile; 2×2 blocks, K loop of 2
 
@@ -93,27 +93,11 @@ def test_attention_sees_the_same_model(kind):
   """A model with rope_impl="pallas" (the kernel, interpreted) is the rotary model: the same loss and
   gradients from the same parameters — q and k are permuted alike, so q·k is unchanged (T5's cross-attention
   has no rotary and keeps XLA's projections)."""
-  import dataclasses
-  import flax.linen as nn
-  from paperjax.models import lm
   cfg = T.TransformerConfig(vocab_size=64, d_model=64, num_heads=2, head_dim=32, d_ff=96, num_layers=1,
                             num_encoder_layers=1, kind=kind, dtype=jnp.float32, param_dtype=jnp.float32)
-  rng = np.random.default_rng(2)
-  if kind == "encdec":
-    batch = {"inputs": rng.integers(1, 64, (2, 32)), "targets": rng.integers(1, 64, (2, 32)),
-             "targets_mask": np.ones((2, 32), np.int32)}
-  else:
-    batch = {"tokens": rng.integers(1, 64, (2, 32)), "loss_mask": np.ones((2, 32), np.int32)}
-  params = nn.meta.unbox(lm.init(T.Transformer(cfg), jax.random.PRNGKey(0), batch))
-  loss = lambda c: (lambda p: lm.loss_sums(T.Transformer(c), p, batch)[0])
-  ours = dataclasses.replace(cfg, rope_impl="pallas")
-  with jax.default_matmul_precision("highest"):
-    (l0, g0), (l1, g1) = (jax.value_and_grad(loss(c))(params) for c in (cfg, ours))
-  np.testing.assert_allclose(l0, l1, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  loss, params = same_model_with(cfg, rope_impl="pallas")
   # q and k in every self-attention layer, each kernel traced twice (the CUDA branch and the interpreter's)
-  assert str(jax.make_jaxpr(loss(ours))(params)).count("pallas_call") == 2 * 2 * (cfg.num_layers + (kind == "encdec"))
+  assert str(jax.make_jaxpr(loss)(params)).count("pallas_call") == 2 * 2 * (cfg.num_layers + (kind == "encdec"))
 
 
 def test_the_weight_gradient_splits_over_rows_to_fill_the_card():

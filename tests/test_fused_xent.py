@@ -9,7 +9,7 @@ import pytest
 
 from paperjax import losses
 from paperjax.models import fused_xent as X
-from tests.conftest import needs_cuda_plugin, run_for_h100
+from tests.conftest import needs_cuda_plugin, run_for_h100, same_model_with
 
 
 def _data(c=12, v=300, dtype=jnp.bfloat16, seed=0):
@@ -96,29 +96,14 @@ def test_the_fused_loss_with_the_kernel_is_the_fused_loss():
   assert "pallas_call" in str(jax.make_jaxpr(jax.grad(fused("pallas")))(h, w))
 
 
-def test_a_model_with_the_kernel_is_the_same_model(kind="encdec"):
-  """xent_impl="pallas" through lm.loss_sums (chunked, fused; an encoder-decoder with masked targets): the
-  same loss and gradients (a decoder: the sharded test below)."""
-  import dataclasses
-  import flax.linen as nn
-  from paperjax.models import lm, transformer as T
+def test_a_model_with_the_kernel_is_the_same_model():
+  """xent_impl="pallas" through lm.loss_sums (chunked, fused, z-loss; an encoder-decoder with masked targets):
+  the same loss and gradients (a decoder: the sharded test below)."""
+  from paperjax.models import transformer as T
   cfg = T.TransformerConfig(vocab_size=96, d_model=32, num_heads=2, head_dim=16, d_ff=48, num_layers=1,
-                            num_encoder_layers=1, kind=kind, dtype=jnp.float32, param_dtype=jnp.float32)
-  rng = np.random.default_rng(2)
-  if kind == "encdec":
-    batch = {"inputs": rng.integers(1, 96, (2, 16)), "targets": rng.integers(1, 96, (2, 16)),
-             "targets_mask": (rng.random((2, 16)) > 0.2).astype(np.int32)}
-  else:
-    batch = {"tokens": rng.integers(1, 96, (2, 16)), "loss_mask": np.ones((2, 16), np.int32)}
-  params = nn.meta.unbox(lm.init(T.Transformer(cfg), jax.random.PRNGKey(0), batch))
-  loss = lambda c: (lambda p: lm.loss_sums(T.Transformer(c), p, batch, chunk=8, z_loss=1e-3)[0])
-  ours = dataclasses.replace(cfg, xent_impl="pallas")
-  with jax.default_matmul_precision("highest"):
-    (l0, g0), (l1, g1) = (jax.value_and_grad(loss(c))(params) for c in (cfg, ours))
-  np.testing.assert_allclose(l0, l1, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  assert "pallas_call" in str(jax.make_jaxpr(jax.grad(loss(ours)))(params))
+                            num_encoder_layers=1, kind="encdec", dtype=jnp.float32, param_dtype=jnp.float32)
+  loss, params = same_model_with(cfg, xent_impl="pallas", loss_chunk=8, loss_z_loss=1e-3, masked=True, atol=1e-6)
+  assert "pallas_call" in str(jax.make_jaxpr(jax.grad(loss))(params))
 
 
 @needs_cuda_plugin
