@@ -138,6 +138,13 @@ fi
 #  (a fault that kills the process loses only that row). Predicted: within
 #  XLA's bf16 error; 60–85% of cuBLAS's rate (one warpgroup a block, no warp specialisation, no persistent
 #  grid) — about Triton's, so the check, not this guess, says which backend the `_mlp` rows should take.
+#  NEW 2026-11-29 (ninth session without a device; notes/perf.md, last section): `model.cross_kv_chain` (pure JAX:
+#  each decoder layer hands the encoder's output on to the next, so that its gradient is summed inside cuBLAS's
+#  GEMMs as their C operand instead of in 11 passes of its own). The packed T5 main row is now
+#  `t5_b256_packed_rows32_best` (MLP, rotary, loss kernels and the chain: floor 234.66 → 232.43 ms, H200 219.30;
+#  predicted ~230–242 ms, 46.6–49.0% on an H100); `t5_b256_packed_rows32_mlp_rope_xent` is the first packed T5 extra
+#  (the chain's own effect: predicted −1.5 to −2.2 ms); `check_packing_t5_rows` checks the chain (EQUAL); the
+#  trainer row sets it.
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
 # grouped 45.9%, packed grouped 42.6%; the packed path without its selects NaN under command buffers):
 #  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
@@ -200,15 +207,15 @@ fi
 #    ROWS="t5_b256_packed_grouped t5_b256_packed" ARGS_EXTRA="--steps=30 --warmup=4" NOPROFILE=1
 #    CALL_LIMIT=215 DEADLINE=175 COMPILE_TIMEOUT=100 bash notes/gpu_run.sh
 #  or the `_mlp` rows with the tile setting `check_mlp_t5` found fastest (a later --mlp_tiles wins), e.g.
-#    ROWS="t5_b256_packed_rows32_mlp t5_b256_packed_rows32_mlp_rope_xent gpt2_gelu_best 1b_b16_best" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
+#    ROWS="t5_b256_packed_rows32_mlp t5_b256_packed_rows32_best gpt2_gelu_best 1b_b16_best" NOPROFILE=1 CALL_LIMIT=215 DEADLINE=175
 #    COMPILE_TIMEOUT=100 ARGS_EXTRA="--mlp_tiles=mgpu:128,64,64,2|mgpu:128,64,64,3" bash notes/gpu_run.sh
 VARIANTS=(
   "check_mlp_t5|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "check_mlp_t5_mgpu|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_MGPU"
   "t5_b256_packed_rows32_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32 --mlp_impl=auto"
   "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32"
-  "t5_b256_packed_rows32_mlp_rope_xent|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --xla_flags=tuned_nomerge"
-  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto --rope_impl=auto --xent_impl=auto"
+  "t5_b256_packed_rows32_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --xla_flags=tuned_nomerge"
+  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain"
   "check_xent_gpt2|$GG --check_xent --loss_chunk=$XENT_CHUNK --steps=10 --xent_tiles=$XENT_TILES"
   "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
@@ -219,6 +226,7 @@ EXTRA=(
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
+  "t5_b256_packed_rows32_mlp_rope_xent|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --xla_flags=tuned_nomerge"
   "t5_b256_packed_rows32_mlp_rope|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xla_flags=tuned_nomerge"
   "t5_b256_packed_rows32_mlp_nomerge|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --xla_flags=tuned_nomerge"
   "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
@@ -282,6 +290,7 @@ RUN_TRAINER=1
 # Stops at step 30 (no final eval).
 TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
  --config.data.max_chars=20000000 --config.data.batch_size=256 --config.model.packed_rows=32 --config.model.mlp_impl=auto
+ --config.model.cross_kv_chain=True
  --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
  --config.train.ckpt_every_s=0 --xla_flags=tuned"   # paperjax.launch.preflight takes the same flags
 if [[ ${SMOKE:-0} == 1 ]]; then

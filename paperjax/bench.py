@@ -108,6 +108,10 @@ def parse_args(argv=None):
                  help="with --loss_impl=fused: pallas, each chunk's log-sum-exp and logits gradient in one kernel that "
                       "reads a row twice from one program (models/fused_xent.py); auto: that kernel on GPUs, XLA's "
                       "reduction and element-wise pass elsewhere (TransformerConfig.xent_impl)")
+  p.add_argument("--cross_kv_chain", action="store_true",
+                 help="encoder-decoder: each decoder layer's cross-attention key/value projections hand the encoder's "
+                      "output on to the next layer, so that the backward adds its gradient inside cuBLAS's GEMMs "
+                      "(TransformerConfig.cross_kv_chain)")
   p.add_argument("--mlp_tiles", default="",
                  help="the MLP kernels' tiles, 'bm,bn,bk,warps,stages' (Triton) or 'mgpu:bm,bn,bk,stages' (Mosaic GPU, "
                       "Hopper) for both, or 'up|down' (fused_mlp.Tiles)")
@@ -225,6 +229,7 @@ def model_config(args):
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
             fused_projections=args.fused, norm_impl=args.norm, mlp_impl=args.mlp_impl, rope_impl=args.rope_impl,
             xent_impl=args.xent_impl, xent_tiles="" if getattr(args, "check_xent", False) else args.xent_tiles,
+            cross_kv_chain=args.cross_kv_chain,
             mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
@@ -428,7 +433,8 @@ def target(args) -> dict:
   peak = args.peak_flops or metrics.PEAK_FLOPS[args.target]
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
-      attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
+      attention=args.attention, padding_lengths=args.padding_lengths, cross_kv_chain=args.cross_kv_chain,
+      remat=args.remat, scan=args.scan,
       fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
       optimizer=_optimizer_label(args), xla_flags=args.xla_flags,
       xla_flags_str=used_flags, compile_s=round(compile_s, 2), init_compile_s=round(init_compile_s, 2),
@@ -449,7 +455,7 @@ def _optimizer_label(args) -> str:
 def _report_target(r: dict) -> None:
   mem = r["compiled_mem_gb"]
   print(f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} compiled for {r['device']} (deviceless, "
-        f"{r['compile_s']:.1f}s; its init program {r['init_compile_s']:.1f}s): attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} norm={r['norm']} "
+        f"{r['compile_s']:.1f}s; its init program {r['init_compile_s']:.1f}s): attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''}{'+kv_chain' if r.get('cross_kv_chain') else ''} norm={r['norm']} "
         f"positions={r['positions']} mlp={r['mlp']} loss={r['loss_impl']}/{r['loss_chunk']} optimizer={r['optimizer']} xla={r['xla_flags']}\n"
         f"  compiled memory ≈{mem['peak_estimate']:.2f} GiB (arguments {mem['arguments']:.2f}, temporaries "
         f"{mem['temp']:.2f}); roofline {r['roofline_ms']:.2f} ms/step → MFU ≤ {100 * r['roofline_mfu_full']:.1f}% "
@@ -514,7 +520,8 @@ def check_packing(args) -> dict:
   plain = unpack(packed, shape["lengths"])
   model = Transformer(cfg)
   reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False, mlp_impl="xla",
-                                              rope_impl="xla", xent_impl="xla"))  # every kernel of ours, checked against XLA too
+                                              rope_impl="xla", xent_impl="xla", cross_kv_chain=False))
+  # (every kernel of ours, and the chain, checked against XLA's plain program too)
   params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
 
   def loss_and_grad(m):  # ((loss sum, weight sum), gradient of the loss sum): one program per batch shape
@@ -828,7 +835,8 @@ def run(args) -> dict:
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
-      attention=args.attention, padding_lengths=args.padding_lengths, remat=args.remat, scan=args.scan,
+      attention=args.attention, padding_lengths=args.padding_lengths, cross_kv_chain=args.cross_kv_chain,
+      remat=args.remat, scan=args.scan,
       fused=args.fused, norm=args.norm, mlp=_mlp_label(cfg), positions=_positions_label(cfg),
       loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
       data=",".join(args.data), optimizer=_optimizer_label(args),
@@ -987,7 +995,7 @@ def _report(r: dict) -> None:
   mem_s = f"peak {mem:.2f} GiB (allocator)" if mem else (
       f"peak ≈{r['compiled_mem_gb']['peak_estimate']:.2f} GiB (compiled estimate)" if r.get("compiled_mem_gb") else "peak n/a")
   head = (f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} {r['params'] / 1e6:.1f}M params on {r['device']}: "
-          f"attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''} dtype={r['dtype']} remat={r['remat']} "
+          f"attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''}{'+kv_chain' if r.get('cross_kv_chain') else ''} dtype={r['dtype']} remat={r['remat']} "
           f"positions={r['positions']} mlp={r['mlp']} "
           f"scan={r['scan']} loss={r['loss_impl']}{'/' + str(r['loss_chunk']) if r['loss_chunk'] else ''} "
           f"data={r['data']} xla={r['xla_flags']} compile {r['compile_s']:.1f}s"

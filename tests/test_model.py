@@ -15,7 +15,7 @@ from paperjax import losses
 from paperjax.models import lm
 from paperjax.models import transformer as T
 from paperjax.models.transformer import Transformer, TransformerConfig
-from tests.conftest import needs_cuda_plugin
+from tests.conftest import needs_cuda_plugin, run_for_h100
 
 
 def _model(kind, **kw):
@@ -378,3 +378,85 @@ print("OK")
 """
   r = run_python(code, devices=4)
   assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+
+def _kv_chain_reference(x, wk, wv):
+  return jnp.einsum("BSD,DHK->BSHK", x, wk), jnp.einsum("BSD,DHK->BSHK", x, wv), x
+
+
+def test_kv_chain_backward_is_the_sum_of_both_projections_and_the_later_layers():
+  """`kv_chain`'s own backward against autodiff of (x ↦ x·Wk, x·Wv, x) and against the formula:
+  dx = dv·Wvᵀ + dk·Wkᵀ + dx_later, dWk = xᵀ·dk, dWv = xᵀ·dv."""
+  rng = np.random.default_rng(7)
+  x, wk, wv = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 5, 8), (8, 2, 3), (8, 2, 3)))
+  cts = tuple(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 5, 2, 3), (2, 5, 2, 3), (2, 5, 8)))
+  with jax.default_matmul_precision("highest"):
+    out, vjp = jax.vjp(T.kv_chain, x, wk, wv)
+    want_out, want_vjp = jax.vjp(_kv_chain_reference, x, wk, wv)
+    got, want = vjp(cts), want_vjp(cts)
+  for a, b in zip(out, want_out):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  dk, dv, later = (np.asarray(c, np.float64) for c in cts)
+  xs, k, v = (np.asarray(a, np.float64) for a in (x, wk, wv))
+  np.testing.assert_allclose(got[0], np.einsum("bshk,dhk->bsd", dv, v) + np.einsum("bshk,dhk->bsd", dk, k) + later,
+                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got[1], np.einsum("bsd,bshk->dhk", xs, dk), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(got[2], np.einsum("bsd,bshk->dhk", xs, dv), rtol=1e-5, atol=1e-5)
+
+
+def test_kv_chain_backward_adds_into_a_fresh_gemm():
+  """The form XLA's GPU compiler folds into a GEMM as its C operand (its add matcher takes the first
+  operand that is a GEMM's result, and gives up if that GEMM has a C already): in the backward every add's
+  first operand is a dot's result, the second the running sum — so none is a pass of its own."""
+  x, w = jnp.ones((2, 5, 8)), jnp.ones((8, 2, 3))
+  _, vjp = jax.vjp(T.kv_chain, x, w, w)
+  jaxpr = jax.make_jaxpr(vjp)((jnp.ones((2, 5, 2, 3)), jnp.ones((2, 5, 2, 3)), x)).jaxpr
+  eqns = list(jaxpr.eqns)
+  made_by = {str(v): e.primitive.name for e in eqns for v in e.outvars}
+  adds = [e for e in eqns if e.primitive.name in ("add", "add_any")]
+  assert len(adds) == 2, adds
+  assert all(made_by.get(str(e.invars[0])) == "dot_general" for e in adds), adds
+  assert made_by.get(str(adds[1].invars[1])) == "add"  # the running sum: dv·Wvᵀ + (dk·Wkᵀ + dx_later)
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_cross_kv_chain_gives_the_same_model(remat):
+  """`cross_kv_chain` changes the program, not the function or the parameters: loss and every gradient
+  equal the unchained model's (the encoder's gradient now summed through the chain), with one `kv_chain`
+  per decoder layer; scanned layers are left as they were."""
+  from tests.conftest import same_model_with
+  cfg = TransformerConfig(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=3,
+                          num_encoder_layers=2, kind="encdec", remat=remat)
+  loss, params = same_model_with(cfg, cross_kv_chain=True)
+  assert str(jax.make_jaxpr(loss)(params)).count("name=kv_chain") == 3
+  scanned = TransformerConfig(**{**cfg.__dict__, "scan_layers": True, "cross_kv_chain": True})
+  batch = {"inputs": np.ones((2, 6), np.int32), "targets": np.ones((2, 5), np.int32)}
+  p = _init(Transformer(scanned), batch)
+  assert "name=kv_chain" not in str(jax.make_jaxpr(lambda p: Transformer(scanned).apply({"params": p}, batch))(p))
+
+
+@needs_cuda_plugin
+def test_cross_kv_chain_folds_every_add_into_a_gemm_in_the_h100_program():
+  """Compiled for an H100 (deviceless, the `tuned` flags): without the chain, the encoder output's gradient
+  takes element-wise adds over [B·S, D] between the decoder layers' cuBLAS GEMMs; with it, none."""
+  out = run_for_h100("""
+    import flax.linen as nn
+    from paperjax.models import lm, transformer as T
+    out = {}
+    for chain in (False, True):
+      cfg = T.TransformerConfig(vocab_size=512, d_model=256, num_heads=4, head_dim=64, d_ff=512, num_layers=4,
+                                num_encoder_layers=1, kind="encdec", dtype=jnp.bfloat16, cross_kv_chain=chain)
+      m = T.Transformer(cfg)
+      batch = {"inputs": spec((4, 256), jnp.int32), "targets": spec((4, 64), jnp.int32),
+               "targets_mask": spec((4, 64), jnp.int32)}
+      params = jax.eval_shape(lambda: nn.meta.unbox(lm.init(m, jax.random.key(0), jax.tree.map(
+          lambda s: jnp.ones(s.shape, s.dtype), batch))))
+      f = jax.grad(lambda p, b: lm.loss_sums(m, p, b)[0])
+      out[str(chain)] = kernels(compiled(f, params, batch))
+    print(json.dumps(out))
+  """)
+  adds = lambda ks: [k for k in ks if k[0] in ("elementwise", "reduce") and "cross_attn" in k[4]
+                     and "add_any" in k[4] and k[3].startswith("bf16[1024,256]")]
+  assert adds(out["False"]) and not adds(out["True"]), (adds(out["False"]), adds(out["True"]))
