@@ -159,7 +159,7 @@ _TYPED_OPERAND = re.compile(r"[a-z]\w*\[[\d,]*\](\{[^{}]*\})?")  # an operand's 
 _NAME = re.compile(r"^[A-Za-z_][\w.\-]*$")
 _SKIP = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "opt-barrier", "after-all",
          "partition-id", "replica-id", "add-dependency", "copy-done", "all-gather-done", "all-reduce-done",
-         "collective-permute-done", "send-done", "recv-done", "async-done", "async-update"}
+         "collective-permute-done", "send-done", "recv-done", "async-done", "async-update", "fusion-done"}
 _SLICES = {"slice", "dynamic-slice"}
 
 
@@ -209,6 +209,24 @@ def _matching(text: str, start: int) -> int:
       if depth == 0:
         return i + 1
   raise ValueError(f"unbalanced {opener!r} in HLO text: {text[start:start + 80]!r}")
+
+
+def _tuple_elements(shape: str) -> list[str]:
+  """The top-level elements of a tuple type "(a, (b, c), d)"; [shape] if it is not a tuple."""
+  if not shape.startswith("("):
+    return [shape]
+  inner = shape[1:_matching(shape, 0) - 1]
+  out, start, depth = [], 0, 0
+  for i, ch in enumerate(inner):
+    if ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif ch == "," and depth == 0:
+      out.append(inner[start:i].strip())
+      start = i + 1
+  out.append(inner[start:].strip())
+  return [e for e in out if e]
 
 
 def _parse_instr(line: str) -> Instr | None:
@@ -350,13 +368,21 @@ class _Module:
       p = numbered.get(idx)
       read += min(full, _bytes_read(p, users, elements, full)) if p else full
     root = next((b for b in body if b.root), None)
-    if root is not None and root.opcode == "dynamic-update-slice":
-      written = shape_bytes(self.shapes.get(root.operands[1], "")) if len(root.operands) > 1 else 0.0
-    elif root is not None and root.opcode == "custom-call":  # a library call's workspace is scratch, not traffic
-      written = sum(shape_bytes(f"{d}[{dims}]") for d, dims in _without_workspace(_SHAPE.findall(ins.shape)))
-    else:
-      written = shape_bytes(ins.shape)
-    return read + written
+    by_name = {b.name: b for b in body}
+
+    def written(out: Instr | None, shape: str) -> float:
+      if out is not None and out.opcode == "dynamic-update-slice":  # in place: only the update
+        return shape_bytes(self.shapes.get(out.operands[1], "")) if len(out.operands) > 1 else 0.0
+      if out is not None and out.opcode == "custom-call":  # a library call's workspace is scratch, not traffic
+        return sum(shape_bytes(f"{d}[{dims}]") for d, dims in _without_workspace(_SHAPE.findall(shape)))
+      if (out is not None and out.opcode == "get-tuple-element" and shape.startswith("s8[")
+          and by_name.get(out.operands[0], out).opcode == "custom-call"):
+        return 0.0  # the same workspace, handed out of a fusion (XLA's dynamic-slice fusion of a GEMM)
+      return shape_bytes(shape)
+
+    if root is not None and root.opcode == "tuple":  # a multi-output fusion: each output as above
+      return read + sum(written(by_name.get(o), self.shapes.get(o, "")) for o in root.operands)
+    return read + written(root, ins.shape)
 
   def library_gemm_flops(self, ins: Instr) -> float:
     """FLOPs of a cuBLAS custom call: 2·|out|·K, K from its dot dimension numbers."""
@@ -411,6 +437,11 @@ class _Module:
         continue
       name, attrs = ins.name, ins.attrs
       flops, category, head_dim = 0.0, "other", 0
+      if op == "fusion-start":  # an async fusion (e.g. a scanned layer's stacking into its loop's buffer):
+        # the type is ((operands), result, context); the kernel is the fusion it wraps
+        parts = _tuple_elements(ins.shape)
+        ins = dataclasses.replace(ins, shape=parts[1] if len(parts) > 1 else ins.shape)
+        op = "fusion"
       if op == "fusion":
         category, flops = self.fusion_category(ins)
         nbytes = self.fusion_bytes(ins)

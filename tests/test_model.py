@@ -385,15 +385,17 @@ def _kv_chain_reference(x, wk, wv):
 
 
 def test_kv_chain_backward_is_the_sum_of_both_projections_and_the_later_layers():
-  """`kv_chain`'s own backward against autodiff of (x ↦ x·Wk, x·Wv, x) and against the formula:
-  dx = dv·Wvᵀ + dk·Wkᵀ + dx_later, dWk = xᵀ·dk, dWv = xᵀ·dv."""
+  """`kv_chain` with the encoder's output as both x and acc (as the stack calls it) against autodiff of
+  (x ↦ x·Wk, x·Wv, x) and against the formula: dx = dv·Wvᵀ + dk·Wkᵀ + d_later, dWk = xᵀ·dk, dWv = xᵀ·dv —
+  all of dx through acc, none through x."""
   rng = np.random.default_rng(7)
   x, wk, wv = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 5, 8), (8, 2, 3), (8, 2, 3)))
   cts = tuple(jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((2, 5, 2, 3), (2, 5, 2, 3), (2, 5, 8)))
   with jax.default_matmul_precision("highest"):
-    out, vjp = jax.vjp(T.kv_chain, x, wk, wv)
+    out, vjp = jax.vjp(lambda x, wk, wv: T.kv_chain(x, wk, wv, x), x, wk, wv)
     want_out, want_vjp = jax.vjp(_kv_chain_reference, x, wk, wv)
     got, want = vjp(cts), want_vjp(cts)
+    by_input = jax.vjp(T.kv_chain, x, wk, wv, x)[1](cts)
   for a, b in zip(out, want_out):
     np.testing.assert_allclose(a, b, rtol=1e-6)
   for a, b in zip(got, want):
@@ -404,6 +406,7 @@ def test_kv_chain_backward_is_the_sum_of_both_projections_and_the_later_layers()
                              rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got[1], np.einsum("bsd,bshk->dhk", xs, dk), rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got[2], np.einsum("bsd,bshk->dhk", xs, dv), rtol=1e-5, atol=1e-5)
+  assert not np.asarray(by_input[0]).any() and np.allclose(by_input[3], got[0], atol=1e-5)
 
 
 def test_kv_chain_backward_adds_into_a_fresh_gemm():
@@ -411,30 +414,26 @@ def test_kv_chain_backward_adds_into_a_fresh_gemm():
   operand that is a GEMM's result, and gives up if that GEMM has a C already): in the backward every add's
   first operand is a dot's result, the second the running sum — so none is a pass of its own."""
   x, w = jnp.ones((2, 5, 8)), jnp.ones((8, 2, 3))
-  _, vjp = jax.vjp(T.kv_chain, x, w, w)
+  _, vjp = jax.vjp(T.kv_chain, x, w, w, x)
   jaxpr = jax.make_jaxpr(vjp)((jnp.ones((2, 5, 2, 3)), jnp.ones((2, 5, 2, 3)), x)).jaxpr
   eqns = list(jaxpr.eqns)
   made_by = {str(v): e.primitive.name for e in eqns for v in e.outvars}
   adds = [e for e in eqns if e.primitive.name in ("add", "add_any")]
   assert len(adds) == 2, adds
   assert all(made_by.get(str(e.invars[0])) == "dot_general" for e in adds), adds
-  assert made_by.get(str(adds[1].invars[1])) == "add"  # the running sum: dv·Wvᵀ + (dk·Wkᵀ + dx_later)
+  assert made_by.get(str(adds[1].invars[1])) == "add"  # the running sum: dv·Wvᵀ + (dk·Wkᵀ + d_later)
 
 
-@pytest.mark.parametrize("remat", ["none", "full"])
-def test_cross_kv_chain_gives_the_same_model(remat):
+@pytest.mark.parametrize("remat,scan", [("none", False), ("full", True)])
+def test_cross_kv_chain_gives_the_same_model(remat, scan):
   """`cross_kv_chain` changes the program, not the function or the parameters: loss and every gradient
   equal the unchained model's (the encoder's gradient now summed through the chain), with one `kv_chain`
-  per decoder layer; scanned layers are left as they were."""
+  a decoder layer (unrolled) or one in the scanned layer's body, handing the encoder's output on in the carry."""
   from tests.conftest import same_model_with
   cfg = TransformerConfig(vocab_size=64, d_model=32, num_heads=2, head_dim=16, d_ff=64, num_layers=3,
-                          num_encoder_layers=2, kind="encdec", remat=remat)
+                          num_encoder_layers=2, kind="encdec", remat=remat, scan_layers=scan)
   loss, params = same_model_with(cfg, cross_kv_chain=True)
-  assert str(jax.make_jaxpr(loss)(params)).count("name=kv_chain") == 3
-  scanned = TransformerConfig(**{**cfg.__dict__, "scan_layers": True, "cross_kv_chain": True})
-  batch = {"inputs": np.ones((2, 6), np.int32), "targets": np.ones((2, 5), np.int32)}
-  p = _init(Transformer(scanned), batch)
-  assert "name=kv_chain" not in str(jax.make_jaxpr(lambda p: Transformer(scanned).apply({"params": p}, batch))(p))
+  assert str(jax.make_jaxpr(loss)(params)).count("name=kv_chain") == (1 if scan else 3)
 
 
 @needs_cuda_plugin

@@ -113,6 +113,50 @@ def test_a_cublas_gemm_inside_a_dynamic_slice_fusion_is_a_gemm():
   assert by["dw"].bytes == 2 * 64 * 32 + 4 + 2 * 64 * 100 + 2 * 4 * 100 * 32  # + the f32 sum, read and written
 
 
+def test_a_scanned_layers_stacking_is_priced_by_its_slice():
+  """A scanned stack's loop writes each layer's saved activations into [layers, ...] buffers in place:
+  XLA's dynamic-slice fusion of a GEMM whose result is the update (root a tuple: the buffer and cuBLAS's
+  workspace), and an async `fusion-start` (type ((operands), result, context)) around a plain
+  dynamic-update-slice fusion, its `fusion-done` no kernel. Each is priced by the slice it writes, not
+  the buffer. The lines are XLA's own (a scanned T5's H100 program, deviceless), shapes shrunk. Until
+  2026-11-29 the roofline priced each as the whole buffer: a scanned T5-base floor read 1005 ms, not 340."""
+  gemm = ('custom_call_target="__cublas$lt$matmul", backend_config={"gemm_backend_config":{"alpha_real":1,"beta":0,'
+          '"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"],'
+          '"lhs_batch_dimensions":[],"rhs_batch_dimensions":[]}}}')
+  text = "\n".join([
+      "HloModule m", "",
+      "%region (p0: bf16[64,32], p1: bf16[32,48], p2: bf16[6,64,48], p3: s32[]) -> (bf16[6,64,48], s8[1024]) {",
+      "  %p2 = bf16[6,64,48]{2,1,0} parameter(2)", "  %p0 = bf16[64,32]{1,0} parameter(0)",
+      "  %p1 = bf16[32,48]{1,0} parameter(1)",
+      "  %cc = (bf16[64,48]{1,0}, s8[1024]{0}) custom-call(%p0, %p1), " + gemm,
+      "  %g = bf16[64,48]{1,0} get-tuple-element(%cc), index=0", "  %b = bf16[1,64,48]{2,1,0} bitcast(%g)",
+      "  %p3 = s32[] parameter(3)", "  %c = s32[] constant(0)",
+      "  %dus = bf16[6,64,48]{2,1,0} dynamic-update-slice(%p2, %b, %p3, %c, %c)",
+      "  %ws = s8[1024]{0} get-tuple-element(%cc), index=1",
+      "  ROOT %t = (bf16[6,64,48]{2,1,0}, s8[1024]{0}) tuple(%dus, %ws)", "}", "",
+      "%stack (q0: bf16[6,64,48], q1: s32[], q2: bf16[64,48]) -> bf16[6,64,48] {",
+      "  %q0 = bf16[6,64,48]{2,1,0} parameter(0)", "  %q2 = bf16[64,48]{1,0} parameter(2)",
+      "  %bb = bf16[1,64,48]{2,1,0} bitcast(%q2)", "  %q1 = s32[] parameter(1)", "  %z = s32[] constant(0)",
+      "  ROOT %d2 = bf16[6,64,48]{2,1,0} dynamic-update-slice(%q0, %bb, %q1, %z, %z)", "}", "",
+      "ENTRY %main (x: bf16[64,32], w: bf16[32,48], buf: bf16[6,64,48], i: s32[], y: bf16[64,48]) -> bf16[6,64,48] {",
+      "  %x = bf16[64,32]{1,0} parameter(0)", "  %w = bf16[32,48]{1,0} parameter(1)",
+      "  %buf = bf16[6,64,48]{2,1,0} parameter(2)", "  %i = s32[] parameter(3)", "  %y = bf16[64,48]{1,0} parameter(4)",
+      '  %proj = (bf16[6,64,48]{2,1,0}, s8[1024]{0}) fusion(%x, %w, %buf, %i), kind=kCustom, calls=%region, '
+      'backend_config={"fusion_backend_config":{"kind":"__custom_fusion","custom_fusion_config":'
+      '{"name":"dynamic_slice_fusion","kernel_index":0}}}',
+      "  %stacked = bf16[6,64,48]{2,1,0} get-tuple-element(%proj), index=0",
+      "  %start = ((bf16[6,64,48]{2,1,0}, s32[], bf16[64,48]{1,0}), bf16[6,64,48]{2,1,0}, u32[]) "
+      "fusion-start(%stacked, %i, %y), kind=kLoop, calls=%stack",
+      "  ROOT %done = bf16[6,64,48]{2,1,0} fusion-done(%start)", "}"])
+  ks = roofline.kernels(text)
+  by = _by_name(ks)
+  assert sorted(by) == ["proj", "start"]  # fusion-done is the same kernel's end
+  assert (by["proj"].category, by["proj"].flops) == ("gemm", 2.0 * 64 * 48 * 32)
+  assert by["proj"].bytes == 2 * (64 * 32 + 32 * 48) + 4 + 2 * 64 * 48  # x, W, the index; one layer's slice
+  assert by["start"].category == "copy" and by["start"].result == "bf16[6,64,48]{2,1,0}"
+  assert by["start"].bytes == 4 + 2 * 64 * 48 + 2 * 64 * 48  # the index and the update read; the update written
+
+
 def test_cpu_program_dot_and_slice_by_hand():
   f = lambda a, b, t: (jnp.tanh(a @ b) + 1.0, jax.lax.dynamic_slice_in_dim(t, 3, 2).sum())
   text = jax.jit(f).lower(jnp.ones((64, 32)), jnp.ones((32, 16)), jnp.ones((100, 50))).compile().as_text()

@@ -132,10 +132,10 @@ class TransformerConfig:
   # time, and XLA's GPU compiler folds only every other add into a cuBLAS GEMM as its C operand (its
   # matcher takes the running sum, itself such a GEMM's result, for the GEMM to fuse into, and gives up);
   # the rest are passes of their own, a read of two [B·S, D] operands and a write each (2.2 ms of packed
-  # T5-base's step on an H100). True: each layer's projections are one op (`kv_chain`) that hands the
-  # encoder's output on to the next layer, and whose backward adds the later layers' sum into its own two
-  # GEMMs — every add a GEMM's C. The same function and parameters; with scanned layers or
-  # fused_projections, no effect.
+  # T5-base's step on an H100; a scanned stack's loop has such a pass too). True: each layer's projections are
+  # one op (`kv_chain`) that also hands the encoder's output itself on in the stack's
+  # carry, and whose backward adds the later layers' sum, carried back along it, into its own two GEMMs — every
+  # add a GEMM's C. The same function and parameters; with fused_projections, no effect.
   cross_kv_chain: bool = False
 
   def __post_init__(self):
@@ -274,11 +274,11 @@ class Attention(nn.Module):
   cfg: TransformerConfig
   use_rope: bool = True
   cross: bool = False   # keys/values from another sequence (kv_BSD), queries from x_BLD
-  chain: bool = False   # return (output, kv_BSD for the next layer): `TransformerConfig.cross_kv_chain`
+  chain: bool = False   # take kv_acc and return (output, kv_acc handed on): `TransformerConfig.cross_kv_chain`
 
   @nn.compact
   def __call__(self, x_BLD, kv_BSD, mask_B1LS, q_rope, k_rope, is_causal: bool, q_len_B=None, kv_len_B=None,
-               packed=None):
+               packed=None, kv_acc=None):
     """q_rope / k_rope: `rope_tables` of the query / key positions (unused when `use_rope` is off).
     packed: (q `SegmentLayout`, kv `SegmentLayout`) of a packed batch: with cuDNN, attention runs in
     its packed layout (segment i of the queries attends to segment i of the keys, `is_causal` within
@@ -288,13 +288,12 @@ class Attention(nn.Module):
     shape, axes = (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv")
     stacked = lambda n: (cfg.d_model, n, cfg.num_heads, cfg.head_dim)
     stacked_axes = ("embed", "stack", "heads", "kv")
-    relayed = kv_BSD
     if cfg.fused_projections and not self.cross:
       q, k, v = Proj("BLD,DCHK->CBLHK", stacked(3), stacked_axes, cfg, name="qkv")(x_BLD)
     elif self.cross and self.chain and not cfg.fused_projections:
       q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
       wk, wv = (Proj("BLD,DHK->BLHK", shape, axes, cfg, name=n)() for n in ("key", "value"))
-      k, v, relayed = kv_chain(kv_BSD.astype(cfg.dtype), wk, wv)
+      k, v, kv_acc = kv_chain(kv_BSD.astype(cfg.dtype), wk, wv, kv_acc)
     elif cfg.fused_projections:
       q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
       k, v = Proj("BSD,DCHK->CBSHK", stacked(2), stacked_axes, cfg, name="kv")(kv_BSD)
@@ -327,33 +326,36 @@ class Attention(nn.Module):
     out_BLHK = checkpoint_name(out_BLHK, "attn_out")
     out = Proj("BLHK,HKD->BLD", (cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), cfg,
                name="out")(out_BLHK)
-    return (out, relayed) if self.chain else out
+    return (out, kv_acc) if self.chain else out
 
 
 @jax.custom_vjp
-def kv_chain(x_BSD: Array, wk_DHK: Array, wv_DHK: Array) -> tuple[Array, Array, Array]:
-  """(k, v, x): a cross-attention layer's key and value projections of the encoder's output x, and x
-  itself, which the next layer takes instead of the encoder's output (`TransformerConfig.cross_kv_chain`).
-  The backward writes x's gradient as dv·Wvᵀ + (dk·Wkᵀ + the later layers' sum): each add has a fresh GEMM
-  as its first operand, the form XLA's GPU compiler folds into that GEMM as its C operand."""
-  return _kv(x_BSD, wk_DHK, wv_DHK) + (x_BSD,)
+def kv_chain(x_BSD: Array, wk_DHK: Array, wv_DHK: Array, acc_BSD: Array) -> tuple[Array, Array, Array]:
+  """(x·Wk, x·Wv, acc): a cross-attention layer's key and value projections of the encoder's output x, and
+  `acc` passed on — the same array as x, handed from layer to layer in the stack's carry
+  (`TransformerConfig.cross_kv_chain`). x's gradient is routed through acc: the backward returns none for x
+  and, for acc, dv·Wvᵀ + (dk·Wkᵀ + acc's own cotangent, the later layers' sum) — each add's first operand a
+  fresh GEMM, the form XLA's GPU compiler folds into that GEMM as its C operand. So x itself stays what it was
+  (in a scanned stack a loop invariant, not a residual saved per layer). Correct only where acc is x, as the
+  stack passes them."""
+  return _kv(x_BSD, wk_DHK, wv_DHK) + (acc_BSD,)
 
 
 def _kv(x_BSD, wk_DHK, wv_DHK):
   return tuple(jnp.einsum("BSD,DHK->BSHK", x_BSD, w) for w in (wk_DHK, wv_DHK))
 
 
-def _kv_chain_fwd(x_BSD, wk_DHK, wv_DHK):
-  return kv_chain(x_BSD, wk_DHK, wv_DHK), (x_BSD, wk_DHK, wv_DHK)
+def _kv_chain_fwd(x_BSD, wk_DHK, wv_DHK, acc_BSD):
+  return kv_chain(x_BSD, wk_DHK, wv_DHK, acc_BSD), (x_BSD, wk_DHK, wv_DHK)
 
 
 def _kv_chain_bwd(res, g):
   x_BSD, wk_DHK, wv_DHK = res
-  dk, dv, dx_later = g
+  dk, dv, d_later = g
   back = lambda d, w: jnp.einsum("BSHK,DHK->BSD", d, w)
-  dx = back(dv, wv_DHK) + (back(dk, wk_DHK) + dx_later)
+  d_acc = back(dv, wv_DHK) + (back(dk, wk_DHK) + d_later)
   dw = lambda d: jnp.einsum("BSD,BSHK->DHK", x_BSD, d)
-  return dx, dw(dk), dw(dv)
+  return None, dw(dk), dw(dv), d_acc
 
 
 kv_chain.defvjp(_kv_chain_fwd, _kv_chain_bwd)
@@ -694,14 +696,19 @@ class Block(nn.Module):
   cross: bool = False
   causal: bool = False
   deterministic: bool = True
-  chain: bool = False   # also return the encoder's output for the next layer (`TransformerConfig.cross_kv_chain`)
+  chain: bool = False   # the encoder's output in the carry, handed on (`TransformerConfig.cross_kv_chain`)
 
   @nn.compact
   def __call__(self, carry, aux):
     """carry: the residual stream x; with `norm_impl="pallas"` or "auto", (x, the previous block's MLP output
     not yet added) from the second block on: that add runs in this block's first norm kernel, and
-    this block's MLP output is handed on unadded (to the next block or the stack's final norm)."""
+    this block's MLP output is handed on unadded (to the next block or the stack's final norm). With `chain`
+    (`TransformerConfig.cross_kv_chain`), (that, the encoder's output as the previous layer handed it on): this
+    layer's cross-attention hands it on in the same place (`kv_chain`: the encoder output's gradient is summed
+    along the carry)."""
     cfg = self.cfg
+    if self.chain:
+      carry, acc = carry
     deterministic = self.deterministic
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
     x_BLD, pending = carry if isinstance(carry, tuple) else (carry, None)
@@ -717,17 +724,15 @@ class Block(nn.Module):
       delta = Attention(cfg, use_rope=False, cross=True, chain=self.chain, name="cross_attn")(
           h, aux["encoded"], aux["cross_mask"], None, None, False,
           None if aux.get("enc_len") is None else jnp.full_like(aux["enc_len"], x_BLD.shape[1]),
-          aux.get("enc_len"), aux.get("cross_packed"))
+          aux.get("enc_len"), aux.get("cross_packed"), kv_acc=acc if self.chain else None)
       if self.chain:
-        delta, relayed = delta
+        delta, acc = delta
       delta = drop(delta)
     x_BLD, h = AddRMSNorm(cfg, name="pre_mlp_norm")(x_BLD, delta)
     delta = drop((GatedMLP if cfg.mlp == "gated" else DenseMLP)(cfg, name="mlp")(h, deterministic))
     constrain = lambda y: nn.with_logical_constraint(y, ("batch", "length", "act_embed"))
-    out = relayed if self.chain else None
-    if cfg.norm_impl != "xla":
-      return (constrain(x_BLD), constrain(delta)), out
-    return constrain(x_BLD + delta), out
+    out = (constrain(x_BLD), constrain(delta)) if cfg.norm_impl != "xla" else constrain(x_BLD + delta)
+    return ((out, acc) if self.chain else out), None
 
 
 class Stack(nn.Module):
@@ -749,19 +754,21 @@ class Stack(nn.Module):
     if cfg.remat != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
     carry = x_BLD
+    if cfg.scan_layers and cfg.norm_impl != "xla":  # one carry structure for every layer: nothing pending before the first
+      carry = (x_BLD, jnp.zeros_like(x_BLD))
+    chain = self.cross and cfg.cross_kv_chain and not cfg.fused_projections
+    if chain:  # the encoder's output also in the carry: its gradient summed along it (`kv_chain`)
+      carry = (carry, aux["encoded"].astype(cfg.dtype))
     if cfg.scan_layers:
-      if cfg.norm_impl != "xla":  # one carry structure for every layer: nothing pending before the first
-        carry = (x_BLD, jnp.zeros_like(x_BLD))
       scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                         in_axes=nn.broadcast, length=self.num_layers,
                         metadata_params={nn.PARTITION_NAME: "layers"})
-      carry, _ = scanned(cfg, self.cross, self.causal, deterministic, name="layers")(carry, aux)
+      carry, _ = scanned(cfg, self.cross, self.causal, deterministic, chain, name="layers")(carry, aux)
     else:
-      chain = self.cross and cfg.cross_kv_chain
       for i in range(self.num_layers):
-        carry, relayed = block(cfg, self.cross, self.causal, deterministic, chain, name=f"layer_{i}")(carry, aux)
-        if chain:  # the next layer's keys and values from this layer's hand-on (`kv_chain`)
-          aux = dict(aux, encoded=relayed)
+        carry, _ = block(cfg, self.cross, self.causal, deterministic, chain, name=f"layer_{i}")(carry, aux)
+    if chain:
+      carry = carry[0]
     if isinstance(carry, tuple):  # the last block's MLP output, added in the final norm's kernel
       return AddRMSNorm(cfg, name="final_norm")(*carry)[1]
     return RMSNorm(cfg, name="final_norm")(carry)
