@@ -144,7 +144,12 @@ fi
 #  `t5_b256_packed_rows32_best` (MLP, rotary, loss kernels and the chain: floor 234.66 → 232.43 ms, H200 219.30;
 #  predicted ~230–242 ms, 46.6–49.0% on an H100); `t5_b256_packed_rows32_mlp_rope_xent` is the first packed T5 extra
 #  (the chain's own effect: predicted −1.5 to −2.2 ms); `check_packing_t5_rows` checks the chain (EQUAL); the
-#  trainer row sets it.
+#  trainer row sets it. Later the same session: `model.residual_add="gemm"` (each residual add folded into the
+#  GEMM before the norm as its C operand, the norm kernel reading the sum once): the three best rows and the
+#  trainer take it — floors (H100 / H200) GPT-2-gelu best 50.42 / 48.32 ms (predicted ~54.9 ms, ~51.7% on an
+#  H100), packed T5 rows32 best 227.93 / 216.15 (~226–238 ms, 47.7–50.2%), the 1B best 382.05 / 373.15 (~396 ms,
+#  ~65%); the card pays part of it back in the GEMMs' epilogues. The old best rows are extras
+#  (`gpt2_gelu_mlp_xent` first, `1b_b16_mlp_rope_xent`); `check_packing_t5_rows` checks it (--norm=auto).
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
 # grouped 45.9%, packed grouped 42.6%; the packed path without its selects NaN under command buffers):
 #  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
@@ -214,16 +219,18 @@ VARIANTS=(
   "check_mlp_t5_mgpu|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_MGPU"
   "t5_b256_packed_rows32_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32 --mlp_impl=auto"
   "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32"
-  "t5_b256_packed_rows32_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --xla_flags=tuned_nomerge"
-  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain"
+  "t5_b256_packed_rows32_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --xla_flags=tuned_nomerge"
+  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --norm=auto --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm"
   "check_xent_gpt2|$GG --check_xent --loss_chunk=$XENT_CHUNK --steps=10 --xent_tiles=$XENT_TILES"
-  "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
+  "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
-  "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto"
+  "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --residual_add=gemm"
 )
 EXTRA=(
+  "gpt2_gelu_mlp_xent|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
   "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_gelu|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
+  "1b_b16_mlp_rope_xent|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto"
   "1b_b16_fusednorm_mlp|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "t5_b256_grouped_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_resident --group_leaves --mlp_impl=auto"
   "t5_b256_packed_rows32_mlp_rope_xent|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --xla_flags=tuned_nomerge"
@@ -290,7 +297,7 @@ RUN_TRAINER=1
 # Stops at step 30 (no final eval).
 TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
  --config.data.max_chars=20000000 --config.data.batch_size=256 --config.model.packed_rows=32 --config.model.mlp_impl=auto
- --config.model.cross_kv_chain=True
+ --config.model.cross_kv_chain=True --config.model.residual_add=gemm
  --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
  --config.train.ckpt_every_s=0 --xla_flags=tuned"   # paperjax.launch.preflight takes the same flags
 if [[ ${SMOKE:-0} == 1 ]]; then

@@ -108,6 +108,10 @@ def parse_args(argv=None):
                  help="with --loss_impl=fused: pallas, each chunk's log-sum-exp and logits gradient in one kernel that "
                       "reads a row twice from one program (models/fused_xent.py); auto: that kernel on GPUs, XLA's "
                       "reduction and element-wise pass elsewhere (TransformerConfig.xent_impl)")
+  p.add_argument("--residual_add", default="norm", choices=["norm", "gemm"],
+                 help="with --norm=pallas|auto: each residual add inside the norm kernel after it (norm), or XLA's, "
+                      "folded into the GEMM before it as its C operand, the norm kernel reading the sum (gemm) "
+                      "(TransformerConfig.residual_add)")
   p.add_argument("--cross_kv_chain", action="store_true",
                  help="encoder-decoder: each decoder layer's cross-attention key/value projections hand the encoder's "
                       "output on to the next layer, so that the backward adds its gradient inside cuBLAS's GEMMs "
@@ -205,6 +209,11 @@ def _positions_label(cfg) -> str:
   return cfg.positions + (f"+{cfg.rope_impl}" if cfg.positions == "rope" and cfg.rope_impl != "xla" else "")
 
 
+def _norm_label(args) -> str:
+  """"xla", "pallas", "auto", or "auto+gemm_add" when the residual adds run in the GEMMs before the norms."""
+  return args.norm + ("+gemm_add" if args.norm != "xla" and args.residual_add == "gemm" else "")
+
+
 def _loss_label(args) -> str:
   """"full_logits", "remat", "fused", or "fused+pallas" when the chunks' softmax gradient is our kernel."""
   if not args.loss_chunk:
@@ -229,7 +238,7 @@ def model_config(args):
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
             fused_projections=args.fused, norm_impl=args.norm, mlp_impl=args.mlp_impl, rope_impl=args.rope_impl,
             xent_impl=args.xent_impl, xent_tiles="" if getattr(args, "check_xent", False) else args.xent_tiles,
-            cross_kv_chain=args.cross_kv_chain,
+            cross_kv_chain=args.cross_kv_chain, residual_add=args.residual_add,
             mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
@@ -435,7 +444,7 @@ def target(args) -> dict:
       tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
       attention=args.attention, padding_lengths=args.padding_lengths, cross_kv_chain=args.cross_kv_chain,
       remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm, loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
+      fused=args.fused, norm=_norm_label(args), loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
       optimizer=_optimizer_label(args), xla_flags=args.xla_flags,
       xla_flags_str=used_flags, compile_s=round(compile_s, 2), init_compile_s=round(init_compile_s, 2),
       flops_per_step_full=flops["full"] * batch_size, flops_per_step_causal=flops["causal"] * batch_size,
@@ -520,7 +529,8 @@ def check_packing(args) -> dict:
   plain = unpack(packed, shape["lengths"])
   model = Transformer(cfg)
   reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False, mlp_impl="xla",
-                                              rope_impl="xla", xent_impl="xla", cross_kv_chain=False))
+                                              rope_impl="xla", xent_impl="xla", cross_kv_chain=False,
+                                              residual_add="norm"))
   # (every kernel of ours, and the chain, checked against XLA's plain program too)
   params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
 
@@ -837,7 +847,7 @@ def run(args) -> dict:
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
       attention=args.attention, padding_lengths=args.padding_lengths, cross_kv_chain=args.cross_kv_chain,
       remat=args.remat, scan=args.scan,
-      fused=args.fused, norm=args.norm, mlp=_mlp_label(cfg), positions=_positions_label(cfg),
+      fused=args.fused, norm=_norm_label(args), mlp=_mlp_label(cfg), positions=_positions_label(cfg),
       loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
       data=",".join(args.data), optimizer=_optimizer_label(args),
       donate=not args.no_donate, mem_fraction=float(os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"]),  # set by now

@@ -8,6 +8,7 @@ import pytest
 
 from paperjax.models import fused_norm as F
 from paperjax.models.transformer import Transformer, TransformerConfig
+from tests.conftest import needs_cuda_plugin, run_for_h100
 
 
 def _by_hand(x, delta, scale, eps=F.EPS):
@@ -106,3 +107,72 @@ def test_unknown_norm_impl_is_one_clear_sentence():
 
 # Under a batch-sharded mesh (and refused / fallen back with feature-sharded activations): tests/test_fused_mlp.py,
 # `test_fused_kernels_under_a_sharded_mesh`, one test for both fused ops (models/pallas_dispatch.py).
+
+
+@pytest.mark.parametrize("copies", [1, 2])
+def test_the_sum_given_the_kernel_reads_it_and_writes_y_only(copies):
+  """delta None (`residual_add="gemm"`: the add done by XLA, in the GEMM before): (x, y, ...) with y the
+  formula of x, x handed on as it came, and the gradient — the backward kernel's, the residual's own
+  cotangent included — equal to plain JAX's."""
+  rng = np.random.default_rng(3)
+  x, gh, g1, g2 = (rng.normal(size=(1200, 96)).astype(np.float32) for _ in range(4))
+  scale = (1 + 0.1 * rng.normal(size=96)).astype(np.float32)
+  out = F.add_rmsnorm(jnp.asarray(x), None, jnp.asarray(scale), impl="pallas", interpret=True, copies=copies)
+  assert len(out) == 1 + copies
+  np.testing.assert_array_equal(out[0], x)
+  for y in out[1:]:
+    np.testing.assert_allclose(y, _by_hand(x.astype(np.float64), 0.0, scale)[1], rtol=1e-5, atol=1e-5)
+
+  def grad(impl):
+    def f(x, s):
+      h, *ys = F.add_rmsnorm(x, None, s, impl=impl, interpret=True, copies=copies)
+      return (h * gh).sum() + sum((y * g).sum() for y, g in zip(ys, (g1, g2)))
+    return jax.grad(f, (0, 1))(jnp.asarray(x), jnp.asarray(scale))
+  for a, b in zip(grad("pallas"), grad("xla")):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-4)
+
+
+def test_residual_add_in_the_gemm_is_the_same_model():
+  """`residual_add="gemm"`: the same loss and gradients as the add inside the norm kernel; no norm kernel
+  takes a delta (the carry is the residual sum, no MLP output pending); a bad value is one sentence."""
+  from tests.conftest import same_model_with
+  cfg = TransformerConfig(vocab_size=64, d_model=48, num_heads=2, head_dim=16, d_ff=64, num_layers=2,
+                          num_encoder_layers=1, kind="encdec", norm_impl="pallas")
+  loss, params = same_model_with(cfg, residual_add="gemm", rtol=1e-4, atol=1e-4)
+  text = str(jax.make_jaxpr(loss)(params))
+  assert "name=rmsnorm_fwd" in text and "add_rmsnorm_fwd" not in text
+  with pytest.raises(ValueError, match="residual_add='kernel' is not"):
+    TransformerConfig(vocab_size=8, residual_add="kernel")
+
+
+@needs_cuda_plugin
+def test_residual_add_folds_into_the_gemm_without_a_copy_in_the_h100_program():
+  """Compiled for an H100 (deviceless): with `residual_add="gemm"` each block's residual add is the C operand
+  of the GEMM before it — written out of place (its own bitcast of C would let XLA write in place over the
+  residual and copy it first: `transformer.residual_sum` adds in the GEMM's [rows, D] shape) — the norm's
+  forward kernels read the sum once and write the normed rows, and there is no copy of [rows, D]."""
+  out = run_for_h100("""
+    import flax.linen as nn
+    from paperjax.models import lm, transformer as T
+    out = {}
+    for add in ("norm", "gemm"):
+      cfg = T.TransformerConfig(vocab_size=512, d_model=256, num_heads=4, head_dim=64, d_ff=512, num_layers=3,
+                                kind="decoder", dtype=jnp.bfloat16, norm_impl="auto", residual_add=add,
+                                attention_impl="cudnn")
+      m = T.Transformer(cfg)
+      batch = {"tokens": spec((4, 256), jnp.int32), "loss_mask": spec((4, 256), jnp.int32)}
+      params = jax.eval_shape(lambda: nn.meta.unbox(lm.init(m, jax.random.key(0), jax.tree.map(
+          lambda s: jnp.ones(s.shape, s.dtype), batch))))
+      text = compiled(jax.grad(lambda p, b: lm.loss_sums(m, p, b)[0]), params, batch)
+      out[add] = dict(kernels=kernels(text), beta1=text.count('"beta":1'))
+    print(json.dumps(out))
+  """)
+  rows = 4 * 256 * 256 * 2  # bytes of one [rows, D] bf16 tensor
+  for add in ("norm", "gemm"):
+    ks = out[add]["kernels"]
+    fwd = [k for k in ks if k[0] == "pallas" and "norm_fwd" in k[4]]
+    per = {round(k[2] / rows) for k in fwd}
+    assert per == ({4} if add == "norm" else {2}), (add, fwd)  # x, delta in, h, y out; or the sum in, y out
+  copied = {add: sum(k[2] * k[5] for k in out[add]["kernels"] if k[0] == "copy") for add in out}
+  assert copied["gemm"] <= copied["norm"], copied
+  assert out["gemm"]["beta1"] > out["norm"]["beta1"]

@@ -12,6 +12,10 @@ Semantics: exactly the unfused `x + delta` (rounded to x's dtype) followed by `R
 output in `out_dtype`). The backward recomputes each row's rsqrt (the row is in registers), returns
 the same dx for x and delta (the sum's gradient), and dscale from per-program partial sums.
 
+Or, with the add done already (`delta=None`; the model's `residual_add="gemm"`, where XLA folds the add into
+the GEMM before as its C operand): the forward kernel reads the sum and writes y (two passes), the backward is
+the same kernel.
+
 `impl="xla"` is the same function in plain JAX (the reference); `impl="pallas"` runs the kernels on
 GPUs and their interpreter elsewhere (CPU tests).
 """
@@ -49,17 +53,23 @@ def _geometry(d: int, inputs: int = 2) -> tuple[int, int]:
   return dp, 1 << (rows.bit_length() - 1)
 
 
-def _fwd_kernel(x_ref, d_ref, s_ref, h_ref, y_ref, *, n, d, dp, rows, eps):
+def _fwd_kernel(*refs, n, d, dp, rows, eps, add: bool):
+  """refs: x, delta, scale, then the outputs h and y (add); or x, scale, then y (the add done already: h = x)."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
+  if add:
+    x_ref, d_ref, s_ref, h_ref, y_ref = refs
+  else:
+    x_ref, s_ref, y_ref = refs
   r = pl.program_id(0) * rows + jnp.arange(rows)
   c = jnp.arange(dp)
   mask = (r < n)[:, None] & (c < d)[None, :]
   at = (r[:, None], c[None, :])
-  x = plgpu.load(x_ref.at[at], mask=mask, other=0.0)
-  delta = plgpu.load(d_ref.at[at], mask=mask, other=0.0)
-  h = (x.astype(jnp.float32) + delta.astype(jnp.float32)).astype(h_ref.dtype)
-  plgpu.store(h_ref.at[at], h, mask=mask)
+  h = plgpu.load(x_ref.at[at], mask=mask, other=0.0)
+  if add:
+    delta = plgpu.load(d_ref.at[at], mask=mask, other=0.0)
+    h = (h.astype(jnp.float32) + delta.astype(jnp.float32)).astype(h_ref.dtype)
+    plgpu.store(h_ref.at[at], h, mask=mask)
   h32 = h.astype(jnp.float32)
   rstd = jax.lax.rsqrt(jnp.sum(h32 * h32, axis=1) / d + eps)
   scale = plgpu.load(s_ref.at[c], mask=c < d, other=0.0).astype(jnp.float32)
@@ -95,16 +105,20 @@ def _bwd_kernel(h_ref, s_ref, dh_ref, *refs, n, d, dp, rows, steps, eps):
 
 
 def _pallas_fwd(x2, delta2, scale, out_dtype, eps, interpret):
+  """(h, y); with delta2 None, (y,) of h = x2."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
   n, d = x2.shape
-  dp, rows = _geometry(d)
-  kernel = functools.partial(_fwd_kernel, n=n, d=d, dp=dp, rows=rows, eps=eps)
+  add = delta2 is not None
+  dp, rows = _geometry(d, inputs=2 if add else 1)
+  kernel = functools.partial(_fwd_kernel, n=n, d=d, dp=dp, rows=rows, eps=eps, add=add)
+  y = jax.ShapeDtypeStruct((n, d), out_dtype)
   return pl.pallas_call(
       kernel, grid=(pl.cdiv(n, rows),),
-      out_shape=(jax.ShapeDtypeStruct((n, d), x2.dtype), jax.ShapeDtypeStruct((n, d), out_dtype)),
+      out_shape=(jax.ShapeDtypeStruct((n, d), x2.dtype), y) if add else (y,),
       compiler_params=plgpu.CompilerParams(num_warps=min(8, max(1, rows * dp // 1024))),
-      interpret=interpret, name="add_rmsnorm_fwd")(x2, delta2, scale)
+      interpret=interpret, name="add_rmsnorm_fwd" if add else "rmsnorm_fwd")(
+          *((x2, delta2, scale) if add else (x2, scale)))
 
 
 def _pallas_bwd(h2, scale, dh2, dys2, eps, interpret):
@@ -148,9 +162,31 @@ def _vjp_bwd(out_dtype, eps, interpret, copies, res, cotangents):
 _add_rmsnorm_pallas.defvjp(_vjp_fwd, _vjp_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _rmsnorm_pallas(h, scale, out_dtype, eps, interpret, copies):
+  """(h, y, ...): h handed on as it came (the residual add done already), y from one read of it."""
+  d = h.shape[-1]
+  y, = _pallas_fwd(h.reshape(-1, d), None, scale, out_dtype, eps, interpret)
+  return (h,) + (y.reshape(h.shape),) * copies
+
+
+def _rms_vjp_fwd(h, scale, out_dtype, eps, interpret, copies):
+  return _rmsnorm_pallas(h, scale, out_dtype, eps, interpret, copies), (h, scale)
+
+
+def _rms_vjp_bwd(out_dtype, eps, interpret, copies, res, cotangents):
+  dx, _, dscale = _vjp_bwd(out_dtype, eps, interpret, copies, res, cotangents)  # the same backward kernel
+  return dx, dscale
+
+
+_rmsnorm_pallas.defvjp(_rms_vjp_fwd, _rms_vjp_bwd)
+
+
 def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float = EPS, interpret: bool | None = None,
                 copies: int = 1, row_spec=None):
   """(h, y) = (x + delta, rmsnorm(x + delta) · scale); x and delta [..., D] of one dtype, scale [D].
+  delta None: the add is done already (h = x, handed on as it came; e.g. by XLA, folded into the GEMM that
+  wrote delta as its C operand): the forward kernel reads x once and writes y only; the backward is the same.
   `copies` > 1 returns (h, y, y, ...), one y per use (a query and a key/value projection, say): the
   backward kernel then sums their gradients itself, where XLA would first write their sum.
   impl "xla": plain JAX; "pallas": one fused GPU kernel each way; "auto": the kernels in programs
@@ -164,6 +200,11 @@ def add_rmsnorm(x, delta, scale, out_dtype=None, impl: str = "xla", eps: float =
   With it the kernels run per device on its own rows under `shard_map`, and dscale is summed across
   devices by shard_map's transpose; the feature axis must not be sharded (a row is normalised whole)."""
   out_dtype = jnp.dtype(out_dtype or x.dtype)
+  if delta is None:
+    reference = lambda x, scale: (x,) + (rmsnorm(x, scale, out_dtype, eps),) * copies
+    kernel = lambda interp: lambda x, scale: _rmsnorm_pallas(x, scale, out_dtype, float(eps), interp, int(copies))
+    return pallas_dispatch.run(reference, kernel, (x, scale), impl=impl, interpret=interpret, row_spec=row_spec,
+                               row_args=(True, False), outs=1 + copies, name="rmsnorm")
   reference = lambda x, delta, scale: (lambda h, y: (h,) + (y,) * copies)(
       *add_rmsnorm_reference(x, delta, scale, out_dtype, eps))
   if impl != "xla" and (x.shape != delta.shape or x.dtype != delta.dtype):

@@ -137,6 +137,12 @@ class TransformerConfig:
   # carry, and whose backward adds the later layers' sum, carried back along it, into its own two GEMMs — every
   # add a GEMM's C. The same function and parameters; with fused_projections, no effect.
   cross_kv_chain: bool = False
+  # With norm_impl "pallas"/"auto": where each block's residual add runs. "norm": inside the norm kernel after
+  # it (which reads x and delta and writes the sum and the normed rows: four passes over [rows, D]). "gemm": as
+  # x + delta in XLA, which folds it into the GEMM that writes delta (the attention's output projection, the
+  # MLP's down-projection) as its C operand; the norm kernel then reads the sum and writes the normed rows: two
+  # passes. The backward is the same kernel either way. The same function and parameters.
+  residual_add: str = "norm"
 
   def __post_init__(self):
     if self.mlp_impl not in pallas_dispatch.IMPLS:
@@ -167,6 +173,9 @@ class TransformerConfig:
     if self.norm_impl not in ("xla", "pallas", "auto"):
       raise ValueError(f"model.norm_impl={self.norm_impl!r} is not 'xla', 'pallas' (the fused GPU kernel) "
                        "or 'auto' (the kernel on GPUs only).")
+    if self.residual_add not in ("norm", "gemm"):
+      raise ValueError(f"model.residual_add={self.residual_add!r} is not 'norm' (inside the norm kernel) or "
+                       "'gemm' (XLA's add, folded into the GEMM before it).")
     if self.kind not in KINDS:
       raise ValueError(f"model.kind={self.kind!r} is not one of {KINDS}; pick one of them in the config.")
     if self.remat not in REMAT_POLICIES:
@@ -241,12 +250,21 @@ class AddRMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, delta):
+    """delta None: x is the sum already (`residual_add="gemm"`)."""
     scale = _norm_scale(self, x.shape[-1])
     if self.cfg.norm_impl != "xla":  # rows sharded as the activations are (the kernels run per device)
+      if delta is not None and self.cfg.residual_add == "gemm":  # XLA folds it into the GEMM that wrote delta
+        x, delta = residual_sum(x, delta), None
       spec = nn.logical_to_mesh_axes(("batch", "length", "act_embed"))
-      return fused_norm.add_rmsnorm(x, delta.astype(x.dtype), scale, self.cfg.dtype, impl=self.cfg.norm_impl,
-                                    copies=self.copies, row_spec=spec)
+      return fused_norm.add_rmsnorm(x, None if delta is None else delta.astype(x.dtype), scale, self.cfg.dtype,
+                                    impl=self.cfg.norm_impl, copies=self.copies, row_spec=spec)
     return fused_norm.add_rmsnorm(x, delta, scale, self.cfg.dtype, impl="xla", copies=self.copies)
+
+
+def residual_sum(x, delta):
+  """x + delta as [rows, D] (the GEMM's own result shape, so that no bitcast sits between it and the add)."""
+  d = x.shape[-1]
+  return (x.reshape(-1, d) + delta.astype(x.dtype).reshape(-1, d)).reshape(x.shape)
 
 
 def rope_tables(positions_BL: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -712,7 +730,9 @@ class Block(nn.Module):
     deterministic = self.deterministic
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
     x_BLD, pending = carry if isinstance(carry, tuple) else (carry, None)
-    if pending is None:
+    if cfg.norm_impl != "xla" and cfg.residual_add == "gemm":  # the carry is the sum: the kernel reads it once
+      x_BLD, h_q, h_kv = AddRMSNorm(cfg, copies=2, name="pre_attn_norm")(x_BLD, None)
+    elif pending is None:
       h_q = h_kv = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
     else:  # y once for the query projection and once for key/value: the kernel sums their gradients
       x_BLD, h_q, h_kv = AddRMSNorm(cfg, copies=2, name="pre_attn_norm")(x_BLD, pending)
@@ -731,7 +751,10 @@ class Block(nn.Module):
     x_BLD, h = AddRMSNorm(cfg, name="pre_mlp_norm")(x_BLD, delta)
     delta = drop((GatedMLP if cfg.mlp == "gated" else DenseMLP)(cfg, name="mlp")(h, deterministic))
     constrain = lambda y: nn.with_logical_constraint(y, ("batch", "length", "act_embed"))
-    out = (constrain(x_BLD), constrain(delta)) if cfg.norm_impl != "xla" else constrain(x_BLD + delta)
+    if cfg.norm_impl != "xla" and cfg.residual_add == "norm":  # the MLP's output added in the next norm's kernel
+      out = (constrain(x_BLD), constrain(delta))
+    else:
+      out = constrain(residual_sum(x_BLD, delta) if cfg.norm_impl != "xla" else x_BLD + delta)
     return ((out, acc) if self.chain else out), None
 
 
@@ -754,7 +777,8 @@ class Stack(nn.Module):
     if cfg.remat != "none":
       block = nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
     carry = x_BLD
-    if cfg.scan_layers and cfg.norm_impl != "xla":  # one carry structure for every layer: nothing pending before the first
+    if cfg.scan_layers and cfg.norm_impl != "xla" and cfg.residual_add == "norm":  # one carry structure for
+      # every layer: nothing pending before the first
       carry = (x_BLD, jnp.zeros_like(x_BLD))
     chain = self.cross and cfg.cross_kv_chain and not cfg.fused_projections
     if chain:  # the encoder's output also in the carry: its gradient summed along it (`kv_chain`)
@@ -771,6 +795,8 @@ class Stack(nn.Module):
       carry = carry[0]
     if isinstance(carry, tuple):  # the last block's MLP output, added in the final norm's kernel
       return AddRMSNorm(cfg, name="final_norm")(*carry)[1]
+    if cfg.norm_impl != "xla":  # residual_add="gemm": the sum, read once by the kernel
+      return AddRMSNorm(cfg, name="final_norm")(carry, None)[1]
     return RMSNorm(cfg, name="final_norm")(carry)
 
 
