@@ -127,7 +127,7 @@ class TransformerConfig:
   # `xent_tiles`: its "tile,programs,warps" ("" the defaults, fused_xent.parse_tiles).
   xent_impl: str = "xla"
   xent_tiles: str = ""
-  # Encoder-decoder, layers unrolled: the gradient of the encoder's output is the sum over the decoder's
+  # Encoder-decoder: the gradient of the encoder's output is the sum over the decoder's
   # layers of its cross-attention key and value projections' input gradients. Autodiff adds them one at a
   # time, and XLA's GPU compiler folds only every other add into a cuBLAS GEMM as its C operand (its
   # matcher takes the running sum, itself such a GEMM's result, for the GEMM to fuse into, and gives up);
