@@ -403,23 +403,19 @@ for r in [r for r in rows if "cases" in r]:  # --check_unwritten rows
   print(f"{r['tag']} on {r['device']} ({r['attention']}, B={r['batch']} L={r['length']}; NaN-filled memory first):")
   for name, c in r["cases"].items():
     print(f"  {name:18s} out {c['out']:6s} dq {c['dq']:6s} dk {c['dk']:6s} dv {c['dv']:6s} {'clean' if c['clean'] else 'NOT CLEAN'}")
+def settings(cases, width, line):  # a check row's cases: one line each, or FAILED and the error
+  for name, c in cases.items():
+    print(f"  {name:{width}s} " + (f"FAILED {c['error'][:160]}" if "error" in c else line(c)))
 for r in [r for r in rows if "mlp_cases" in r]:  # --check_mlp rows
   print(f"{r['tag']}: {r['mlp']} MLP, {r['rows']} rows × {r['d_model']} × {r['d_ff']} on {r['device']}, errors against "
         f"float32 ({'WITHIN' if r['ok'] else 'NOT ALL WITHIN'} {r['limit']:.1e}):")
-  for name, c in r["mlp_cases"].items():
-    if "error" in c:
-      print(f"  {name:40s} FAILED {c['error'][:160]}")
-      continue
-    print(f"  {name:40s} {c['ms']:8.3f} ms {c['tflops']:6.1f} TFLOP/s  value {c['value']:.1e} dx {c['dx']:.1e} "
-          f"dW {c['dw']:.1e} dWo {c['dwo']:.1e}{'' if c.get('within', True) else '  ABOVE'}")
+  settings(r["mlp_cases"], 40, lambda c: f"{c['ms']:8.3f} ms {c['tflops']:6.1f} TFLOP/s  value {c['value']:.1e} "
+           f"dx {c['dx']:.1e} dW {c['dw']:.1e} dWo {c['dwo']:.1e}{'' if c.get('within', True) else '  ABOVE'}")
 for r in [r for r in rows if "xent_cases" in r]:  # --check_xent rows
   print(f"{r['tag']}: a loss chunk of {r['rows']} rows × {r['vocab']} on {r['device']} "
         f"({'EQUAL to XLA' if r['ok'] else 'NOT ALL EQUAL'}; GB/s = one read and one write over the time):")
-  for name, c in r["xent_cases"].items():
-    if "error" in c:
-      print(f"  {name:28s} FAILED {c['error'][:160]}")
-      continue
-    print(f"  {name:28s} {c['ms']:8.3f} ms {c['gbps']:7.0f} GB/s  lse {c['lse']:.1e} dlogits {c['dlogits']:.1e}")
+  settings(r["xent_cases"], 28, lambda c: f"{c['ms']:8.3f} ms {c['gbps']:7.0f} GB/s  lse {c['lse']:.1e} "
+           f"dlogits {c['dlogits']:.1e}")
 for r in [r for r in rows if "examples" in r and "ok" in r]:  # --check_packing rows
   print(f"{r['tag']}: {r['examples']} examples in {r['rows']} packed rows, loss rel {r['loss_rel']:.2e}, "
         f"gradient rel {r['grad_rel']:.2e} on {r['device']} ({r['attention']}): {'EQUAL' if r['ok'] else 'DIFFERENT'}")

@@ -599,6 +599,12 @@ def _per_setting(settings: str, case) -> dict:
   return cases
 
 
+def _print_settings(cases: dict, width: int, line) -> None:
+  """One line per case of `_per_setting`: `line(case)` after its name, or FAILED and the error."""
+  for name, c in cases.items():
+    print(f"  {name:{width}s} " + (f"FAILED  {c['error'][:200]}" if "error" in c else line(c)), flush=True)
+
+
 def check_mlp(args) -> dict:
   """`--check_mlp`: the shape's MLP alone (rows = batch × the encoder's or decoder's length), bf16,
   value and gradients of Σ out·c for a random c, through XLA's GEMMs ("xla") and through our kernels
@@ -652,12 +658,8 @@ def check_mlp(args) -> dict:
                 limit=limit, ok=bool(ok), xla_flags_str=used_flags)
   print(f"[{result['tag']}] {args.shape} {cfg.mlp} MLP ({cfg.activation}), {n} rows × d {d} × d_ff {f}, {args.dtype} "
         f"on {result['device']}; errors against float32:", flush=True)
-  for name, c in cases.items():
-    if "error" in c:
-      print(f"  {name:34s} FAILED  {c['error'][:200]}", flush=True)
-      continue
-    print(f"  {name:34s} {c['ms']:8.3f} ms fwd+bwd {c['tflops']:6.1f} TFLOP/s   value {c['value']:.1e} dx {c['dx']:.1e} "
-          f"dW {c['dw']:.1e} dWo {c['dwo']:.1e}", flush=True)
+  _print_settings(cases, 34, lambda c: f"{c['ms']:8.3f} ms fwd+bwd {c['tflops']:6.1f} TFLOP/s   value {c['value']:.1e} "
+                                        f"dx {c['dx']:.1e} dW {c['dw']:.1e} dWo {c['dwo']:.1e}")
   verdict = ("WITHIN" if ok else "ABOVE" if any(c.get("within") is False for c in cases.values())
              else "FAILED: a setting did not run; the others WITHIN")
   print(f"  {verdict} XLA's bf16 error ×1.5 + 1e-3 ({limit:.1e})", flush=True)
@@ -706,12 +708,8 @@ def check_xent(args) -> dict:
                 xent_cases=cases, ok=bool(ok), xla_flags_str=used_flags)
   print(f"[{result['tag']}] {args.shape}: a loss chunk of {c} rows × {v} logits (bf16) on {result['device']}; "
         "rate = one read and one write of the chunk over the time:", flush=True)
-  for name, res in cases.items():
-    if "error" in res:
-      print(f"  {name:28s} FAILED  {res['error'][:200]}", flush=True)
-      continue
-    print(f"  {name:28s} {res['ms']:8.3f} ms {res['gbps']:7.0f} GB/s   lse {res['lse']:.1e} dlogits "
-          f"{res['dlogits']:.1e}", flush=True)
+  _print_settings(cases, 28, lambda c: f"{c['ms']:8.3f} ms {c['gbps']:7.0f} GB/s   lse {c['lse']:.1e} dlogits "
+                                        f"{c['dlogits']:.1e}")
   print("  " + ("EQUAL to XLA's" if ok else "DIFFERENT from XLA's, or a setting failed"), flush=True)
   return _write(result, args)
 
