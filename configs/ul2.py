@@ -41,8 +41,10 @@ def get_config(arg: str | None = None):
       rope_impl="xla",                # "auto"/"pallas": rotary inside the q/k projections' GEMM kernel (fused_rope.py)
       xent_impl="xla", xent_tiles="",  # "auto"/"pallas": the loss chunks' lse and gradient in one kernel (fused_xent.py)
       cross_kv_chain=False,  # the encoder output's gradient summed inside the decoder's K/V GEMMs (transformer.py)
-      residual_add="norm")   # "gemm": with norm_impl auto/pallas, each residual add in the GEMM before the norm
-  # The kernel options above, cross_kv_chain and residual_add="gemm" are untimed on a card (notes/perf.md): opt-in, off by default.
+      residual_add="norm",   # "gemm": with norm_impl auto/pallas, each residual add in the GEMM before the norm
+      qkv_chain=False)       # self-attention's input gradient summed inside the q/k/v GEMMs (transformer.py)
+  # The kernel options above, cross_kv_chain, residual_add="gemm" and qkv_chain are untimed on a card (notes/perf.md):
+  # opt-in, off by default.
 
   # Mixture-of-Denoisers (paper §3.1.2 and the UL2-20B configuration in its appendix):
   # R: (μ=3, r=.15), (8, .15) with [NLU]; X: (3, .5), (8, .5), (64, .15), (64, .5) with [NLG];

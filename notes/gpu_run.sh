@@ -221,14 +221,15 @@ VARIANTS=(
   "check_mlp_t5_mgpu|$T --batch=$CHECK_B --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_MGPU"
   "t5_b256_packed_rows32_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident,ul2_packed_pipeline --group_leaves --packed_rows=32 --mlp_impl=auto"
   "t5_b256_packed_rows32|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32"
-  "t5_b256_packed_rows32_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --xla_flags=tuned_nomerge"
-  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --norm=auto --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm"
+  "t5_b256_packed_rows32_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --xla_flags=tuned_nomerge --qkv_chain"
+  "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --norm=auto --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --qkv_chain"
   "check_xent_gpt2|$GG --check_xent --loss_chunk=$XENT_CHUNK --steps=10 --xent_tiles=$XENT_TILES"
-  "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm"
+  "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
-  "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --residual_add=gemm"
+  "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain"
 )
 EXTRA=(
+  "gpt2_gelu_adds|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm"
   "gpt2_gelu_mlp_xent|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
   "t5_b256_packed_rows32_adds|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --cross_kv_chain --residual_add=gemm"
   "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
@@ -300,7 +301,7 @@ RUN_TRAINER=1
 # Stops at step 30 (no final eval).
 TR="--config=configs/ul2.py:base --config.data.source=builtin:pydoc+stdlib_code --config.data.tokenizer=byte
  --config.data.max_chars=20000000 --config.data.batch_size=256 --config.model.packed_rows=32 --config.model.mlp_impl=auto
- --config.model.cross_kv_chain=True --config.model.residual_add=gemm
+ --config.model.cross_kv_chain=True --config.model.residual_add=gemm --config.model.qkv_chain=True
  --config.train.stop_at=30 --config.train.log_every=10 --config.train.eval_every=0 --config.train.ckpt_every=0
  --config.train.ckpt_every_s=0 --xla_flags=tuned"   # paperjax.launch.preflight takes the same flags
 if [[ ${SMOKE:-0} == 1 ]]; then

@@ -116,6 +116,10 @@ def parse_args(argv=None):
                  help="encoder-decoder: each decoder layer's cross-attention key/value projections hand the encoder's "
                       "output on to the next layer, so that the backward adds its gradient inside cuBLAS's GEMMs "
                       "(TransformerConfig.cross_kv_chain)")
+  p.add_argument("--qkv_chain", action="store_true",
+                 help="self-attention: the normed input's gradient from the query, key and value projections arrives "
+                      "as one sum, added inside cuBLAS's GEMMs (or the rotary kernels' one dgrad kernel), so the norm's "
+                      "backward reads one tensor for it, not two (TransformerConfig.qkv_chain)")
   p.add_argument("--mlp_tiles", default="",
                  help="the MLP kernels' tiles, 'bm,bn,bk,warps,stages' (Triton) or 'mgpu:bm,bn,bk,stages' (Mosaic GPU, "
                       "Hopper) for both, or 'up|down' (fused_mlp.Tiles)")
@@ -238,7 +242,7 @@ def model_config(args):
             remat=args.remat, scan_layers=args.scan, padding_as_lengths=args.padding_lengths,
             fused_projections=args.fused, norm_impl=args.norm, mlp_impl=args.mlp_impl, rope_impl=args.rope_impl,
             xent_impl=args.xent_impl, xent_tiles="" if getattr(args, "check_xent", False) else args.xent_tiles,
-            cross_kv_chain=args.cross_kv_chain, residual_add=args.residual_add,
+            cross_kv_chain=args.cross_kv_chain, qkv_chain=args.qkv_chain, residual_add=args.residual_add,
             mlp_tiles="" if getattr(args, "check_mlp", False) else args.mlp_tiles,  # --check_mlp: a ;-list
             attention_impl=None if args.attention == "auto" else args.attention)
   if args.max_segments:
@@ -443,6 +447,7 @@ def target(args) -> dict:
   result = dict(
       tag=args.tag, shape=args.shape, batch=batch_size, target=args.target, device=card.name, jax=jax.__version__,
       attention=args.attention, padding_lengths=args.padding_lengths, cross_kv_chain=args.cross_kv_chain,
+      qkv_chain=args.qkv_chain,
       remat=args.remat, scan=args.scan,
       fused=args.fused, norm=_norm_label(args), loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
       optimizer=_optimizer_label(args), xla_flags=args.xla_flags,
@@ -461,10 +466,15 @@ def _optimizer_label(args) -> str:
   return args.optimizer + ("+copy" if args.param_copy else "") + ("+grouped" if args.group_leaves else "")
 
 
+def _attn_label(r: dict) -> str:
+  return (r["attention"] + ("+lengths" if r["padding_lengths"] else "") + ("+kv_chain" if r.get("cross_kv_chain") else "")
+          + ("+qkv_chain" if r.get("qkv_chain") else ""))
+
+
 def _report_target(r: dict) -> None:
   mem = r["compiled_mem_gb"]
   print(f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} compiled for {r['device']} (deviceless, "
-        f"{r['compile_s']:.1f}s; its init program {r['init_compile_s']:.1f}s): attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''}{'+kv_chain' if r.get('cross_kv_chain') else ''} norm={r['norm']} "
+        f"{r['compile_s']:.1f}s; its init program {r['init_compile_s']:.1f}s): attn={_attn_label(r)} norm={r['norm']} "
         f"positions={r['positions']} mlp={r['mlp']} loss={r['loss_impl']}/{r['loss_chunk']} optimizer={r['optimizer']} xla={r['xla_flags']}\n"
         f"  compiled memory ≈{mem['peak_estimate']:.2f} GiB (arguments {mem['arguments']:.2f}, temporaries "
         f"{mem['temp']:.2f}); roofline {r['roofline_ms']:.2f} ms/step → MFU ≤ {100 * r['roofline_mfu_full']:.1f}% "
@@ -529,7 +539,7 @@ def check_packing(args) -> dict:
   plain = unpack(packed, shape["lengths"])
   model = Transformer(cfg)
   reference = Transformer(dataclasses.replace(cfg, attention_impl="xla", padding_as_lengths=False, mlp_impl="xla",
-                                              rope_impl="xla", xent_impl="xla", cross_kv_chain=False,
+                                              rope_impl="xla", xent_impl="xla", cross_kv_chain=False, qkv_chain=False,
                                               residual_add="norm"))
   # (every kernel of ours, and the chain, checked against XLA's plain program too)
   params = jax.jit(lambda r: nn.meta.unbox(lm.init(model, r, plain)))(jax.random.PRNGKey(args.seed))
@@ -844,6 +854,7 @@ def run(args) -> dict:
       tag=args.tag, shape=args.shape, batch=batch_size, device=device.device_kind, platform=device.platform,
       jax=jax.__version__, n_devices=jax.device_count(), params=n_params, dtype=args.dtype,
       attention=args.attention, padding_lengths=args.padding_lengths, cross_kv_chain=args.cross_kv_chain,
+      qkv_chain=args.qkv_chain,
       remat=args.remat, scan=args.scan,
       fused=args.fused, norm=_norm_label(args), mlp=_mlp_label(cfg), positions=_positions_label(cfg),
       loss_chunk=args.loss_chunk, loss_impl=_loss_label(args),
@@ -1003,7 +1014,7 @@ def _report(r: dict) -> None:
   mem_s = f"peak {mem:.2f} GiB (allocator)" if mem else (
       f"peak ≈{r['compiled_mem_gb']['peak_estimate']:.2f} GiB (compiled estimate)" if r.get("compiled_mem_gb") else "peak n/a")
   head = (f"[{r['tag'] or r['shape']}] {r['shape']} B={r['batch']} {r['params'] / 1e6:.1f}M params on {r['device']}: "
-          f"attn={r['attention']}{'+lengths' if r['padding_lengths'] else ''}{'+kv_chain' if r.get('cross_kv_chain') else ''} dtype={r['dtype']} remat={r['remat']} "
+          f"attn={_attn_label(r)} dtype={r['dtype']} remat={r['remat']} "
           f"positions={r['positions']} mlp={r['mlp']} "
           f"scan={r['scan']} loss={r['loss_impl']}{'/' + str(r['loss_chunk']) if r['loss_chunk'] else ''} "
           f"data={r['data']} xla={r['xla_flags']} compile {r['compile_s']:.1f}s"

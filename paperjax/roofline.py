@@ -95,8 +95,9 @@ PALLAS_GEMMS = {
     "dense_mlp_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],  # the same, dh = g·act'(h) [N, F]
     # models/fused_rope.py: x [N, D] · w [D, H·K] → rotary(q) [N, H·K]
     "rope_projection_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],
-    # its backward: dq [N, H·K] un-rotated as loaded · Wᵀ → dx [N, D]; xᵀ · dq → dW [D, H·K]
-    "rope_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][1],
+    # its backward: dq [N, H·K] un-rotated as loaded · Wᵀ → dx [N, D] (operands (dq, sin, cos, Wᵀ) per projection
+    # summed: the query's and the key's with `rope_qk_projection`); xᵀ · dq → dW [D, H·K]
+    "rope_dgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * sum(o[1] for o in ops[0::4]) * res[0][1],
     "rope_wgrad_gemm": lambda ops, res: 2.0 * ops[0][0] * ops[0][1] * res[0][2],  # fp32 split-K partials [S, D, H·K]
 }
 

@@ -88,6 +88,37 @@ def test_the_kernels_gradients_are_the_references(dtype, bwd_kernels):
   assert calls == (3 if bwd_kernels else 1), calls  # the forward's kernel, and dx's and dW's
 
 
+@pytest.mark.parametrize("bwd_kernels", [True, False])
+def test_the_query_and_key_together_are_the_two_projections(bwd_kernels):
+  """`rope_qk_projection` (the query's and key's own positions) gives what two `rope_projection`s give, and
+  the reference's gradients (float32: x's the sum of both); its backward has one dgrad kernel whose K loop runs
+  over both cotangents (each un-rotated with its own tables) and a wgrad kernel each."""
+  x, wq, pos = _data(jnp.float32)
+  wk = jax.random.normal(jax.random.key(2), wq.shape, jnp.float32) / 8
+  scq, sck = T.rope_tables(pos, 32, 10_000.0), T.rope_tables(pos * 7 + 1, 32, 10_000.0)
+  cts = [jax.random.normal(jax.random.key(3 + i), x.shape[:2] + wq.shape[1:], jnp.float32) for i in range(2)]
+
+  def loss(impl, joint):
+    kw = dict(impl=impl, interpret=True, tiles=SMALL, bwd_kernels=bwd_kernels)
+    def f(x, wq, wk):
+      if joint:
+        q, k = R.rope_qk_projection(x, wq, wk, scq, sck, **kw)
+      else:
+        q, k = R.rope_projection(x, wq, scq, **kw), R.rope_projection(x, wk, sck, **kw)
+      return (q * cts[0]).sum() + (k * cts[1]).sum()
+    return f
+
+  np.testing.assert_allclose(loss("pallas", True)(x, wq, wk), loss("xla", False)(x, wq, wk), rtol=1e-5)
+  g = lambda f: jax.grad(f, argnums=(0, 1, 2))(x, wq, wk)
+  for got, want in zip(g(loss("pallas", True)), g(loss("xla", False))):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  calls = lambda joint: str(jax.make_jaxpr(lambda *a: g(loss("pallas", joint)))(x, wq, wk)).count("pallas_call")
+  # two forward kernels; then one dgrad kernel and a wgrad kernel each (apart: a dgrad kernel each), or XLA's
+  assert (calls(True), calls(False)) == ((5, 6) if bwd_kernels else (2, 2))
+  with pytest.raises(ValueError, match="the query's and key's weights alike"):
+    R.rope_qk_projection(x, wq, wk[:, :2], scq, sck)
+
+
 @pytest.mark.parametrize("kind", ["decoder", "encdec"])
 def test_attention_sees_the_same_model(kind):
   """A model with rope_impl="pallas" (the kernel, interpreted) is the rotary model: the same loss and

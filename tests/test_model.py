@@ -436,6 +436,64 @@ def test_cross_kv_chain_gives_the_same_model(remat, scan):
   assert str(jax.make_jaxpr(loss)(params)).count("name=kv_chain") == (1 if scan else 2)
 
 
+@pytest.mark.parametrize("kind,scan,extra", [
+    ("decoder", True, dict(remat="full", positions="learned", max_length=64, norm_impl="pallas", residual_add="gemm")),
+    ("encdec", False, dict(rope_impl="pallas"))], ids=["scanned-learned-norm-kernel", "encdec-rope-kernel"])
+def test_qkv_chain_gives_the_same_model(kind, scan, extra):
+  """`qkv_chain` changes the program, not the function or the parameters: loss and every gradient equal the
+  model's without it, each self-attention layer's x·Wq, x·Wk, x·Wv through one `kv_chain` (its key and value,
+  and x handed on to the query), or with the rotary kernels through `rope_qk_projection`: one dgrad kernel for
+  the query and the key where there were two."""
+  from tests.conftest import same_model_with
+  cfg = TransformerConfig(vocab_size=64, d_model=64, num_heads=2, head_dim=32, d_ff=96, num_layers=2,
+                          num_encoder_layers=1, kind=kind, scan_layers=scan, **extra)
+  loss, params = same_model_with(cfg, qkv_chain=True)
+  text = str(jax.make_jaxpr(loss)(params))
+  self_attn = cfg.num_layers + (kind == "encdec") * cfg.num_encoder_layers
+  if extra.get("rope_impl") == "pallas":
+    dgrad = lambda f: str(jax.make_jaxpr(jax.grad(f))(params)).count("rope_dgrad_gemm")
+    plain = same_model_with(cfg)[0]  # (itself: the same loss, trivially)
+    assert dgrad(loss) * 2 == dgrad(plain), (dgrad(loss), dgrad(plain))
+    assert "name=kv_chain" not in text
+  else:
+    assert text.count("name=kv_chain") == (1 if scan else self_attn)
+
+
+@needs_cuda_plugin
+def test_qkv_chain_hands_the_norm_one_gradient_in_the_h100_program():
+  """Compiled for an H100 (deviceless): without `qkv_chain` the fused norm's backward before each
+  self-attention reads two gradients of its output (the query projection's, and the key/value projections'
+  summed by cuBLAS) — five [rows, D] tensors with the sum and the residual's gradient in and dx out; with it,
+  four (learned positions: cuBLAS's GEMMs chained; rotary kernels: their one dgrad kernel and the value GEMM's
+  C), and no element-wise add over [rows, D] in the attention's backward either way."""
+  out = run_for_h100("""
+    import flax.linen as nn
+    from paperjax.models import lm, transformer as T
+    out = {}
+    for positions in ("learned", "rope"):
+      for chain in (False, True):
+        cfg = T.TransformerConfig(vocab_size=512, d_model=256, num_heads=4, head_dim=64, d_ff=512, num_layers=3,
+                                  kind="decoder", dtype=jnp.bfloat16, norm_impl="auto", residual_add="gemm",
+                                  attention_impl="cudnn", positions=positions, max_length=256,
+                                  rope_impl="auto" if positions == "rope" else "xla", qkv_chain=chain)
+        m = T.Transformer(cfg)
+        batch = {"tokens": spec((4, 256), jnp.int32), "loss_mask": spec((4, 256), jnp.int32)}
+        params = jax.eval_shape(lambda: nn.meta.unbox(lm.init(m, jax.random.key(0), jax.tree.map(
+            lambda s: jnp.ones(s.shape, s.dtype), batch))))
+        out[positions + str(chain)] = kernels(compiled(jax.grad(lambda p, b: lm.loss_sums(m, p, b)[0]), params, batch))
+    print(json.dumps(out))
+  """)
+  rows = 4 * 256 * 256 * 2  # bytes of one [rows, D] bf16 tensor
+  for key, ks in out.items():
+    bwd = [k for k in ks if k[0] == "pallas" and "pre_attn_norm" in k[4] and "norm_bwd" in k[4]]
+    assert {round(k[2] / rows) for k in bwd} == ({4} if key.endswith("True") else {5}), (key, bwd)
+    adds = [k for k in ks if k[0] == "elementwise" and "self_attn" in k[4] and k[3].startswith("bf16[1024,256]")
+            and ("add" in k[4].rsplit("/", 1)[-1])]
+    assert not adds, (key, adds)
+  dgrad = lambda key: sum(k[5] for k in out[key] if "rope_dgrad_gemm" in k[4])
+  assert dgrad("ropeTrue") * 2 == dgrad("ropeFalse") > 0
+
+
 @needs_cuda_plugin
 def test_cross_kv_chain_folds_every_add_into_a_gemm_in_the_h100_program():
   """Compiled for an H100 (deviceless, the `tuned` flags): without the chain, the encoder output's gradient

@@ -142,21 +142,26 @@ def _unrotated(d_ref, sin_ref, cos_ref, rows, tile, hh: int, half: int):
   return even * cos + odd * sin, odd * cos - even * sin
 
 
-def _dx_kernel(d_ref, sin_ref, cos_ref, wt_ref, dx_ref, *, bm: int, bn: int, cols: int, tiles: int, hh: int,
-               half: int):
-  """dx [N, D] = Σ over tiles of heads of da·Wr_aᵀ + db·Wr_bᵀ (Wrᵀ [H·K, D], the kernels' order)."""
+def _dx_kernel(*refs, bm: int, bn: int, cols: int, tiles: tuple[int, ...], hh: int, half: int):
+  """dx [N, D] = Σ over the sources, Σ over each one's tiles of heads, of da·Wr_aᵀ + db·Wr_bᵀ (Wrᵀ [H·K, D],
+  the kernels' order). refs: (d, sin, cos, Wrᵀ) per source — one projection's cotangent, or the query's and
+  the key's of one input (`rope_qk_projection`: their gradients summed in one K loop) — then dx."""
   from jax.experimental import pallas as pl
   from jax.experimental.pallas import triton as plgpu
   p = pl.program_id(0)
   i, j = p // cols, p % cols
   rows, dc = i * bm + jnp.arange(bm), pl.ds(j * bn, bn)
+  acc = jnp.zeros((bm, bn), jnp.float32)
+  for s, n_tiles in enumerate(tiles):
+    d_ref, sin_ref, cos_ref, wt_ref = refs[4 * s:4 * s + 4]
 
-  def body(tile, acc):
-    da, db = _unrotated(d_ref, sin_ref, cos_ref, rows, tile, hh, half)
-    wa, wb = wt_ref[pl.ds(tile * 2 * hh, hh), dc], wt_ref[pl.ds(tile * 2 * hh + hh, hh), dc]
-    return acc + plgpu.dot(da.astype(wa.dtype), wa) + plgpu.dot(db.astype(wb.dtype), wb)
+    def body(tile, acc, d_ref=d_ref, sin_ref=sin_ref, cos_ref=cos_ref, wt_ref=wt_ref):
+      da, db = _unrotated(d_ref, sin_ref, cos_ref, rows, tile, hh, half)
+      wa, wb = wt_ref[pl.ds(tile * 2 * hh, hh), dc], wt_ref[pl.ds(tile * 2 * hh + hh, hh), dc]
+      return acc + plgpu.dot(da.astype(wa.dtype), wa) + plgpu.dot(db.astype(wb.dtype), wb)
 
-  acc = jax.lax.fori_loop(0, tiles, body, jnp.zeros((bm, bn), jnp.float32))
+    acc = jax.lax.fori_loop(0, n_tiles, body, acc)
+  dx_ref = refs[-1]
   dx_ref[pl.ds(i * bm, bm), dc] = acc.astype(dx_ref.dtype)
 
 
@@ -200,48 +205,62 @@ def _bwd_tiles(t: fused_mlp.Tiles, n: int, d: int):
   return None if None in dx + dw else (dx, dw)
 
 
-def _backward(x2, w, sin, cos, dout, t: fused_mlp.Tiles, interpret: bool):
-  """(dx, dW) of `_project` through two GEMM kernels that un-rotate the cotangent as they load it (no pass
-  of its own), or None where the shapes do not tile."""
+def _backward(x2, ws, tables, douts, t: fused_mlp.Tiles, interpret: bool):
+  """(dx, (dW, ...)) of one or more `_project`s of the same x2 (ws [D, H, K] each, tables ((sin, cos), ...)
+  and douts theirs) through GEMM kernels that un-rotate each cotangent as they load it (no pass of its own):
+  one dx kernel summing every projection's gradient in its K loop, a dW kernel each; None where the shapes
+  do not tile."""
   from jax.experimental import pallas as pl
   n, d = x2.shape
-  _, h, k = w.shape
+  _, h, k = ws[0].shape
   bt = _bwd_tiles(t, n, d)
   if bt is None or n * d > MAX_ELEMENTS:  # Triton's offsets are int32 (the forward checked n·H·K)
     return None
   (bm, bn), (bm_w, bk_w) = bt
   heads = t.bn // k
-  hh, tiles = heads * k // 2, h // heads
-  wr = _kernel_weight(w, heads)
+  hh = heads * k // 2
   common = dict(hh=hh, half=k // 2)
+  operands = []
+  for w, (sin, cos), dout in zip(ws, tables, douts):
+    operands += [dout, sin, cos, _kernel_weight(w, heads).T]
   dx = pl.pallas_call(
-      functools.partial(_dx_kernel, bm=bm, bn=bn, cols=d // bn, tiles=tiles, **common),
+      functools.partial(_dx_kernel, bm=bm, bn=bn, cols=d // bn, tiles=tuple(w.shape[1] // heads for w in ws),
+                        **common),
       grid=((n // bm) * (d // bn),), out_shape=jax.ShapeDtypeStruct((n, d), x2.dtype),
-      compiler_params=fused_mlp._params(t), interpret=interpret, name="rope_dgrad_gemm")(dout, sin, cos, wr.T)
-  splits = _splits((d // bm_w) * tiles, n // bk_w)
-  partial = pl.pallas_call(
-      functools.partial(_dw_kernel, bm=bm_w, bk=bk_w, tiles=tiles, splits=splits, steps=n // bk_w // splits, **common),
-      grid=((d // bm_w) * tiles * splits,), out_shape=jax.ShapeDtypeStruct((splits, d, h * k), jnp.float32),
-      compiler_params=fused_mlp._params(t), interpret=interpret, name="rope_wgrad_gemm")(x2, dout, sin, cos)
-  return dx, _standard_weight(partial.sum(0).astype(w.dtype), h, heads)
+      compiler_params=fused_mlp._params(t), interpret=interpret, name="rope_dgrad_gemm")(*operands)
+  dws = []
+  for w, (sin, cos), dout in zip(ws, tables, douts):
+    tiles = w.shape[1] // heads
+    splits = _splits((d // bm_w) * tiles, n // bk_w)
+    partial = pl.pallas_call(
+        functools.partial(_dw_kernel, bm=bm_w, bk=bk_w, tiles=tiles, splits=splits, steps=n // bk_w // splits,
+                          **common),
+        grid=((d // bm_w) * tiles * splits,), out_shape=jax.ShapeDtypeStruct((splits, d, h * k), jnp.float32),
+        compiler_params=fused_mlp._params(t), interpret=interpret, name="rope_wgrad_gemm")(x2, dout, sin, cos)
+    dws.append(_standard_weight(partial.sum(0).astype(w.dtype), h, heads))
+  return dx, tuple(dws)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _rope_pallas(x2, w, sin, cos, t, interpret, bwd_kernels):
-  return _project(x2, w, sin, cos, t, interpret)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _rope_pallas(x2, ws, tables, t, interpret, bwd_kernels):
+  return tuple(_project(x2, w, sin, cos, t, interpret) for w, (sin, cos) in zip(ws, tables))
 
 
-def _fwd(x2, w, sin, cos, t, interpret, bwd_kernels):
-  return _project(x2, w, sin, cos, t, interpret), (x2, w, sin, cos)
+def _fwd(x2, ws, tables, t, interpret, bwd_kernels):
+  return _rope_pallas(x2, ws, tables, t, interpret, bwd_kernels), (x2, ws, tables)
 
 
-def _bwd(t, interpret, bwd_kernels, res, dout):
-  x2, w, sin, cos = res
-  zeros = (jnp.zeros_like(sin), jnp.zeros_like(cos))
-  grads = _backward(x2, w, sin, cos, dout, t, interpret) if bwd_kernels else None
-  if grads is not None:
-    return grads + zeros
-  return _reference_bwd(x2, w, sin, cos, dout) + zeros
+def _bwd(t, interpret, bwd_kernels, res, douts):
+  x2, ws, tables = res
+  zeros = jax.tree.map(jnp.zeros_like, tables)
+  grads = _backward(x2, ws, tables, douts, t, interpret) if bwd_kernels else None
+  if grads is None:
+    each = [_reference_bwd(x2, w, sin, cos, dout) for w, (sin, cos), dout in zip(ws, tables, douts)]
+    dx = each[0][0]
+    for more, _ in each[1:]:
+      dx = dx + more
+    grads = dx, tuple(dw for _, dw in each)
+  return grads + (zeros,)
 
 
 def _reference_bwd(x2, w, sin, cos, dout):
@@ -265,31 +284,55 @@ def rope_projection(x, w, sin_cos, impl: str = "xla", interpret: bool | None = N
   sharded (tensor parallelism), "auto" takes the reference and "pallas" refuses. `bwd_kernels`: the backward
   through two GEMM kernels that un-rotate the cotangent as they load it (default), or through XLA (the
   rotation's transpose a pass of its own, then cuBLAS)."""
+  return _projections(x, (w,), (sin_cos,), impl, interpret, row_spec, head_spec, tiles, bwd_kernels)[0]
+
+
+def rope_qk_projection(x, wq, wk, q_sin_cos, k_sin_cos, impl: str = "xla", interpret: bool | None = None,
+                       row_spec=None, head_spec=None, tiles: fused_mlp.Tiles | None = None, bwd_kernels: bool = True):
+  """(rotary(x·wq), rotary(x·wk)): a self-attention's query and key of the same x, as two `rope_projection`s,
+  except that the backward's kernels return x's gradient as one sum — one dgrad kernel whose K loop runs over
+  both cotangents (`TransformerConfig.qkv_chain`: what reaches the norm before them is then one tensor, with the
+  value projection's gradient added by cuBLAS as its GEMM's C operand). The same values and gradients."""
+  if wq.shape != wk.shape:
+    raise ValueError(f"rope_qk_projection needs the query's and key's weights alike; got {wq.shape} and {wk.shape}.")
+  return _projections(x, (wq, wk), (q_sin_cos, k_sin_cos), impl, interpret, row_spec, head_spec, tiles, bwd_kernels)
+
+
+def _projections(x, ws, sin_coss, impl, interpret, row_spec, head_spec, tiles, bwd_kernels):
+  """rotary(x·w) for each w (the same [D, H, K] shape) with its tables: a tuple."""
   b, l, d = x.shape
-  if w.ndim != 3 or w.shape[0] != d:
-    raise ValueError(f"the rotary projection needs w [D, H, K] for x [B, L, D]; got x {x.shape}, w {w.shape}.")
+  for w in ws:
+    if w.ndim != 3 or w.shape[0] != d:
+      raise ValueError(f"the rotary projection needs w [D, H, K] for x [B, L, D]; got x {x.shape}, w {w.shape}.")
   if pallas_dispatch.mesh_ways(head_spec) > 1 and impl != "xla":
     if impl == "pallas":
       raise ValueError(f"the rotary projection with impl='pallas' needs its weight whole on each device, but its "
                        f"heads are sharded over {head_spec!r}; use rope_impl='xla' or 'auto' with tensor parallelism.")
     impl = "xla"
-  _, h, k = w.shape
-  sin, cos = (jnp.broadcast_to(a.astype(jnp.float32), (b, l, 1, k // 2)).reshape(b, l, k // 2) for a in sin_cos)
-  x = x.astype(w.dtype)
+  _, h, k = ws[0].shape
+  tables = [a for sc in sin_coss for a in (jnp.broadcast_to(t.astype(jnp.float32), (b, l, 1, k // 2)).reshape(b, l, k // 2)
+                                           for t in sc)]
+  x = x.astype(ws[0].dtype)
+  m = len(ws)
 
-  def ref(x, w, sin, cos):
-    return reference(x.reshape(-1, d), w, sin.reshape(-1, k // 2), cos.reshape(-1, k // 2)).reshape(*x.shape[:2], h, k)
+  def pairs(tables, n):
+    return tuple((tables[2 * i].reshape(n, k // 2), tables[2 * i + 1].reshape(n, k // 2)) for i in range(m))
+
+  def ref(x, *args):
+    ws, n = args[:m], x.shape[0] * x.shape[1]
+    return tuple(reference(x.reshape(n, d), w, sin, cos).reshape(*x.shape[:2], h, k)
+                 for w, (sin, cos) in zip(ws, pairs(args[m:], n)))
 
   def kernel(interp):
-    def fn(x, w, sin, cos):  # per device
+    def fn(x, *args):  # per device
       n = x.shape[0] * x.shape[1]
       t = _tiles_for(tiles or TILES, n, d, h, k)
       if t is None or n * h * k > MAX_ELEMENTS:
-        return ref(x, w, sin, cos)
-      out = _rope_pallas(x.reshape(n, d), w, sin.reshape(n, k // 2), cos.reshape(n, k // 2), t, interp,
-                         bool(bwd_kernels))
-      return out.reshape(*x.shape[:2], h, k)
+        return ref(x, *args)
+      outs = _rope_pallas(x.reshape(n, d), tuple(args[:m]), pairs(args[m:], n), t, interp, bool(bwd_kernels))
+      return tuple(o.reshape(*x.shape[:2], h, k) for o in outs)
     return fn
 
-  return pallas_dispatch.run(ref, kernel, (x, w, sin, cos), impl=impl, interpret=interpret, row_spec=row_spec,
-                             row_args=(True, False, True, True), name="rotary projection", needs=["triton"])
+  return pallas_dispatch.run(ref, kernel, (x, *ws, *tables), impl=impl, interpret=interpret, row_spec=row_spec,
+                             row_args=(True,) + (False,) * m + (True,) * (2 * m), outs=m, name="rotary projection",
+                             needs=["triton"])

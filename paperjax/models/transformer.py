@@ -137,6 +137,15 @@ class TransformerConfig:
   # carry, and whose backward adds the later layers' sum, carried back along it, into its own two GEMMs — every
   # add a GEMM's C. The same function and parameters; with fused_projections, no effect.
   cross_kv_chain: bool = False
+  # Self-attention the same way: the gradient of a layer's normed input is the sum of its query, key and value
+  # projections' input gradients. Without this, the norm hands the query projection and the key/value
+  # projections copies of its output and its fused backward kernel reads their two gradients (cuBLAS adds one
+  # of the three as a GEMM's C; the rotary kernels' `rope_impl` none). True: one copy, and the three arrive as
+  # one sum — through `kv_chain` (x's gradient dv·Wvᵀ + (dk·Wkᵀ + dq·Wqᵀ), every add a GEMM's C), or with the
+  # rotary kernels through one dgrad kernel for the query and key (`fused_rope.rope_qk_projection`) and the
+  # value GEMM's C. One [rows, D] read less in every layer's norm backward. The same function and parameters;
+  # with fused_projections (one GEMM, one gradient already), no effect.
+  qkv_chain: bool = False
   # With norm_impl "pallas"/"auto": where each block's residual add runs. "norm": inside the norm kernel after
   # it (which reads x and delta and writes the sum and the normed rows: four passes over [rows, D]). "gemm": as
   # x + delta in XLA, which folds it into the GEMM that writes delta (the attention's output projection, the
@@ -317,10 +326,18 @@ class Attention(nn.Module):
       k, v = Proj("BSD,DCHK->CBSHK", stacked(2), stacked_axes, cfg, name="kv")(kv_BSD)
     elif self.use_rope and cfg.rope_impl != "xla":  # the rotation inside the projections' GEMM kernel
       rows, heads = nn.logical_to_mesh_axes(("batch", "length", "act_embed")), nn.logical_to_mesh_axes(("heads",))[0]
-      q, k = (fused_rope.rope_projection(inp, Proj("BLD,DHK->BLHK", shape, axes, cfg, name=n)(), sc,
-                                         impl=cfg.rope_impl, row_spec=rows, head_spec=heads)
-              for inp, n, sc in ((x_BLD, "query", q_rope), (kv_BSD, "key", k_rope)))
+      wq, wk = (Proj("BLD,DHK->BLHK", shape, axes, cfg, name=n)() for n in ("query", "key"))
+      if cfg.qkv_chain and x_BLD is kv_BSD:  # x's gradient from q and k as one sum (one dgrad kernel)
+        q, k = fused_rope.rope_qk_projection(x_BLD, wq, wk, q_rope, k_rope, impl=cfg.rope_impl, row_spec=rows,
+                                             head_spec=heads)
+      else:
+        q, k = (fused_rope.rope_projection(inp, w, sc, impl=cfg.rope_impl, row_spec=rows, head_spec=heads)
+                for inp, w, sc in ((x_BLD, wq, q_rope), (kv_BSD, wk, k_rope)))
       v = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="value")(kv_BSD)
+    elif cfg.qkv_chain and x_BLD is kv_BSD:  # x's gradient summed inside cuBLAS's GEMMs (see `kv_chain`)
+      wk, wv = (Proj("BLD,DHK->BLHK", shape, axes, cfg, name=n)() for n in ("key", "value"))
+      k, v, x_q = kv_chain(x_BLD.astype(cfg.dtype), wk, wv, x_BLD)
+      q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_q)
     else:
       q = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="query")(x_BLD)
       k = Proj("BLD,DHK->BLHK", shape, axes, cfg, name="key")(kv_BSD)
@@ -730,12 +747,16 @@ class Block(nn.Module):
     deterministic = self.deterministic
     drop = lambda y: nn.Dropout(cfg.dropout)(y, deterministic=deterministic)
     x_BLD, pending = carry if isinstance(carry, tuple) else (carry, None)
+    # y once for the query projection and once for key/value: the kernel sums their gradients (or, with
+    # qkv_chain, y once: its gradient comes summed)
+    copies = 1 if cfg.qkv_chain else 2
     if cfg.norm_impl != "xla" and cfg.residual_add == "gemm":  # the carry is the sum: the kernel reads it once
-      x_BLD, h_q, h_kv = AddRMSNorm(cfg, copies=2, name="pre_attn_norm")(x_BLD, None)
+      x_BLD, *hs = AddRMSNorm(cfg, copies=copies, name="pre_attn_norm")(x_BLD, None)
     elif pending is None:
-      h_q = h_kv = RMSNorm(cfg, name="pre_attn_norm")(x_BLD)
-    else:  # y once for the query projection and once for key/value: the kernel sums their gradients
-      x_BLD, h_q, h_kv = AddRMSNorm(cfg, copies=2, name="pre_attn_norm")(x_BLD, pending)
+      hs = [RMSNorm(cfg, name="pre_attn_norm")(x_BLD)]
+    else:
+      x_BLD, *hs = AddRMSNorm(cfg, copies=copies, name="pre_attn_norm")(x_BLD, pending)
+    h_q, h_kv = hs if len(hs) == 2 else hs * 2
     delta = drop(Attention(cfg, use_rope=cfg.positions == "rope", name="self_attn")(
         h_q, h_kv, aux["self_mask"], aux["rope"], aux["rope"], self.causal,
         aux.get("self_len"), aux.get("self_len"), aux.get("self_packed")))
