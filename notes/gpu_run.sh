@@ -152,6 +152,12 @@ fi
 #  (`gpt2_gelu_mlp_xent` first, `1b_b16_mlp_rope_xent`); `check_packing_t5_rows` checks it (--norm=auto). The second
 #  extra, `t5_b256_packed_rows32_adds`, is the main row `t5_b256_packed_rows32` with only these two XLA-side changes
 #  (no kernels of ours but the norm's): floor 260.27 → 253.55 ms, 44.7% — packed T5's 45% needs the MLP kernels.
+#  NEW 2026-11-29 (tenth session without a device): `model.qkv_chain` (`--qkv_chain`: each self-attention's normed
+#  input gets its gradient as one sum — cuBLAS's C operands, or one rotary dgrad kernel for q and k — so the norm's
+#  backward reads one tensor less). The three best rows, `check_packing_t5_rows` and the trainer take it; floors
+#  (H100 / H200): GPT-2-gelu best 50.22 / 48.18 ms (predicted ~54.6 ms, ~51.8% on an H100), packed T5 rows32 best
+#  226.87 / 215.40 (~225–236 ms, 47.9–50.4%), the 1B best 381.12 / 372.49 (~395 ms, ~65.3%). The first extra,
+#  `gpt2_gelu_adds`, is the GPT-2 best row without it (predicted −0.1 to −0.3 ms on the same machine).
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
 # grouped 45.9%, packed grouped 42.6%; the packed path without its selects NaN under command buffers):
 #  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
