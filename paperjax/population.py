@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec as P
 
-from paperjax import comm
+from paperjax import comm, optim
 
 AXIS = "clients"
 BATCH_META = ("client", "num_examples")  # per-slot fields of a round batch; the rest is training data
@@ -281,7 +281,7 @@ def fedopt_step(loss_fn: Callable, inner_tx: optax.GradientTransformation, confi
     if keep_inner_state:
       extras["pop"] = {"opt": new_inner}
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, extras=extras)
-    return new_state, {"loss": loss, "participants": n, "outer_grad_norm": optax.global_norm(delta), **cm}
+    return new_state, {"loss": loss, "participants": n, "outer_grad_norm": optim.global_norm(delta), **cm}
   return step
 
 

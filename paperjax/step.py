@@ -29,7 +29,7 @@ def sgd_step(loss_fn: Callable, tx: optax.GradientTransformation, lr_schedule: C
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
     grads = optim.as_param_dtypes(grads, state.params)
     new_state = state.apply_gradients(grads, tx)
-    return new_state, {**aux, "loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr_schedule(state.step)}
+    return new_state, {**aux, "loss": loss, "grad_norm": optim.global_norm(grads), "lr": lr_schedule(state.step)}
   return step
 
 
@@ -45,7 +45,7 @@ def stateful_sgd_step(loss_fn: Callable) -> Callable:
     (loss, (aux, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng, state)
     extras = {**state.extras, **(updates or {})}
     new_state = state.apply_gradients(grads, ctx.tx, extras=extras)
-    return new_state, {**aux, "loss": loss, "grad_norm": optax.global_norm(grads), "lr": ctx.lr_schedule(state.step)}
+    return new_state, {**aux, "loss": loss, "grad_norm": optim.global_norm(grads), "lr": ctx.lr_schedule(state.step)}
   return step
 
 

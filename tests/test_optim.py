@@ -9,6 +9,7 @@ import pytest
 
 from paperjax import bench, optim
 from paperjax import step as step_lib
+from tests.conftest import needs_cuda_plugin, run_for_h100
 
 
 def _params():
@@ -177,3 +178,41 @@ def test_grouped_optimizer_state_is_sharded_as_its_members():
 def nn_specs(boxed):
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   return nn.get_partition_spec(boxed)
+
+
+def test_global_norm_is_the_norm_of_every_leaf_and_the_clip_is_optaxs():
+  """`optim.global_norm` (small leaves concatenated NORM_GROUP at a time, big ones alone) is the 2-norm of all
+  the leaves, by hand in float64 — 70 small leaves (three groups, the last short), two over NORM_ALONE, bf16 and
+  fp32, empty and scalar leaves; and `optim.clip_by_global_norm` scales exactly as optax's clip, under and over."""
+  rng = np.random.default_rng(0)
+  tree = {"small": [rng.normal(size=(i % 7 + 1, 3)).astype(np.float32) for i in range(70)],
+          "big": [np.full((optim.NORM_ALONE,), 1e-3, np.float32), np.ones((optim.NORM_ALONE + 1,), np.float32)],
+          "bf16": jnp.asarray(rng.normal(size=(5, 4)), jnp.bfloat16), "empty": np.zeros((0, 3), np.float32),
+          "scalar": np.float32(2.5)}
+  want = np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)))
+  got = jax.jit(optim.global_norm)(tree)
+  assert got.dtype == jnp.float32
+  np.testing.assert_allclose(float(got), want, rtol=1e-6)
+  small = {"a": jnp.asarray(rng.normal(size=(40, 3)), jnp.float32), "b": jnp.asarray(rng.normal(size=(9,)), jnp.float32)}
+  for max_norm in (1e3, 0.5):  # under (unchanged) and over (scaled to max_norm)
+    ours, _ = optim.clip_by_global_norm(max_norm).update(small, optax.EmptyState())
+    theirs, _ = optax.clip_by_global_norm(max_norm).update(small, optax.EmptyState())
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+      np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert float(optim.global_norm(ours)) == pytest.approx(min(max_norm, float(optim.global_norm(small))), rel=1e-6)
+
+
+@needs_cuda_plugin
+def test_global_norm_is_a_few_reductions_in_the_h100_program():
+  """Compiled for an H100 (deviceless): the norm of 100 parameter-like leaves takes 100 or more reduction
+  kernels as optax computes it, and one per NORM_GROUP leaves (at most two kernels each) as `global_norm` does."""
+  out = run_for_h100("""
+    import optax
+    from paperjax import optim
+    leaves = [spec((64 + i, 96), jnp.float32) for i in range(100)]
+    out = {}
+    for name, f in (("optax", optax.tree.norm), ("ours", optim.global_norm)):
+      out[name] = sum(k[5] for k in kernels(compiled(f, leaves)) if k[0] == "reduce")
+    print(json.dumps(out))
+  """)
+  assert out["optax"] >= 100 and out["ours"] <= 2 * -(-100 // optim.NORM_GROUP), out

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from paperjax import selection
+from paperjax import optim, selection
 from paperjax.data import augment
 from paperjax.method import Method, PaperInfo
 from paperjax.models import vision
@@ -212,7 +212,7 @@ def make(config, ctx) -> Method:
       return optax.apply_updates(p, u), o
     net_p, _ = jax.lax.fori_loop(0, inner_loop, inner, (net_p, net_tx.init(net_p)))
     new = new.replace(extras={**state.extras, "net": net_p})
-    return new, {"loss": loss, "uses_dcc": use_dcc.astype(jnp.float32), "grad_norm": optax.global_norm(grads)}
+    return new, {"loss": loss, "uses_dcc": use_dcc.astype(jnp.float32), "grad_norm": optim.global_norm(grads)}
 
   evaluators = []
   if not ctx.abstract:
