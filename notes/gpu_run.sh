@@ -158,6 +158,10 @@ fi
 #  (H100 / H200): GPT-2-gelu best 50.22 / 48.18 ms (predicted ~54.6 ms, ~51.8% on an H100), packed T5 rows32 best
 #  226.87 / 215.40 (~225–236 ms, 47.9–50.4%), the 1B best 381.12 / 372.49 (~395 ms, ~65.3%). The first extra,
 #  `gpt2_gelu_adds`, is the GPT-2 best row without it (predicted −0.1 to −0.3 ms on the same machine).
+#  Later the same session: `optim.global_norm` (the clip's and the grad_norm metric's norm in a few reductions:
+#  GPT-2's program 206 → 43 reduction kernels) and `--param_copy` in the GPT-2 and 1B best rows (the optimizer
+#  writes the bf16 kernels; run 7: the 1B −0.79 ms): floors GPT-2-gelu best 49.64 / 47.63 ms (predicted ~54.0 ms,
+#  ~52.4% on an H100), the 1B best 380.39 / 371.93 (~394 ms, ~65.4%); packed T5 (Adafactor, no clip) unchanged.
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
 # grouped 45.9%, packed grouped 42.6%; the packed path without its selects NaN under command buffers):
 #  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
@@ -230,9 +234,9 @@ VARIANTS=(
   "t5_b256_packed_rows32_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --xla_flags=tuned_nomerge --qkv_chain"
   "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --norm=auto --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --qkv_chain"
   "check_xent_gpt2|$GG --check_xent --loss_chunk=$XENT_CHUNK --steps=10 --xent_tiles=$XENT_TILES"
-  "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain"
+  "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
-  "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain"
+  "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy"
 )
 EXTRA=(
   "gpt2_gelu_adds|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm"

@@ -31,9 +31,10 @@ import optax
 # reduction each. XLA's GPU compiler fuses a concatenate into the reduction that reads it, up to its limit on a
 # fusion's operands (96): GPT-2's H100 program (`bench --target=h100`) with 32 a group has 43 reduction kernels
 # where a reduction per leaf had 206 (one or two each, of a few microseconds), and 128 a group materialises the
-# concatenation (+0.5 GB). A bigger leaf is reduced alone: bandwidth-bound anyway, and its reduction can share a
-# kernel with the fusion that writes its gradient (GPT-2's tied embedding: 0.46 GB read once, not twice).
-NORM_GROUP, NORM_ALONE = 32, 1 << 24
+# concatenation (+0.5 GB). A leaf of 4M elements or more is reduced alone: 16 MB of fp32 is several microseconds of
+# bandwidth, more than a launch, and its reduction can share a kernel with the fusion that writes its gradient
+# (GPT-2's tied embedding: 0.46 GB read once, not twice); concatenated, the 1B's MLP weights cost +0.3 GB of copies.
+NORM_GROUP, NORM_ALONE = 32, 1 << 22
 
 
 def global_norm(tree) -> jax.Array:
