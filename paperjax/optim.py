@@ -40,11 +40,13 @@ NORM_GROUP, NORM_ALONE = 32, 1 << 22
 def global_norm(tree) -> jax.Array:
   """‖tree‖₂ over all its leaves (float32): optax.tree.norm's value, in a few reductions rather than one or two
   kernels per leaf (see NORM_GROUP). The one norm of the repository — the clip and the steps' `grad_norm`
-  metric call it alike, so XLA computes it once."""
-  leaves = [jnp.ravel(x).astype(jnp.float32) for x in jax.tree.leaves(tree)]
-  big = [x for x in leaves if x.size >= NORM_ALONE]
-  small = [x for x in leaves if x.size < NORM_ALONE]
-  squares = [jnp.sum(jnp.square(x)) for x in big]
+  metric call it alike, so XLA computes it once. With more than one device each leaf is reduced alone, as
+  optax does: leaves sharded over a mesh would be gathered to be concatenated (a per-leaf sum of squares is
+  summed across devices as a scalar)."""
+  leaves = [x.astype(jnp.float32) for x in jax.tree.leaves(tree)]
+  alone = 0 if jax.device_count() > 1 else NORM_ALONE
+  squares = [jnp.sum(jnp.square(x)) for x in leaves if x.size >= alone]  # (no reshape: a sharded leaf stays put)
+  small = [jnp.ravel(x) for x in leaves if x.size < alone]
   squares += [jnp.sum(jnp.square(jnp.concatenate(small[i:i + NORM_GROUP])))
               for i in range(0, len(small), NORM_GROUP)]
   return jnp.sqrt(sum(squares, jnp.zeros((), jnp.float32)))

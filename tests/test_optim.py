@@ -216,3 +216,25 @@ def test_global_norm_is_a_few_reductions_in_the_h100_program():
     print(json.dumps(out))
   """)
   assert out["optax"] >= 100 and out["ours"] <= 2 * -(-100 // optim.NORM_GROUP), out
+
+
+def test_global_norm_gathers_nothing_over_a_mesh():
+  """Four devices, leaves sharded over them along one axis or another: `global_norm` reduces each leaf where it
+  lies (no all-gather, all-to-all or collective-permute: only scalars are summed across devices) and has
+  optax's value."""
+  from tests.conftest import run_python
+  r = run_python("""
+import re, jax, jax.numpy as jnp, numpy as np, optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+from paperjax import optim
+mesh = jax.make_mesh((4,), ("fsdp",), axis_types=(jax.sharding.AxisType.Auto,))
+rng = np.random.default_rng(0)
+tree = [jax.device_put(jnp.asarray(rng.normal(size=s), jnp.float32), NamedSharding(mesh, sp))
+        for s, sp in [((64, 32), P("fsdp", None)), ((32, 64), P(None, "fsdp")), ((16,), P()), ((128, 8), P("fsdp"))] * 3]
+text = jax.jit(optim.global_norm).lower(tree).compile().as_text()
+moved = re.findall(r"all-gather|all-to-all|collective-permute", text)
+assert not moved, moved
+np.testing.assert_allclose(float(jax.jit(optim.global_norm)(tree)), float(optax.tree.norm(tree)), rtol=1e-6)
+print("OK")
+""", devices=4)
+  assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
