@@ -161,7 +161,9 @@ fi
 #  Later the same session: `optim.global_norm` (the clip's and the grad_norm metric's norm in a few reductions:
 #  GPT-2's program 206 → 43 reduction kernels) and `--param_copy` in the GPT-2 and 1B best rows (the optimizer
 #  writes the bf16 kernels; run 7: the 1B −0.79 ms): floors GPT-2-gelu best 49.64 / 47.63 ms (predicted ~54.0 ms,
-#  ~52.4% on an H100), the 1B best 380.39 / 371.93 (~394 ms, ~65.4%); packed T5 (Adafactor, no clip) unchanged.
+#  ~52.4% on an H100), the 1B best 380.39 / 371.93 (~394 ms, ~65.5%); packed T5 (Adafactor, no clip) unchanged.
+#  The second extra, `gpt2_gelu_best_chunk32k`, is the GPT-2 best row with the whole batch as one loss chunk (bf16
+#  logits [32768, 50304], no chunk loop): floor 49.64 → 49.45 ms, compiled memory 11.74 → 13.97 GiB.
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
 # grouped 45.9%, packed grouped 42.6%; the packed path without its selects NaN under command buffers):
 #  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
@@ -240,6 +242,7 @@ VARIANTS=(
 )
 EXTRA=(
   "gpt2_gelu_adds|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm"
+  "gpt2_gelu_best_chunk32k|$GG --attention=cudnn --loss_chunk=32768 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy"
   "gpt2_gelu_mlp_xent|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
   "t5_b256_packed_rows32_adds|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --cross_kv_chain --residual_add=gemm"
   "gpt2_gelu_mlp_nomerge|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
