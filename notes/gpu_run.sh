@@ -164,6 +164,10 @@ fi
 #  ~52.4% on an H100), the 1B best 380.39 / 371.93 (~394 ms, ~65.5%); packed T5 (Adafactor, no clip) unchanged.
 #  The second extra, `gpt2_gelu_best_chunk32k`, is the GPT-2 best row with the whole batch as one loss chunk (bf16
 #  logits [32768, 50304], no chunk loop): floor 49.64 → 49.45 ms, compiled memory 11.74 → 13.97 GiB.
+#  The first extra is now `t5_b256_packed_rows32_learned_adds`: packed T5 with no GEMM kernels of ours (only the norm
+#  kernel), learned positions (T5 itself has a relative position bias, neither learned nor rotary), the chains, the
+#  gemm adds and the dot merger off — the packed target's fallback if the MLP kernels disappoint on the card: floor
+#  244.81 ms, 46.3% (with rotary and `tuned`: 251.99, 44.9%); predicted ~242–255 ms, 44.4–46.8% on an H100.
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
 # grouped 45.9%, packed grouped 42.6%; the packed path without its selects NaN under command buffers):
 #  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
@@ -241,6 +245,7 @@ VARIANTS=(
   "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy"
 )
 EXTRA=(
+  "t5_b256_packed_rows32_learned_adds|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned --cross_kv_chain --residual_add=gemm --qkv_chain --xla_flags=tuned_nomerge"
   "gpt2_gelu_adds|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm"
   "gpt2_gelu_best_chunk32k|$GG --attention=cudnn --loss_chunk=32768 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy"
   "gpt2_gelu_mlp_xent|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto"
