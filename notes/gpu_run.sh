@@ -173,6 +173,9 @@ fi
 #  on the card (`profile_summary`'s "largest gap" rows) — the first measurement of our Triton kernels inside a
 #  whole step, and where GPT-2's ~4 ms between floor and figure lie (GEMM rate, attention, or time between
 #  kernels: `idle`). NOPROFILE=1 drops them in a short second call.
+#  And every row on a card the roofline has rates for (H100, H200) now prices the program it timed (`bench`'s
+#  `floor_ms`, `vs_floor`: the table's "floor … ×…"): the ratio each prediction here is built on, measured per row
+#  on the card's own XLA, not taken from run 7's kinds.
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
 # grouped 45.9%, packed grouped 42.6%; the packed path without its selects NaN under command buffers):
 #  - T5 UL2 at B=256, packed, with the optimizer grouped by shape (configs/ul2.py:base sets it now),
@@ -449,12 +452,13 @@ for r in rows:
   print(f"{r['tag']:<30} {r['batch']:>4} {r['ms_per_step']:>8.2f} {r['tokens_per_s']/1e3:>8.1f}K {r['tflops_full']:>8.1f} "
         f"{100*r.get('mfu_full', 0):>7.1f}% {100*r.get('mfu_causal', 0):>7.1f}% {r.get('peak_mem_gb') or 0:>7.2f} {r['compile_s']:>6.1f}s {r['loss']:>6.3f}"
         f" {r.get('call_ms_per_step', 0):>7.2f}"
+        + (f"  floor {r['floor_ms']:.1f} ×{r['vs_floor']:.3f}" if "vs_floor" in r else "")
         + (f"  fill {100 * r['fill']:.1f}%" if "fill" in r else "")
         + (f"  call by position {' '.join(f'{x:.0f}' for x in r['call_ms_by_position'][:4])} …" if r.get("call_ms_by_position") else ""))
   for name, d in list(r.get("by_data", {}).items())[1:]:
     print(f"  {'data=' + name:<28} {'':>4} {d['ms_per_step']:>8.2f} {d['tokens_per_s']/1e3:>8.1f}K {d['tflops_full']:>8.1f} "
           f"{100*d.get('mfu_full', 0):>7.1f}% {100*d.get('mfu_causal', 0):>7.1f}%   {100*d['vs_first']:+.2f}% vs {r['data'].split(',')[0]}")
 if rows:
-  print(f"device: {rows[0]['device']}, jax {rows[0]['jax']}; MFU full = (6N + 12·L·H·K·T)·tok/s / peak, causal = half the causal attention term")
+  print(f"device: {rows[0]['device']}, jax {rows[0]['jax']}; MFU full = (6N + 12·L·H·K·T)·tok/s / peak, causal = half the causal attention term; floor = the roofline of the row's own program on this card, ×: measured / floor")
 PYEOF
 echo "== end, t=$(el)s"

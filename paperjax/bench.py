@@ -956,6 +956,16 @@ def run(args) -> dict:
       row["vs_first"] = round(row["ms_per_step"] / base - 1, 4)
     result["by_data"] = by_data
   next_batch = feeds[args.data[0]][0]
+  hlo = None
+  card = roofline.card_for(device.device_kind)  # a card the roofline has rates for: the timed program's floor
+  if card is not None:
+    try:  # read after the timed windows; the same pricing as `--target`, of the program XLA built here
+      hlo = compiled.as_text()
+      floor = roofline.summary(roofline.kernels(hlo, card), top=0)
+      result.update(floor_ms=floor["total_ms"], floor_card=card.name,
+                    vs_floor=round(result["ms_per_step"] / floor["total_ms"], 4))
+    except Exception as e:  # an HLO this reader does not understand must not lose the timing above
+      print(f"roofline of the timed program failed: {type(e).__name__}: {e}", flush=True)
   if args.profile:  # outside the timed windows, so tracing never slows the figures above
     with jax.profiler.trace(args.profile):
       for _ in range(3):
@@ -964,10 +974,9 @@ def run(args) -> dict:
     result["profile"] = args.profile
     try:  # where the time went, by kernel category (paperjax.profile_summary), printed with the figures
       from paperjax import profile_summary
-      hlo = compiled.as_text()  # the optimized module: result shapes for the top kernels
+      hlo = hlo or compiled.as_text()  # the optimized module: result shapes for the top kernels
       with open(os.path.join(args.profile, "step.hlo.txt"), "w") as f:
         f.write(hlo)
-      card = roofline.card_for(jax.devices()[0].device_kind)  # kernels against their floors on a known card
       summary = profile_summary.summarize(args.profile, steps=3, top=25, hlo_text=hlo, card=card)
       result["profile_summary"] = summary
       print(profile_summary.format_summary(summary), flush=True)
@@ -1030,7 +1039,9 @@ def _report(r: dict) -> None:
   print(f"{head}\n  {r['ms_per_step']:.2f} ms/step (windows {r['window_ms']}), {r['tokens_per_s'] / 1e3:,.1f}K tokens/s, "
         f"{r['tflops_full']:.1f} TFLOP/s full ({r['tflops_causal']:.1f} causal), {mfu}, {mem_s}, "
         f"loss {r['loss']:.3f}{_host_note(first, r)}; step call {r['call_ms_per_step']:.2f} ms{_positions(r)}"
-        + (f"; {100 * r['fill']:.1f}% of positions hold a token (first batch)" if "fill" in r else ""), flush=True)
+        + (f"; {100 * r['fill']:.1f}% of positions hold a token (first batch)" if "fill" in r else "")
+        + (f"\n  roofline of this program on an {r['floor_card']}: {r['floor_ms']:.2f} ms/step; measured "
+           f"{r['vs_floor']:.3f}× it" if "floor_ms" in r else ""), flush=True)
   for name, row in list(r.get("by_data", {}).items())[1:]:
     print(f"  data={name}: {row['ms_per_step']:.2f} ms/step (windows {row['window_ms']}), "
           f"{100 * row['vs_first']:+.2f}% vs {first}{_host_note(name, row)}; step call {row['call_ms_per_step']:.2f} ms"

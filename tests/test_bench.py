@@ -71,8 +71,11 @@ def test_encdec_flops_by_hand():
     ["--shape=tiny_encdec", "--batch=8", "--data=ul2_resident,ul2_pipeline", "--padding_lengths", "--loss_chunk=96",
      "--rope_impl=auto", "--optimizer=adafactor"],
 ])
-def test_bench_runs_the_step(argv, tmp_path):
+def test_bench_runs_the_step(argv, tmp_path, monkeypatch):
   out = tmp_path / "r.jsonl"
+  on_card = "--profile=PROFILE" in argv
+  if on_card:  # as if on a card the roofline has rates for: the timed program's floor
+    monkeypatch.setattr(bench.roofline, "card_for", lambda kind: roofline.H100_SXM)
   cache = os.environ.get("PAPERJAX_COMPILATION_CACHE", os.path.expanduser("~/.cache/paperjax/xla"))
   extra = [f"--compilation_cache={cache}"] if cache and cache != "0" else []
   argv = [a.replace("PROFILE", str(tmp_path / "trace")) for a in argv]
@@ -103,6 +106,11 @@ def test_bench_runs_the_step(argv, tmp_path):
     assert r["ms_per_step"] == rows[first]["ms_per_step"] and len(rows[second]["window_ms"]) == 2
     assert rows[second]["vs_first"] == pytest.approx(rows[second]["ms_per_step"] / rows[first]["ms_per_step"] - 1, abs=1e-4)
     assert rows["ul2_pipeline"]["host_ms_per_step"] >= 0 and "host_ms_per_step" not in rows["ul2_resident"]
+  if on_card:  # the roofline of the program just timed (CPU HLO at H100 rates)
+    assert r["floor_card"] == "H100 SXM" and r["floor_ms"] > 0
+    assert r["vs_floor"] == pytest.approx(r["ms_per_step"] / r["floor_ms"], rel=1e-3)
+  else:  # a device the roofline has no rates for: no floor
+    assert "floor_ms" not in r and "vs_floor" not in r
   if "profile" in r:
     assert any(f.name.endswith(".xplane.pb") for f in (tmp_path / "trace").rglob("*"))
     cats = r["profile_summary"]["categories"]
