@@ -967,6 +967,7 @@ def run(args) -> dict:
     except Exception as e:  # an HLO this reader does not understand must not lose the timing above
       print(f"roofline of the timed program failed: {type(e).__name__}: {e}", flush=True)
   if args.profile:  # outside the timed windows, so tracing never slows the figures above
+    _report(result)  # the figures first: a profiler that takes the process down leaves them in the log
     with jax.profiler.trace(args.profile):
       for _ in range(3):
         state, m = compiled(state, next_batch())
@@ -982,7 +983,8 @@ def run(args) -> dict:
       print(profile_summary.format_summary(summary), flush=True)
     except Exception as e:  # a trace this reader does not understand must not lose the timing above
       print(f"profile summary failed: {type(e).__name__}: {e}", flush=True)
-  _report(result)
+  else:
+    _report(result)
   return _write(result, args)
 
 
