@@ -176,7 +176,7 @@ fi
 #  And every row on a card the roofline has rates for (H100, H200) now prices the program it timed (`bench`'s
 #  `floor_ms`, `vs_floor`: the table's "floor … ×…"): the ratio each prediction here is built on, measured per row
 #  on the card's own XLA, not taken from run 7's kinds.
-#  And what the second call was for now runs in the first, first among the extras (after the trainer row): if
+#  And what the second call was for now runs in the first, right after the main rows (before the trainer row): if
 #  `check_mlp_t5`/`_mgpu` found a setting ≥ 2% faster than the default (within the error bound), the packed T5 best
 #  row again with it (`t5_b256_packed_rows32_best_mlptiles`), or without the MLP kernels if XLA's GEMMs beat every
 #  setting (`_nomlp`); the same for GPT-2's best row from `check_xent_gpt2` (`gpt2_gelu_best_xenttiles`, `_noxent`).
@@ -389,6 +389,43 @@ run_rows() {  # each row its own process (XLA flags are per process), loading it
 echo "== phase 2: timed runs, one at a time"
 run_rows "$DEADLINE" "${VARIANTS[@]}"
 echo "== phase 2 done, t=$(el)s"
+# What a second call used to be for, right after the main rows (before the trainer row, which runs only if
+# 150 s are left after them): the best rows again with the setting the checks
+# found fastest, when it is not the default (≥ 2% faster, within the error bound), or without the kernel when
+# XLA's path beat every setting. `tag|flags` lines: the base row's flags (no profile) + the override (the last
+# of a repeated flag wins).
+TUNED=()
+while IFS='|' read -r base tag extra; do
+  for v in "${VARIANTS[@]}"; do
+    [[ ${v%%|*} == "$base" ]] && TUNED+=("$tag|$(echo "${v#*|}" | sed 's/ --profile=[^ ]*//') $extra")
+  done
+done < <($PY - "$OUT/results.jsonl" <<'PYEOF'
+import json, os, sys
+rows = [json.loads(l) for l in open(sys.argv[1])] if os.path.exists(sys.argv[1]) else []
+def pick(checks, key, good, base, knob, impl_flag):
+  cases, default, xla = {}, None, None  # setting → ms over the check rows; the first row's first is the default
+  for r in sorted((r for r in rows if r.get("tag") in checks), key=lambda r: checks.index(r["tag"])):
+    for name, c in r[key].items():
+      if name == "xla":
+        xla = xla or c.get("ms")
+        continue
+      default = default or name[len("pallas["):-1]
+      if "error" not in c and c.get(good):
+        cases.setdefault(name[len("pallas["):-1], c["ms"])
+  if not cases or xla is None:
+    return
+  best = min(cases, key=cases.get)
+  if cases[best] > xla:
+    print(f"{base}|{base}_no{knob}|{impl_flag}")
+  elif best != default and cases[best] < 0.98 * cases.get(default, float("inf")):
+    print(f"{base}|{base}_{knob}tiles|--{knob}_tiles={best}")
+pick(("check_mlp_t5", "check_mlp_t5_mgpu"), "mlp_cases", "within", "t5_b256_packed_rows32_best", "mlp", "--mlp_impl=xla")
+pick(("check_xent_gpt2",), "xent_cases", "equal", "gpt2_gelu_best", "xent", "--xent_impl=xla")
+PYEOF
+)
+(( ${#TUNED[@]} )) && printf -- "-- from the checks: %s\n" "${TUNED[@]%%|*}"
+run_rows "$(( DEADLINE + 60 ))" "${TUNED[@]}"
+echo "== rows from the checks done, t=$(el)s"
 
 left=$(( CALL_LIMIT - 60 - $(el) ))   # keep a minute for the extra rows and the table
 if (( ! RUN_TRAINER )); then
@@ -427,41 +464,7 @@ for r in map(json.loads, open(sys.argv[1])):
 PYEOF
 fi
 echo "== trainer done, t=$(el)s"
-# What a second call used to be for, first among the extras: the best rows again with the setting the checks
-# found fastest, when it is not the default (≥ 2% faster, within the error bound), or without the kernel when
-# XLA's path beat every setting. `tag|flags` lines: the base row's flags (no profile) + the override (the last
-# of a repeated flag wins).
-TUNED=()
-while IFS='|' read -r base tag extra; do
-  for v in "${VARIANTS[@]}"; do
-    [[ ${v%%|*} == "$base" ]] && TUNED+=("$tag|$(echo "${v#*|}" | sed 's/ --profile=[^ ]*//') $extra")
-  done
-done < <($PY - "$OUT/results.jsonl" <<'PYEOF'
-import json, os, sys
-rows = [json.loads(l) for l in open(sys.argv[1])] if os.path.exists(sys.argv[1]) else []
-def pick(checks, key, good, base, knob, impl_flag):
-  cases, default, xla = {}, None, None  # setting → ms over the check rows; the first row's first is the default
-  for r in sorted((r for r in rows if r.get("tag") in checks), key=lambda r: checks.index(r["tag"])):
-    for name, c in r[key].items():
-      if name == "xla":
-        xla = xla or c.get("ms")
-        continue
-      default = default or name[len("pallas["):-1]
-      if "error" not in c and c.get(good):
-        cases.setdefault(name[len("pallas["):-1], c["ms"])
-  if not cases or xla is None:
-    return
-  best = min(cases, key=cases.get)
-  if cases[best] > xla:
-    print(f"{base}|{base}_no{knob}|{impl_flag}")
-  elif best != default and cases[best] < 0.98 * cases.get(default, float("inf")):
-    print(f"{base}|{base}_{knob}tiles|--{knob}_tiles={best}")
-pick(("check_mlp_t5", "check_mlp_t5_mgpu"), "mlp_cases", "within", "t5_b256_packed_rows32_best", "mlp", "--mlp_impl=xla")
-pick(("check_xent_gpt2",), "xent_cases", "equal", "gpt2_gelu_best", "xent", "--xent_impl=xla")
-PYEOF
-)
-(( ${#TUNED[@]} )) && printf -- "-- from the checks: %s\n" "${TUNED[@]%%|*}"
-run_rows "$(( CALL_LIMIT - 15 ))" "${TUNED[@]}" "${EXTRA[@]}"
+run_rows "$(( CALL_LIMIT - 15 ))" "${EXTRA[@]}"
 
 $PY - "$OUT/results.jsonl" <<'PYEOF' | tee -a "$OUT/table.txt"
 import json, sys
