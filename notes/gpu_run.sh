@@ -46,6 +46,9 @@ TB="$T --batch=256 --attention=cudnn --padding_lengths --loss_chunk=8192 --xla_f
 # --check_mlp's tile settings of models/fused_mlp.py's kernels ("bm,bn,bk,warps,stages", "up|down"): the
 # default first (the step rows' kernels), then Triton's other usual Hopper bf16 tiles, then each kernel alone
 CHECK_B=256; CHECK_B_G=32   # --check_mlp's rows: the step's (T5's encoder: 131072; GPT-2: 32768)
+# GPT-2's dense GELU kernels (a main row since the eleventh session without a device): the default, two other
+# pairs, then each kernel alone — five settings, each a Triton compile of its own
+MLP_TILES_G="128,128,64,8,3;128,64,64,4,4;128,128,64,8,4|256,128,64,8,3;xla|128,128,64,8,3;128,128,64,8,3|xla"
 MLP_TILES="128,128,64,8,3;128,64,64,4,4;128,128,64,8,4|256,128,64,8,3;64,128,64,4,4|128,256,64,8,3;128,128,32,8,4;xla|128,128,64,8,3;128,128,64,8,3|xla"
 # The same kernels for Pallas's Mosaic GPU backend, in a row (a process) of their own so that a kernel that
 # faults on the card cannot take the Triton row's figures with it: three settings (the second small enough
@@ -59,7 +62,7 @@ XENT_CHUNK=8192
 if [[ ${SMOKE:-0} == 1 ]]; then  # CPU rehearsal of this script: tiny shapes, XLA attention, 2 steps
   G="--shape=tiny --batch=8"; GG="$G"; T="--shape=tiny_encdec"; B1="--shape=tiny --batch=4"; B2="--shape=tiny --batch=6"
   TB="$T --batch=8 --attention=cudnn --padding_lengths --loss_chunk=96"
-  MLP_TILES="16,16,16,4,2;32,32,16,4,2"; MLP_TILES_MGPU="mgpu:64,64,64,2"; CHECK_B=2; CHECK_B_G=2
+  MLP_TILES="16,16,16,4,2;32,32,16,4,2"; MLP_TILES_G="$MLP_TILES"; MLP_TILES_MGPU="mgpu:64,64,64,2"; CHECK_B=2; CHECK_B_G=2
   XENT_TILES="128,8,4;256,3,8"; XENT_CHUNK=64
 fi
 # tag|arguments, in the order phase 2 runs them (most important first). Eighth run's plan, as revised
@@ -179,7 +182,8 @@ fi
 #  And what the second call was for now runs in the first, right after the main rows (before the trainer row): if
 #  `check_mlp_t5`/`_mgpu` found a setting ≥ 2% faster than the default (within the error bound), the packed T5 best
 #  row again with it (`t5_b256_packed_rows32_best_mlptiles`), or without the MLP kernels if XLA's GEMMs beat every
-#  setting (`_nomlp`); the same for GPT-2's best row from `check_xent_gpt2` (`gpt2_gelu_best_xenttiles`, `_noxent`).
+#  setting (`_nomlp`); the same for GPT-2's best row from `check_xent_gpt2` (`gpt2_gelu_best_xenttiles`, `_noxent`)
+#  and from `check_mlp_gpt2_gelu`, now a main row before it (five settings; `gpt2_gelu_best_mlptiles`, `_nomlp`).
 #  Rehearsed both ways (SMOKE's interpreted kernels lose to XLA: the `_no…` rows ran; a results file with a faster
 #  Mosaic setting: the `_mlptiles` row).
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
@@ -254,6 +258,7 @@ VARIANTS=(
   "t5_b256_packed_rows32_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --xla_flags=tuned_nomerge --qkv_chain --profile=/tmp/trace_t5_best"
   "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --norm=auto --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --qkv_chain"
   "check_xent_gpt2|$GG --check_xent --loss_chunk=$XENT_CHUNK --steps=10 --xent_tiles=$XENT_TILES"
+  "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_G"
   "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy --profile=/tmp/trace_gpt2_best"
   "gpt2_gelu_mlp|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy"
@@ -272,7 +277,6 @@ EXTRA=(
   "t5_b256_packed_rows32_mlp_rope_xent|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --xla_flags=tuned_nomerge"
   "t5_b256_packed_rows32_mlp_rope|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xla_flags=tuned_nomerge"
   "t5_b256_packed_rows32_mlp_nomerge|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --xla_flags=tuned_nomerge"
-  "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES"
   "gpt2_fusednorm_mlp|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto"
   "gpt2_fusednorm|$G --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4"
   "t5_b256_packed_rows32_learned_mlp|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned --mlp_impl=auto --xla_flags=tuned_nomerge"
@@ -421,6 +425,7 @@ def pick(checks, key, good, base, knob, impl_flag):
     print(f"{base}|{base}_{knob}tiles|--{knob}_tiles={best}")
 pick(("check_mlp_t5", "check_mlp_t5_mgpu"), "mlp_cases", "within", "t5_b256_packed_rows32_best", "mlp", "--mlp_impl=xla")
 pick(("check_xent_gpt2",), "xent_cases", "equal", "gpt2_gelu_best", "xent", "--xent_impl=xla")
+pick(("check_mlp_gpt2_gelu",), "mlp_cases", "within", "gpt2_gelu_best", "mlp", "--mlp_impl=xla")
 PYEOF
 )
 (( ${#TUNED[@]} )) && printf -- "-- from the checks: %s\n" "${TUNED[@]%%|*}"
