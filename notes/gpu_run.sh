@@ -185,6 +185,8 @@ fi
 #  setting (`_nomlp`); the same for GPT-2's best row from `check_xent_gpt2` (`gpt2_gelu_best_xenttiles`, `_noxent`)
 #  and from `check_mlp_gpt2_gelu`, now a main row before it (five settings; `gpt2_gelu_best_mlptiles`, `_nomlp`).
 #  `gpt2_gelu_mlp` (the MLP kernels alone) moved to the extras to make room: the check and `_nomlp` answer its question.
+#  Corrected floor: `global_norm` (the step's grad_norm metric) moved packed T5 too — `t5_b256_packed_rows32_best`
+#  226.00 / 214.59 ms (H100 / H200; was 226.87 / 215.40), predicted ~224–236 ms, 48.0–50.5% on an H100.
 #  Rehearsed both ways (SMOKE's interpreted kernels lose to XLA: the `_no…` rows ran; a results file with a faster
 #  Mosaic setting: the `_mlptiles` row).
 # The plan before that revision (run 7, notes/perf.md "Seventh H100 run": the 1B at 60.2%, padded T5
