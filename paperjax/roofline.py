@@ -147,8 +147,11 @@ CARDS = {"h100": H100_SXM, "h200": H200_SXM}
 
 def card_for(device_kind: str) -> Card | None:
   """The card whose rates price a device's kernels, from JAX's `device_kind` ("NVIDIA H100 80GB HBM3"),
-  or None for a device this module has no rates for."""
+  or None for a device this module has no rates for — the PCIe and NVL parts included (other clocks, power
+  limits and memory: the SXM rates would make their floors too low)."""
   kind = device_kind.lower()
+  if "pcie" in kind or "nvl" in kind:
+    return None
   return next((c for key, c in CARDS.items() if key in kind), None)
 
 _SHAPE = re.compile(r"\b(" + "|".join(sorted(DTYPE_BYTES, key=len, reverse=True)) + r")\[([0-9,]*)\]")

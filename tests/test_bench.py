@@ -158,6 +158,7 @@ def test_profile_kernels_against_their_floors_by_hand(capsys):
   assert "floor" not in profile_summary.summarize_events(events, "device: test", steps=2, hlo_text=text)
   assert roofline.card_for("NVIDIA H100 80GB HBM3") is roofline.H100_SXM
   assert roofline.card_for("NVIDIA H200") is roofline.H200_SXM and roofline.card_for("cpu") is None
+  assert roofline.card_for("NVIDIA H100 PCIe") is None and roofline.card_for("NVIDIA H200 NVL") is None
 
 
 @pytest.mark.parametrize("pack", [False, True])
