@@ -106,8 +106,10 @@ def test_bench_runs_the_step(argv, tmp_path, monkeypatch):
     assert r["ms_per_step"] == rows[first]["ms_per_step"] and len(rows[second]["window_ms"]) == 2
     assert rows[second]["vs_first"] == pytest.approx(rows[second]["ms_per_step"] / rows[first]["ms_per_step"] - 1, abs=1e-4)
     assert rows["ul2_pipeline"]["host_ms_per_step"] >= 0 and "host_ms_per_step" not in rows["ul2_resident"]
-  if on_card:  # the roofline of the program just timed (CPU HLO at H100 rates)
+  if on_card:  # the roofline of the program just timed (CPU HLO at H100 rates), the one the profile saved
+    step_hlo = (tmp_path / "trace" / "step.hlo.txt").read_text()
     assert r["floor_card"] == "H100 SXM" and r["floor_ms"] > 0
+    assert r["floor_ms"] == roofline.summary(roofline.kernels(step_hlo, roofline.H100_SXM))["total_ms"]
     assert r["vs_floor"] == pytest.approx(r["ms_per_step"] / r["floor_ms"], rel=1e-3)
   else:  # a device the roofline has no rates for: no floor
     assert "floor_ms" not in r and "vs_floor" not in r
