@@ -164,56 +164,65 @@ def test_bad_settings_are_one_clear_sentence():
   assert M.Tiles.parse_pair("xla|") == (M.Tiles(xla=True), M.Tiles())
 
 
-@pytest.mark.parametrize("field,tp_rules,refusal", [
+# (field, the rules of a mesh the kernel cannot run under, the refusal's words)
+_SHARDED_CASES = (
     ("mlp_impl", "sharding.DEFAULT_RULES", "d_ff axis is sharded"),  # tensor parallelism shards the MLP's d_ff
     ("norm_impl", "tuple((k, 'tensor') if k == 'act_embed' else (k, v) for k, v in sharding.DEFAULT_RULES)",
      "needs whole rows on each device"),  # activations sharded along their features
-    ("rope_impl", "sharding.DEFAULT_RULES", "heads are sharded")], ids=["mlp", "norm", "rope"])
-def test_fused_kernels_under_a_sharded_mesh(field, tp_rules, refusal):
-  """Four devices, batch over data × fsdp: the kernels (fused MLP, fused add + norm, rotary projection; the
-  last with head_dim 32, its smallest) run per device on its
-  rows (`pallas_dispatch`: shard_map) and the weights' gradients are summed across devices: loss and
-  gradients equal the plain model's. Sharded where the kernels need things whole, "pallas" refuses in a
-  sentence and "auto" takes plain JAX (tensor parallelism keeps working), with the same values."""
+    ("rope_impl", "sharding.DEFAULT_RULES", "heads are sharded"))
+
+
+def test_fused_kernels_under_a_sharded_mesh():
+  """Four devices, batch over data × fsdp: each kernel (fused MLP, fused add + norm, rotary projection; the
+  last with head_dim 32, its smallest) runs per device on its rows (`pallas_dispatch`: shard_map) and the
+  weights' gradients are summed across devices: loss and gradients equal the plain model's. Sharded where the
+  kernel needs things whole, "pallas" refuses in a sentence and "auto" takes plain JAX (tensor parallelism keeps
+  working), with the same values. One process for the three kernels (one plain model, compiled once); a
+  failure names its kernel."""
   from tests.conftest import run_python
+  cases = "\n".join(f"  ({f!r}, {rules}, {refusal!r})," for f, rules, refusal in _SHARDED_CASES)
   code = """
 import numpy as np, jax, jax.numpy as jnp
 from paperjax import sharding, step as step_lib
 from paperjax.models.transformer import Transformer, TransformerConfig
 mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (2, 2, 1))
+tp_mesh = sharding.make_mesh(("data", "fsdp", "tensor"), (1, 2, 2))
 batch = {"tokens": jnp.asarray(np.arange(8 * 16).reshape(8, 16) % 50 + 2)}
 cfg = dict(vocab_size=64, d_model=32, num_heads=2, head_dim=32, d_ff=64, num_layers=2, kind="decoder",
            mlp_tiles="16,16,16,4,2")
-out = []
-for impl in ("xla", "pallas"):
-  m = Transformer(TransformerConfig(FIELD=impl, **cfg))
-  p = jax.tree.map(lambda a: a.value if hasattr(a, "value") else a, m.init(jax.random.PRNGKey(0), batch)["params"],
-                   is_leaf=lambda a: hasattr(a, "value"))
+loss = lambda m: jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))
+plain = Transformer(TransformerConfig(**cfg))
+p = jax.tree.map(lambda a: a.value if hasattr(a, "value") else a, plain.init(jax.random.PRNGKey(0), batch)["params"],
+                 is_leaf=lambda a: hasattr(a, "value"))
+with step_lib.mesh_context(mesh, sharding.DEFAULT_RULES):
+  b = jax.device_put(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
+  l0, g0 = loss(plain)(p, b)
+def same(field, what, l, g):
+  np.testing.assert_allclose(l, l0, rtol=1e-5, err_msg=f"{field}: {what}: loss")
+  for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g)):
+    np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-4, err_msg=f"{field}: {what}: gradient")
+for field, tp_rules, refusal in [
+CASES
+]:
+  m = Transformer(TransformerConfig(**{field: "pallas"}, **cfg))
   with step_lib.mesh_context(mesh, sharding.DEFAULT_RULES):
-    b = jax.device_put(batch, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp"))))
-    f = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))
-    out.append(f(p, b))
-    if impl == "pallas":
-      text = f.lower(p, b).as_text()
-      assert "sdy.manual_computation" in text or "shard_map" in text
-(l0, g0), (l1, g1) = out
-np.testing.assert_allclose(l1, l0, rtol=1e-5)
-for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-  np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-4)
-with step_lib.mesh_context(sharding.make_mesh(("data", "fsdp", "tensor"), (1, 2, 2)), TP_RULES):
-  try:
-    jax.jit(lambda p, b: m.apply({"params": p}, b).sum())(p, batch)
-  except ValueError as e:
-    assert "REFUSAL" in str(e), e
-  else:
-    raise AssertionError("FIELD='pallas' accepted a sharding it cannot run under")
-  m = Transformer(TransformerConfig(FIELD="auto", **cfg))
-  l2, g2 = jax.jit(jax.value_and_grad(lambda p, b: m.apply({"params": p}, b).astype(jnp.float32).sum()))(p, batch)
-  np.testing.assert_allclose(l2, l0, rtol=1e-5)
-print("OK")
-""".replace("FIELD", field).replace("TP_RULES", tp_rules).replace("REFUSAL", refusal)
+    f = loss(m)
+    same(field, "pallas on data x fsdp", *f(p, b))
+    text = f.lower(p, b).as_text()
+    assert "sdy.manual_computation" in text or "shard_map" in text, f"{field}: no shard_map around the kernel"
+  with step_lib.mesh_context(tp_mesh, tp_rules):
+    try:
+      jax.jit(lambda p, b: m.apply({"params": p}, b).sum())(p, batch)
+    except ValueError as e:
+      assert refusal in str(e), (field, e)
+    else:
+      raise AssertionError(f"{field}='pallas' accepted a sharding it cannot run under")
+    same(field, "auto under tensor parallelism", *loss(Transformer(TransformerConfig(**{field: "auto"}, **cfg)))(p, batch))
+  print("OK", field)
+""".replace("CASES", cases)
   r = run_python(code, devices=4)
-  assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert [line for line in r.stdout.splitlines() if line.startswith("OK")] == [f"OK {c[0]}" for c in _SHARDED_CASES]
 
 
 N_D_F = (4096, 256, 512)
