@@ -126,7 +126,7 @@ def run_for_h100(code: str, *argv: str):
 def same_model_with(cfg, *, rtol: float = 1e-4, atol: float = 1e-5, masked: bool = False, **changes):
   """A tiny random batch for `cfg` (a TransformerConfig, fp32), its parameters, and the loss sum through
   `lm.loss_sums` (its keyword arguments in `changes` under `loss_*`, e.g. loss_chunk=8) for `cfg` and for
-  `cfg` with the other `changes` (a kernel's impl, say): asserts equal loss (1e-5) and gradients; returns
+  `cfg` with the other `changes` (a kernel's impl, say), each jitted: asserts equal loss (1e-5) and gradients; returns
   the changed model's loss function and the parameters, for a jaxpr check. `masked`: some targets masked."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
@@ -145,7 +145,7 @@ def same_model_with(cfg, *, rtol: float = 1e-4, atol: float = 1e-5, masked: bool
   params = nn.meta.unbox(lm.init(T.Transformer(cfg), jax.random.PRNGKey(0), batch))
   loss = lambda c: (lambda p: lm.loss_sums(T.Transformer(c), p, batch, **loss_kw)[0])
   with jax.default_matmul_precision("highest"):
-    (l0, g0), (l1, g1) = (jax.value_and_grad(loss(c))(params) for c in (cfg, ours))
+    (l0, g0), (l1, g1) = (jax.jit(jax.value_and_grad(loss(c)))(params) for c in (cfg, ours))
   np.testing.assert_allclose(l0, l1, rtol=1e-5)
   for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, c, rtol=rtol, atol=atol)
