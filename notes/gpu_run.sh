@@ -183,7 +183,8 @@ fi
 #  `check_mlp_t5`/`_mgpu` found a setting ≥ 2% faster than the default (within the error bound), the packed T5 best
 #  row again with it (`t5_b256_packed_rows32_best_mlptiles`), or without the MLP kernels if XLA's GEMMs beat every
 #  setting (`_nomlp`); the same for GPT-2's best row from `check_xent_gpt2` (`gpt2_gelu_best_xenttiles`, `_noxent`)
-#  and from `check_mlp_gpt2_gelu`, now a main row before it (five settings; `gpt2_gelu_best_mlptiles`, `_nomlp`).
+#  and from `check_mlp_gpt2_gelu`, now the last main row (five settings; `gpt2_gelu_best_mlptiles`, `_nomlp`; last, so
+#  that a late start drops it rather than the 1B row).
 #  `gpt2_gelu_mlp` (the MLP kernels alone) moved to the extras to make room: the check and `_nomlp` answer its question.
 #  Corrected floor: `global_norm` (the step's grad_norm metric) moved packed T5 too — `t5_b256_packed_rows32_best`
 #  226.00 / 214.59 ms (H100 / H200; was 226.87 / 215.40), predicted ~224–236 ms, 48.0–50.5% on an H100.
@@ -261,9 +262,9 @@ VARIANTS=(
   "t5_b256_packed_rows32_best|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --xla_flags=tuned_nomerge --qkv_chain --profile=/tmp/trace_t5_best"
   "check_packing_t5_rows|$T --batch=32 --layers=2 --attention=cudnn --padding_lengths --loss_chunk=8192 --check_packing --packed_rows=8 --norm=auto --mlp_impl=auto --rope_impl=auto --xent_impl=auto --cross_kv_chain --residual_add=gemm --qkv_chain"
   "check_xent_gpt2|$GG --check_xent --loss_chunk=$XENT_CHUNK --steps=10 --xent_tiles=$XENT_TILES"
-  "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_G"
   "gpt2_gelu_best|$GG --attention=cudnn --loss_chunk=8192 --xla_flags=tuned_nomerge --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy --profile=/tmp/trace_gpt2_best"
   "1b_b16_best|$B1 --attention=cudnn --loss_chunk=8192 --xla_flags=tuned --norm=auto --steps=30 --warmup=4 --mlp_impl=auto --rope_impl=auto --xent_impl=auto --residual_add=gemm --qkv_chain --param_copy"
+  "check_mlp_gpt2_gelu|$GG --batch=$CHECK_B_G --check_mlp --steps=10 --mlp_tiles=$MLP_TILES_G"
 )
 EXTRA=(
   "t5_b256_packed_rows32_learned_adds|$TB --optimizer=adafactor --norm=auto --steps=20 --warmup=4 --data=ul2_packed_resident --group_leaves --packed_rows=32 --positions=learned --cross_kv_chain --residual_add=gemm --qkv_chain --xla_flags=tuned_nomerge"
