@@ -186,6 +186,8 @@ fi
 #  and from `check_mlp_gpt2_gelu`, now the last main row (five settings; `gpt2_gelu_best_mlptiles`, `_nomlp`; last, so
 #  that a late start drops it rather than the 1B row).
 #  `gpt2_gelu_mlp` (the MLP kernels alone) moved to the extras to make room: the check and `_nomlp` answer its question.
+#  The trainer row takes its MLP setting from the same rule (one reading of the checks, not two): XLA's GEMMs unless a
+#  setting within the bound beat them, then the default or the ≥ 2% faster setting (`--config.model.mlp_tiles`).
 #  Corrected floor: `global_norm` (the step's grad_norm metric) moved packed T5 too — `t5_b256_packed_rows32_best`
 #  226.00 / 214.59 ms (H100 / H200; was 226.87 / 215.40), predicted ~224–236 ms, 48.0–50.5% on an H100.
 #  Rehearsed both ways (SMOKE's interpreted kernels lose to XLA: the `_no…` rows ran; a results file with a faster
@@ -402,8 +404,9 @@ echo "== phase 2 done, t=$(el)s"
 # found fastest, when it is not the default (≥ 2% faster, within the error bound), or without the kernel when
 # XLA's path beat every setting. `tag|flags` lines: the base row's flags (no profile) + the override (the last
 # of a repeated flag wins).
-TUNED=()
+TUNED=(); TRAINER_MLP=xla   # the trainer row's MLP: XLA's unless check_mlp_t5 found a setting that beats it
 while IFS='|' read -r base tag extra; do
+  if [[ $base == trainer ]]; then TRAINER_MLP=$extra; continue; fi
   for v in "${VARIANTS[@]}"; do
     [[ ${v%%|*} == "$base" ]] && TUNED+=("$tag|$(echo "${v#*|}" | sed 's/ --profile=[^ ]*//') $extra")
   done
@@ -421,18 +424,23 @@ def pick(checks, key, good, base, knob, impl_flag):
       if "error" not in c and c.get(good):
         cases.setdefault(name[len("pallas["):-1], c["ms"])
   if not cases or xla is None:
-    return
+    return None  # no check, or no setting within the bound: XLA's path
   best = min(cases, key=cases.get)
   if cases[best] > xla:
     print(f"{base}|{base}_no{knob}|{impl_flag}")
-  elif best != default and cases[best] < 0.98 * cases.get(default, float("inf")):
+    return None
+  if best != default and cases[best] < 0.98 * cases.get(default, float("inf")):
     print(f"{base}|{base}_{knob}tiles|--{knob}_tiles={best}")
-pick(("check_mlp_t5", "check_mlp_t5_mgpu"), "mlp_cases", "within", "t5_b256_packed_rows32_best", "mlp", "--mlp_impl=xla")
+    return best
+  return "default"  # the default setting (the step rows' and the trainer's own)
+mlp = pick(("check_mlp_t5", "check_mlp_t5_mgpu"), "mlp_cases", "within", "t5_b256_packed_rows32_best", "mlp", "--mlp_impl=xla")
+print(f"trainer|mlp|{'xla' if mlp is None else mlp}")  # the same rule for the trainer row
 pick(("check_xent_gpt2",), "xent_cases", "equal", "gpt2_gelu_best", "xent", "--xent_impl=xla")
 pick(("check_mlp_gpt2_gelu",), "mlp_cases", "within", "gpt2_gelu_best", "mlp", "--mlp_impl=xla")
 PYEOF
 )
 (( ${#TUNED[@]} )) && printf -- "-- from the checks: %s\n" "${TUNED[@]%%|*}"
+echo "-- the trainer row's MLP from the checks: $TRAINER_MLP"
 run_rows "$(( DEADLINE + 60 ))" "${TUNED[@]}"
 echo "== rows from the checks done, t=$(el)s"
 
@@ -444,19 +452,13 @@ elif ! $PY -c "import ml_collections, grain" 2>/dev/null; then
 elif (( left < 150 )); then
   echo "-- skip trainer_ul2_base: ${left}s left before the call limit"
 else
-  # The MLP kernels in the trainer only if check_mlp_t5 ran, found them right (WITHIN) and its default tiles
-  # faster than XLA's path; else the trainer row runs without them (a compile of its own, no lost row).
-  if ! $PY - "$OUT/results.jsonl" <<'PYEOF'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])] if __import__("os").path.exists(sys.argv[1]) else []
-c = next((r for r in rows if r.get("tag") == "check_mlp_t5"), None)
-d = c and c["mlp_cases"].get(next(iter(k for k in c["mlp_cases"] if k != "xla")), {})  # the default tiles' case
-fast = bool(d) and d.get("within", False) and d.get("ms", 1e9) < c["mlp_cases"]["xla"]["ms"]
-sys.exit(0 if fast else 1)
-PYEOF
-  then
+  # The MLP kernels in the trainer only if the checks found a setting (within the bound) faster than XLA's
+  # GEMMs, and then that setting (the rule of the rows from the checks, above); else the trainer row runs without.
+  if [[ $TRAINER_MLP == xla ]]; then
     TR="${TR/--config.model.mlp_impl=auto/--config.model.mlp_impl=xla}"
-    echo "-- trainer_ul2_base without the MLP kernels (check_mlp_t5 missing, ABOVE, or its default tiles not faster)"
+    echo "-- trainer_ul2_base without the MLP kernels (check_mlp_t5 missing, ABOVE, or XLA's GEMMs faster)"
+  elif [[ $TRAINER_MLP != default ]]; then
+    TR="$TR --config.model.mlp_tiles=$TRAINER_MLP"
   fi
   echo "-- trainer_ul2_base (limit $(( left - 10 ))s, t=$(el)s)"
   rm -rf /tmp/trainer_ul2
