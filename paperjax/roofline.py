@@ -418,6 +418,15 @@ class _Module:
       return "copy", 0.0
     return "elementwise", 0.0
 
+  def op_name(self, ins: Instr) -> str:
+    """The JAX op a kernel runs for; a fusion XLA built without one (the dynamic-slice fusions around the
+    fused cross-entropy's cuBLAS calls) is named by the instructions it fuses, its root first."""
+    name = _op_name(ins.attrs)
+    if name or ins.opcode not in ("fusion", "fusion-start"):
+      return name
+    body = self.comps.get(_attr(ins.attrs, "calls") or "", [])
+    return next((n for n in map(_op_name, (b.attrs for b in sorted(body, key=lambda b: not b.root))) if n), "")
+
   def kernels(self, comp: str | None = None, times: int = 1) -> list[Kernel]:
     out: list[Kernel] = []
     for ins in self.comps[comp or self.entry]:
@@ -491,7 +500,7 @@ class _Module:
       else:
         nbytes = sum(shape_bytes(self.shapes.get(o, "")) for o in set(ins.operands)) + shape_bytes(ins.shape)
         category = "reduce" if op in ("reduce", "sort", "scatter") else "elementwise"
-      out.append(Kernel(name, category, nbytes, flops, ins.shape, times, op_name=_op_name(attrs), head_dim=head_dim))
+      out.append(Kernel(name, category, nbytes, flops, ins.shape, times, op_name=self.op_name(ins), head_dim=head_dim))
     return out
 
 

@@ -90,7 +90,8 @@ def test_a_cublas_gemm_inside_a_dynamic_slice_fusion_is_a_gemm():
       "  %p0 = bf16[4,64,32]{2,1,0} parameter(0)", "  %p1 = s32[] parameter(1)", "  %c = s32[] constant(0)",
       "  %ds = bf16[1,64,32]{2,1,0} dynamic-slice(%p0, %p1, %c, %c), dynamic_slice_sizes={1,64,32}",
       "  %b = bf16[64,32]{1,0} bitcast(%ds)", "  %p2 = bf16[100,32]{1,0} parameter(2)",
-      "  ROOT %cc = (bf16[64,100]{1,0}, s8[1024]{0}) custom-call(%b, %p2), " + gemm.format(alias="", beta=0, c=1),
+      "  ROOT %cc = (bf16[64,100]{1,0}, s8[1024]{0}) custom-call(%b, %p2), "
+      + 'metadata={op_name="jit(step)/jvp()/while/body/cd,vd->cv/dot_general"}, ' + gemm.format(alias="", beta=0, c=1),
       "}", "",
       "%dynamic-slice-fusion.1 (p0.1: bf16[4,64,32], p1.1: s32[], p2.1: bf16[64,100], p3: f32[100,32]) -> (f32[100,32], s8[1024]) {",
       "  %p2.1 = bf16[64,100]{1,0} parameter(2)", "  %p0.1 = bf16[4,64,32]{2,1,0} parameter(0)",
@@ -111,6 +112,9 @@ def test_a_cublas_gemm_inside_a_dynamic_slice_fusion_is_a_gemm():
   assert by["logits"].bytes == 2 * (64 * 32 + 100 * 32) + 4 + 2 * 64 * 100  # h's chunk, W, the index; logits
   assert (by["dw"].category, by["dw"].flops) == ("gemm", 2.0 * 100 * 32 * 64)  # K = the chunk's 64 rows
   assert by["dw"].bytes == 2 * 64 * 32 + 4 + 2 * 64 * 100 + 2 * 4 * 100 * 32  # + the f32 sum, read and written
+  # The fusion carries no op name of its own: it is named by its GEMM's, so the step's phases count it
+  assert by["logits"].op_name == "jit(step)/jvp()/while/body/cd,vd->cv/dot_general"
+  assert roofline.phase(by["logits"].op_name) == "forward" and by["dw"].op_name == ""
 
 
 def test_a_scanned_layers_stacking_is_priced_by_its_slice():
