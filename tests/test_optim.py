@@ -199,7 +199,7 @@ def test_global_norm_is_the_norm_of_every_leaf_and_the_clip_is_optaxs():
     theirs, _ = optax.clip_by_global_norm(max_norm).update(small, optax.EmptyState())
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
       np.testing.assert_allclose(a, b, rtol=1e-6)
-  assert float(optim.global_norm(ours)) == pytest.approx(min(max_norm, float(optim.global_norm(small))), rel=1e-6)
+    assert float(optim.global_norm(ours)) == pytest.approx(min(max_norm, float(optim.global_norm(small))), rel=1e-6)
 
 
 @needs_cuda_plugin
