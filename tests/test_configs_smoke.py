@@ -20,6 +20,7 @@ RUN_BY_PAPER_TESTS = {
     "fira": "test_tiny_config_smoke",
     "ict": "test_tiny_config_runs_and_writes_sample_grids",
     "kmq_diversify": "test_iterative_rounds_grow_the_selection_by_the_round_budgets",
+    "skill_it": "test_smoke_updates_weights_and_resumes_the_history",
 }
 
 

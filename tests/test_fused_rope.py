@@ -119,7 +119,7 @@ def test_the_query_and_key_together_are_the_two_projections(bwd_kernels):
     R.rope_qk_projection(x, wq, wk[:, :2], scq, sck)
 
 
-@pytest.mark.parametrize("kind", ["decoder", "encdec"])
+@pytest.mark.parametrize("kind", ["decoder", pytest.param("encdec", marks=pytest.mark.slow)])  # encdec: ~11 s cold
 def test_attention_sees_the_same_model(kind):
   """A model with rope_impl="pallas" (the kernel, interpreted) is the rotary model: the same loss and
   gradients from the same parameters — q and k are permuted alike, so q·k is unchanged (T5's cross-attention

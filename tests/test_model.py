@@ -75,7 +75,7 @@ def test_token_cross_entropy_by_hand():
   np.testing.assert_allclose(float(s), expect, rtol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["decoder", "encdec"])
+@pytest.mark.parametrize("kind", ["decoder", pytest.param("encdec", marks=pytest.mark.slow)])  # encdec: ~12 s cold
 def test_chunked_loss_equals_full_loss_and_gradient(kind):
   m = _model(kind)
   rng = np.random.default_rng(3)
@@ -109,7 +109,8 @@ def test_scan_and_remat_give_the_same_function():
 
 # The scanned (stacked) layout on the decoder, cross-attention's fused k/v on the encoder-decoder:
 # each fusion path once (the scanned encoder-decoder adds 20 s of compile on 2 cores and no new path).
-@pytest.mark.parametrize("kind,scan", [("decoder", True), ("encdec", False)])
+@pytest.mark.parametrize("kind,scan", [("decoder", True),
+                                       pytest.param("encdec", False, marks=pytest.mark.slow)])  # ~16 s cold
 def test_fused_projections_give_the_same_function(kind, scan):
   """fused_projections only changes the parameter layout: fuse_params(unfused) → identical logits,
   and a freshly initialised fused model has the fused kernels (and the same parameter count)."""
@@ -425,7 +426,7 @@ def test_kv_chain_backward_adds_into_a_fresh_gemm():
   assert made_by.get(str(adds[1].invars[1])) == "add"  # the running sum: dv·Wvᵀ + (dk·Wkᵀ + d_later)
 
 
-@pytest.mark.parametrize("remat,scan", [("none", False), ("full", True)])
+@pytest.mark.parametrize("remat,scan", [("none", False), pytest.param("full", True, marks=pytest.mark.slow)])  # ~18 s
 def test_cross_kv_chain_gives_the_same_model(remat, scan):
   """`cross_kv_chain` changes the program, not the function or the parameters: loss and every gradient
   equal the unchained model's (the encoder's gradient now summed through the chain), with one `kv_chain`
@@ -438,7 +439,8 @@ def test_cross_kv_chain_gives_the_same_model(remat, scan):
 
 
 @pytest.mark.parametrize("kind,scan,extra", [
-    ("encdec", True, dict(remat="full", positions="learned", max_length=64, norm_impl="pallas", residual_add="gemm")),
+    pytest.param("encdec", True, dict(remat="full", positions="learned", max_length=64, norm_impl="pallas",
+                                      residual_add="gemm"), marks=pytest.mark.slow),  # ~31 s cold
     ("decoder", False, dict(rope_impl="pallas", num_layers=1))], ids=["encdec-scanned-learned-norm-kernel", "rope-kernel"])
 def test_qkv_chain_gives_the_same_model(kind, scan, extra):
   """`qkv_chain` changes the program, not the function or the parameters: loss and every gradient equal the

@@ -40,7 +40,8 @@ def _pad(rows, length):
 GPT2_BLOCK = dict(mlp="dense", positions="learned", max_length=20)  # learned positions restart per example too
 
 
-@pytest.mark.parametrize("variant", ["layers", "scanned_layers_remat", "gpt2_block"])
+@pytest.mark.parametrize("variant", [pytest.param("layers", marks=pytest.mark.slow),  # ~21 s cold
+                                     "scanned_layers_remat", "gpt2_block"])
 def test_a_packed_encdec_row_computes_each_example_as_if_alone(variant):
   rng = np.random.default_rng(0)
   exs = [(rng.integers(2, 64, n), rng.integers(2, 64, k)) for n, k in [(5, 3), (7, 4), (3, 2)]]
@@ -63,7 +64,8 @@ def test_a_packed_encdec_row_computes_each_example_as_if_alone(variant):
     assert not np.allclose(apply({"inputs": inp, "targets": tgt})[0, 3:7], out_alone[1, :4])
 
 
-@pytest.mark.parametrize("block", [{}, GPT2_BLOCK], ids=["rotary_gated", "gpt2_block"])
+@pytest.mark.parametrize("block", [pytest.param({}, marks=pytest.mark.slow), GPT2_BLOCK],  # rotary_gated: ~17 s cold
+                         ids=["rotary_gated", "gpt2_block"])
 def test_a_packed_decoder_row_computes_and_scores_each_example_as_if_alone(block):
   rng = np.random.default_rng(1)
   exs = [rng.integers(2, 64, n) for n in (6, 4, 5)]
@@ -397,7 +399,7 @@ def test_mixed_attention_equals_segment_masked_attention_values_and_gradients(ca
     np.testing.assert_allclose(a * valid, b * valid, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["encdec", "decoder"])
+@pytest.mark.parametrize("kind", [pytest.param("encdec", marks=pytest.mark.slow), "decoder"])  # encdec: ~34 s cold
 def test_a_model_with_packed_rows_trains_as_the_fully_packed_one(kind):
   rng = np.random.default_rng(1)
   B = 4
@@ -494,6 +496,7 @@ def test_a_batch_not_laid_out_for_packed_rows_makes_the_loss_nan():
   assert not of(np.where(seg == 2, 3, seg), groups=1)  # a third example in a row: more than max_segments
 
 
+@pytest.mark.slow  # ~42 s cold; the rows' deal to batch shards stays fast (test_multi_rows_are_dealt_to_every_…)
 def test_packed_rows_under_a_four_device_batch_mesh_is_the_fully_packed_model():
   """Four devices over data × fsdp: the pipeline deals the multi rows to the four blocks
   (`batch_shards=4`), the model takes the same four blocks (`batch_blocks()`), and loss and gradients
