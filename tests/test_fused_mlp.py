@@ -175,7 +175,6 @@ _SHARDED_CASES = (
     ("rope_impl", "sharding.DEFAULT_RULES", "heads are sharded"))
 
 
-@pytest.mark.slow  # ~56 s cold on 2 cores; Pallas under shard_map stays in the fast suite through test_fused_xent's
 def test_fused_kernels_under_a_sharded_mesh():
   """Four devices, batch over data × fsdp: each kernel (fused MLP, fused add + norm, rotary projection; the
   last with head_dim 32, its smallest) runs per device on its rows (`pallas_dispatch`: shard_map) and the

@@ -496,7 +496,10 @@ def test_a_batch_not_laid_out_for_packed_rows_makes_the_loss_nan():
   assert not of(np.where(seg == 2, 3, seg), groups=1)  # a third example in a row: more than max_segments
 
 
-@pytest.mark.slow  # ~42 s cold; the rows' deal to batch shards stays fast (test_multi_rows_are_dealt_to_every_…)
+# Slow (~42 s cold on 2 cores): the pipeline's deal of the multi rows to batch shards stays in the fast suite
+# (test_multi_rows_are_dealt_to_every_batch_shard_last_in_its_block); the model's blocks on a mesh are checked
+# only here.
+@pytest.mark.slow
 def test_packed_rows_under_a_four_device_batch_mesh_is_the_fully_packed_model():
   """Four devices over data × fsdp: the pipeline deals the multi rows to the four blocks
   (`batch_shards=4`), the model takes the same four blocks (`batch_blocks()`), and loss and gradients
