@@ -11,16 +11,21 @@ from tests.conftest import shrink
 CONFIGS = sorted(p.stem for p in (pathlib.Path(__file__).parent.parent / "configs").glob("*.py")
                  if not p.stem.startswith("_") and p.stem not in ("common",))
 # Configs whose own paper test already runs the tiny (default) preset end to end through train.run,
-# with more assertions than this smoke test: running it twice would only cost compile time.
+# with more assertions than this smoke test: running it twice would only cost compile time. (step_law's
+# adds a second seed to the sweep; domain_upsampling's upsamples the last half instead of 15%; ul2's is
+# the ul2-encdec row, the defaults.)
 RUN_BY_PAPER_TESTS = {
     "codegen2": "test_tiny_config_trains_and_evaluates",
     "d2nwg": "test_stages_run_end_to_end",
     "ddm": "test_two_stages_run_and_write_sample_grids",
     "density_pruning": "test_tiny_config_trains_on_the_pruned_pool",
+    "domain_upsampling": "test_tiny_config_smoke",
     "fira": "test_tiny_config_smoke",
     "ict": "test_tiny_config_runs_and_writes_sample_grids",
     "kmq_diversify": "test_iterative_rounds_grow_the_selection_by_the_round_budgets",
     "skill_it": "test_smoke_updates_weights_and_resumes_the_history",
+    "step_law": "test_tiny_config_smoke",
+    "ul2": "test_objectives_train_and_evaluate",
 }
 
 
