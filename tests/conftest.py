@@ -123,11 +123,14 @@ def run_for_h100(code: str, *argv: str):
   return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def same_model_with(cfg, *, rtol: float = 1e-4, atol: float = 1e-5, masked: bool = False, **changes):
+def same_model_with(cfg, *, rtol: float = 1e-4, atol: float = 1e-5, masked: bool = False, reference: bool = False,
+                    **changes):
   """A tiny random batch for `cfg` (a TransformerConfig, fp32), its parameters, and the loss sum through
   `lm.loss_sums` (its keyword arguments in `changes` under `loss_*`, e.g. loss_chunk=8) for `cfg` and for
   `cfg` with the other `changes` (a kernel's impl, say), each jitted: asserts equal loss (1e-5) and gradients; returns
-  the changed model's loss function and the parameters, for a jaxpr check. `masked`: some targets masked."""
+  the changed model's loss function and the parameters, for a jaxpr check (and `cfg`'s own loss function third
+  with `reference=True`, so that a test comparing the two programs need not compile both again). `masked`: some
+  targets masked."""
   import dataclasses  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -149,7 +152,7 @@ def same_model_with(cfg, *, rtol: float = 1e-4, atol: float = 1e-5, masked: bool
   np.testing.assert_allclose(l0, l1, rtol=1e-5)
   for a, c in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     np.testing.assert_allclose(a, c, rtol=rtol, atol=atol)
-  return loss(ours), params
+  return (loss(ours), params, loss(cfg)) if reference else (loss(ours), params)
 
 
 @pytest.fixture
