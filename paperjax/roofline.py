@@ -6,8 +6,9 @@ compiler builds for an H100, compiled on any machine (deviceless, no GPU needed)
 is the GPU's own: which element-wise chains became one fusion, which became copies, what each reads.
 
 The model, per kernel (XLA's names: a fusion, a cuBLAS / cuDNN custom call, a copy):
-  bytes  operands read + results written. An operand a fusion only slices is counted by its slices;
-         a fusion rooted in an in-place dynamic-update-slice writes only the update.
+  bytes  operands read + results written. An operand a fusion only slices is counted by its slices (an
+         unfused slice, as CPU programs have, reads its slice); a fusion rooted in an in-place
+         dynamic-update-slice writes only the update.
   flops  GEMMs (cuBLAS custom calls, GEMM fusions): 2·|out|·K. Flash attention (cuDNN fmha): its
          matmuls, 4·B·H·T·S·K forward and 2.5× that backward (S, dP, dV, dQ, dK), halved when causal.
   time   max(bytes / bandwidth, flops / rate) + a launch cost, with the rate of the kernel's class
@@ -497,9 +498,12 @@ class _Module:
                   "all-reduce-start", "all-gather-start", "collective-permute-start"):
         category = "collective"
         nbytes = shape_bytes(ins.shape)
+      elif op in _SLICES:  # an unfused slice (CPU programs): it reads its slice (and a dynamic one its offsets)
+        category = "copy"
+        nbytes = 2 * shape_bytes(ins.shape) + sum(shape_bytes(self.shapes.get(o, "")) for o in set(ins.operands[1:]))
       else:
         nbytes = sum(shape_bytes(self.shapes.get(o, "")) for o in set(ins.operands)) + shape_bytes(ins.shape)
-        category = "reduce" if op in ("reduce", "sort", "scatter") else "elementwise"
+        category = "reduce" if op in ("reduce", "reduce-window", "sort", "scatter") else "elementwise"
       out.append(Kernel(name, category, nbytes, flops, ins.shape, times, op_name=self.op_name(ins), head_dim=head_dim))
     return out
 

@@ -4,12 +4,20 @@ any config to test size.
 Multi-device tests run in subprocesses with `--xla_force_host_platform_device_count` (it must be
 set before JAX starts), so this process keeps one CPU device.
 
-The tests' programs are tiny and each is compiled once, so compilation is most of the suite's time:
-`--xla_backend_optimization_level=0` skips LLVM's optimisation of the CPU code (a cold run of the
-config smoke tests and tests/test_model.py: 90.9 → 55.5 s on 2 cores). It changes code generation
-only, not XLA's HLO passes (what `paperjax.roofline` and the HLO tests read), and every process of a
-test gets the same flags (`xla_flags()`), so comparisons between processes stay exact. A user's own
-`xla_backend_optimization_level` in XLA_FLAGS wins.
+The tests' programs are tiny and each is compiled once, so compilation is most of the suite's time.
+Two XLA flags make CPU compilation quick (`QUICK_CPU_FLAGS`):
+- `--xla_backend_optimization_level=0` skips LLVM's optimisation of the CPU code (a cold run of the
+  config smoke tests and tests/test_model.py: 90.9 → 55.5 s on 2 cores);
+- `--xla_cpu_use_fusion_emitters=false` emits each CPU fusion with XLA's elemental IR emitters instead of
+  its MLIR fusion emitters, which are slow to compile (the same two files cold, on the slower 2-core
+  machines of late 2026: 178.7 → 109.2 s; the tiny bench step's compile 2.3–2.5 → 1.0–1.3 s).
+Neither changes the HLO of a GPU program (`gpu_xla_flags()` leaves them out of the subprocesses that
+compile for one). On CPU the first changes code generation only; the second leaves unfused instructions
+unwrapped (`paperjax.roofline` prices a bare slice by its slice) and lets LLVM contract a·b + c into an FMA
+in one program's fusion and not in another's, so two different programs that compute the same numbers may
+differ by an ulp: a test that claims they agree to the last bit is marked `default_codegen` and runs in a
+child pytest under XLA's default emitters (`pytest_pyfunc_call`). Every process of a test gets the same
+flags (`xla_flags()`), so comparisons between processes stay exact; a flag the user set in XLA_FLAGS wins.
 """
 
 import importlib.util
@@ -22,14 +30,38 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 os.environ.setdefault("PAPERJAX_COMPILATION_CACHE", str(ROOT / ".jax_cache"))
-TEST_XLA_FLAGS = "" if "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "") else (
-    "--xla_backend_optimization_level=0")
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()  # before JAX starts
+QUICK_CPU_FLAGS = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
+_ENV_FLAGS = os.environ.get("XLA_FLAGS", "").split()
+_users = lambda name: next((f for f in _ENV_FLAGS if f.lstrip("-").partition("=")[0] == name), None)
+TEST_XLA_FLAGS = " ".join(_users(k) or f"--{k}={v}" for k, v in QUICK_CPU_FLAGS.items())  # every process's
+os.environ["XLA_FLAGS"] = " ".join(_ENV_FLAGS + [f for f in TEST_XLA_FLAGS.split() if f not in _ENV_FLAGS])  # before JAX
 
 
 def xla_flags(devices: int = 1) -> str:
   """XLA_FLAGS for a test's subprocess: this suite's flags and `devices` fake CPU devices."""
   return f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={devices}".strip()
+
+
+def gpu_xla_flags() -> str:
+  """XLA_FLAGS for a subprocess that compiles for a GPU: the environment's, less `QUICK_CPU_FLAGS`."""
+  return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if not any(k in f for k in QUICK_CPU_FLAGS))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+  """A test marked `default_codegen` runs in a child pytest with XLA's default CPU fusion emitters: it claims
+  that two different programs agree to the last bit, and the quick emitters at level 0 let LLVM contract
+  a·b + c into one FMA in one program's fusion and not in the other's (1-ulp differences; none with
+  `--xla_cpu_max_isa=SSE4_2`, which has no FMA)."""
+  if pyfuncitem.get_closest_marker("default_codegen") is None or (
+      "--xla_cpu_use_fusion_emitters=false" not in TEST_XLA_FLAGS.split()):
+    return None
+  flags = [f for f in os.environ["XLA_FLAGS"].split() if "xla_cpu_use_fusion_emitters" not in f]
+  env = {**os.environ, "XLA_FLAGS": " ".join(flags + ["--xla_cpu_use_fusion_emitters=true"])}
+  r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "", "-p", "no:cacheprovider",
+                      pyfuncitem.nodeid], capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+  assert r.returncode == 0, f"under XLA's default CPU emitters:\n{r.stdout[-4000:]}\n{r.stderr[-2000:]}"
+  return True
 
 
 def shrink(config, steps: int = 4):
@@ -116,9 +148,8 @@ def run_for_h100(code: str, *argv: str):
   (`needs_cuda_plugin`), `argv` as its sys.argv[1:]; returns the JSON its last printed line holds."""
   import json  # pylint: disable=g-import-not-at-top
   import textwrap  # pylint: disable=g-import-not-at-top
-  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
   r = subprocess.run([sys.executable, "-c", _H100_PREAMBLE + textwrap.dedent(code), *argv], capture_output=True,
-                     text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
+                     text=True, timeout=600, env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": gpu_xla_flags()})
   assert r.returncode == 0, r.stderr[-3000:]
   return json.loads(r.stdout.strip().splitlines()[-1])
 

@@ -15,7 +15,7 @@ from paperjax import losses
 from paperjax.models import lm
 from paperjax.models import transformer as T
 from paperjax.models.transformer import Transformer, TransformerConfig
-from tests.conftest import needs_cuda_plugin, run_for_h100
+from tests.conftest import gpu_xla_flags, needs_cuda_plugin, run_for_h100
 
 
 def _model(kind, **kw):
@@ -264,9 +264,8 @@ def test_dense_mlp_gelu_is_a_cublaslt_epilogue_in_the_h100_program():
     plain = lambda p, x: jax.nn.gelu(x @ cast(p, "wi"), approximate=True) @ cast(p, "wo")
     print(gelu_aux(lambda p, x: mlp.apply({"params": p}, x, True)), gelu_aux(plain))
   """)
-  flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_backend_optimization_level" not in f)
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": flags})
+                       env={**os.environ, "JAX_PLATFORMS": "", "XLA_FLAGS": gpu_xla_flags()})
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.split()[-2:] == ["1", "0"]
 

@@ -70,6 +70,7 @@ def _casts_of_inputs(step_fn, state, batch) -> int:
              and e.invars[0].aval.dtype == jnp.float32 and e.invars[0].aval.ndim >= 2)
 
 
+@pytest.mark.default_codegen
 @pytest.mark.parametrize("flags", [
     ["--shape=tiny"],
     # The UL2 large preset's layers: scanned, rematerialised, Adafactor, an encoder-decoder.

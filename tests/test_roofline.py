@@ -168,8 +168,29 @@ def test_cpu_program_dot_and_slice_by_hand():
   gemms = [k for k in ks if k.category == "gemm"]
   assert len(gemms) == 1 and gemms[0].flops == 2 * 64 * 16 * 32
   assert sum(k.flops for k in ks) == 2 * 64 * 16 * 32
-  # the 100×50 table is read only where sliced: no kernel is charged for all of it
+  # the 100×50 table is read only where sliced (by a fusion, or by an unfused slice): no kernel is charged for all of it
   assert max(k.bytes for k in ks if k.category != "gemm") < 100 * 50 * 4
+
+
+def test_unfused_slices_read_their_slice():
+  """XLA's CPU compiler leaves a slice unfused when its fusion emitters are off (the suite's quick flags): a
+  slice reads and writes its result; a dynamic one reads its offsets too; a bare reduce-window is a reduction."""
+  text = "\n".join([
+      "HloModule m", "",
+      "region (a: f32[], b: f32[]) -> f32[] {", "  %a = f32[] parameter(0)", "  %b = f32[] parameter(1)",
+      "  ROOT %s = f32[] add(%a, %b)", "}", "",
+      "ENTRY main (t: f32[100,50], i: s32[]) -> (f32[2,50], f32[3,50], f32[1,2]) {",
+      "  %t = f32[100,50]{1,0} parameter(0)", "  %i = s32[] parameter(1)", "  %z = s32[] constant(0)",
+      "  %sl = f32[2,50]{1,0} slice(%t), slice={[3:5], [0:50]}",
+      "  %ds = f32[3,50]{1,0} dynamic-slice(%t, %i, %z), dynamic_slice_sizes={3,50}",
+      "  %zero = f32[] constant(0)",
+      "  %rw = f32[1,2]{1,0} reduce-window(%sl, %zero), window={size=2x25 stride=2x25}, to_apply=%region",
+      "  ROOT %out = (f32[2,50]{1,0}, f32[3,50]{1,0}, f32[1,2]{1,0}) tuple(%sl, %ds, %rw)", "}"])
+  by = _by_name(roofline.kernels(text))
+  assert sorted(by) == ["ds", "rw", "sl"]
+  assert (by["sl"].category, by["sl"].bytes) == ("copy", 2 * 4 * 2 * 50)
+  assert (by["ds"].category, by["ds"].bytes) == ("copy", 2 * 4 * 3 * 50 + 4 + 4)  # the slice, twice; i and z
+  assert (by["rw"].category, by["rw"].bytes) == ("reduce", 4 * 2 * 50 + 4 + 4 * 2)
 
 
 def test_kernels_by_phase_of_a_training_step():

@@ -126,6 +126,7 @@ def test_e3m0_is_a_signed_power_of_two_grid_and_idempotent():
   assert comm.e3m0_bytes({"a": x}) == 500 + 4
 
 
+@pytest.mark.default_codegen
 def test_p1_tau0_fp32_is_bitwise_diloco(tmp_path):
   """The whole pipeline: Streaming DiLoCo with one fragment, no overlap, no quantisation against the
   independent FedOpt implementation of DiLoCo (configs/diloco.py) on the same model, data and seed."""
