@@ -10,7 +10,8 @@ Two XLA flags make CPU compilation quick (`QUICK_CPU_FLAGS`):
   config smoke tests and tests/test_model.py: 90.9 → 55.5 s on 2 cores);
 - `--xla_cpu_use_fusion_emitters=false` emits each CPU fusion with XLA's elemental IR emitters instead of
   its MLIR fusion emitters, which are slow to compile (the same two files cold, on the slower 2-core
-  machines of late 2026: 178.7 → 109.2 s; the tiny bench step's compile 2.3–2.5 → 1.0–1.3 s).
+  machines of late 2026: 183.9 → 122.2 s; the whole suite 1033 → 725 s; the tiny bench step's compile
+  2.3–2.5 → 1.0–1.3 s).
 Neither changes the HLO of a GPU program (`gpu_xla_flags()` leaves them out of the subprocesses that
 compile for one). On CPU the first changes code generation only; the second leaves unfused instructions
 unwrapped (`paperjax.roofline` prices a bare slice by its slice) and lets LLVM contract a·b + c into an FMA
