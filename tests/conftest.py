@@ -5,7 +5,7 @@ Multi-device tests run in subprocesses with `--xla_force_host_platform_device_co
 set before JAX starts), so this process keeps one CPU device.
 
 The tests' programs are tiny and each is compiled once, so compilation is most of the suite's time.
-Two XLA flags make CPU compilation quick (`QUICK_CPU_FLAGS`):
+Two XLA flags make CPU compilation quick (`QUICK_CPU_FLAGS`; the second only where this jaxlib knows it):
 - `--xla_backend_optimization_level=0` skips LLVM's optimisation of the CPU code (a cold run of the
   config smoke tests and tests/test_model.py: 90.9 → 55.5 s on 2 cores);
 - `--xla_cpu_use_fusion_emitters=false` emits each CPU fusion with XLA's elemental IR emitters instead of
@@ -31,9 +31,22 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 os.environ.setdefault("PAPERJAX_COMPILATION_CACHE", str(ROOT / ".jax_cache"))
-QUICK_CPU_FLAGS = {"xla_backend_optimization_level": "0", "xla_cpu_use_fusion_emitters": "false"}
 _ENV_FLAGS = os.environ.get("XLA_FLAGS", "").split()
 _users = lambda name: next((f for f in _ENV_FLAGS if f.lstrip("-").partition("=")[0] == name), None)
+
+
+def _xla_parses(flag: str) -> bool:
+  """Whether this jaxlib's XLA knows `flag` (an unknown flag in XLA_FLAGS aborts the process that starts
+  a backend): a CPU backend started in a child process. The suite's first process asks; the processes it
+  starts (xdist workers, subprocesses) inherit the answer in XLA_FLAGS."""
+  env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
+  return subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True,
+                        timeout=300).returncode == 0
+
+
+QUICK_CPU_FLAGS = {"xla_backend_optimization_level": "0"}
+if _users("xla_cpu_use_fusion_emitters") or _xla_parses("--xla_cpu_use_fusion_emitters=false"):
+  QUICK_CPU_FLAGS["xla_cpu_use_fusion_emitters"] = "false"
 TEST_XLA_FLAGS = " ".join(_users(k) or f"--{k}={v}" for k, v in QUICK_CPU_FLAGS.items())  # every process's
 os.environ["XLA_FLAGS"] = " ".join(_ENV_FLAGS + [f for f in TEST_XLA_FLAGS.split() if f not in _ENV_FLAGS])  # before JAX
 
